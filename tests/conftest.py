@@ -1,0 +1,68 @@
+"""Shared fixtures: the shipped sample images and a tiny (alpha 0.35, 96 px, weights none) model trained
+briefly on them, so parity tests compare non-trivial outputs.  Built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_ROOT = REPO / "samples" / "pbc_sample"
+TINY_SIZE = 96
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    assert SAMPLE_ROOT.is_dir(), f"shipped sample data missing: {SAMPLE_ROOT}"
+    return SAMPLE_ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_files(sample_root):
+    """(paths, label indices) of every shipped sample image, sorted."""
+    from wbc_edge.classes import CLASSES
+
+    paths, labels = [], []
+    for ci, name in enumerate(CLASSES):
+        for p in sorted((sample_root / name).iterdir()):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                paths.append(p)
+                labels.append(ci)
+    return paths, np.array(labels, dtype=np.int64)
+
+
+@pytest.fixture(scope="session")
+def pbc_root() -> Path:
+    """The full PBC folder, from WBC_EDGE_PBC; tests needing it skip when it is absent."""
+    value = os.environ.get("WBC_EDGE_PBC")
+    if not value or not Path(value).is_dir():
+        pytest.skip("full PBC data not available: set WBC_EDGE_PBC to the PBC ImageFolder (e.g. ../shared/data/pbc)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, sample_files) -> Path:
+    """A tiny MobileNetV2 (alpha 0.35, 96 px, no pretrained weights) fitted for a few epochs on the samples."""
+    from wbc_edge.model import ModelConfig, build_model
+    from wbc_edge.preprocess import preprocess
+    from wbc_edge.tfcompat import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(alpha=0.35, input_size=TINY_SIZE, weights="none"))
+    paths, labels = sample_files
+    x = np.stack([preprocess(p, TINY_SIZE) for p in paths]).astype(np.float32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, labels, epochs=4, batch_size=8, verbose=0)
+    out = tmp_path_factory.mktemp("tiny") / "model.keras"
+    model.save(out)
+    return out

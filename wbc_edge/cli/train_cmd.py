@@ -1,0 +1,81 @@
+"""`wbc-edge train` and `wbc-edge evaluate` (TensorFlow imported only inside the commands)."""
+
+from __future__ import annotations
+
+import click
+
+_DATA = click.Path(exists=True, file_okay=False)
+
+
+@click.command()
+@click.argument("data", type=_DATA)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run directory: model.keras, split.csv, history.json, curves.png, run.json, metrics.")
+@click.option("--mode", type=click.Choice(["cached", "full"]), default="cached", show_default=True,
+              help="cached: CPU-practical (cache frozen-backbone activations, train head, fine-tune top blocks). "
+                   "full: end-to-end fine-tuning for GPU machines / tf.distribute.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="Backbone init: imagenet (Keras download) | none | PATH to a no-top .h5 "
+                   "(offline: ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5).")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width multiplier.")
+@click.option("--input-size", type=int, default=224, show_default=True, help="Square input size in pixels.")
+@click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Reuse a saved split CSV instead of computing one.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--epochs", type=int, default=15, show_default=True, help="Full mode: end-to-end epochs (paper: 15).")
+@click.option("--head-epochs", type=int, default=15, show_default=True, help="Cached mode: head epochs (paper: 15).")
+@click.option("--finetune-epochs", type=int, default=8, show_default=True, help="Cached mode: top-block epochs.")
+@click.option("--finetune-from", type=click.IntRange(13, 16), default=13, show_default=True,
+              help="Cached mode: first MobileNetV2 block that is fine-tuned.")
+@click.option("--aug-views", type=click.IntRange(0, 16), default=2, show_default=True,
+              help="Cached mode: augmented views cached per training image.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--finetune-lr", type=float, default=1e-4, show_default=True)
+@click.option("--early-stopping", type=int, default=None, help="Patience (epochs without val improvement).")
+@click.option("--no-class-weights", is_flag=True, help="Do not weight the loss against class imbalance.")
+@click.option("--limit-per-class", type=int, default=None, help="Quick runs: cap images per class and split.")
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]), default="none",
+              show_default=True, help="Full mode: tf.distribute strategy (multiworker reads TF_CONFIG).")
+@click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
+@click.option("--quiet", is_flag=True)
+def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
+          finetune_epochs, finetune_from, aug_views, batch_size, learning_rate, finetune_lr, early_stopping,
+          no_class_weights, limit_per_class, distribute, force, quiet):
+    """Train MobileNetV2 on an ImageFolder DATA (root/<class>/<image>) with a leak-free split.
+
+    Re-running the same command on an interrupted RUN_DIR resumes it.
+    """
+    from ..model import ModelConfig
+    from ..train import TrainConfig, train as run_train
+
+    cfg = TrainConfig(data_root=str(data), out_dir=str(out_dir), mode=mode,
+                      model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
+                      split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
+                      finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
+                      batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,
+                      early_stopping=early_stopping, class_weights=not no_class_weights,
+                      limit_per_class=limit_per_class, distribute=distribute)
+    run_train(cfg, force=force, verbose=not quiet)
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", type=_DATA)
+@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
+              help="Which part of the split manifest to score; 'all' scores every valid image of DATA "
+                   "(e.g. a cross-domain set).")
+@click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Split CSV (default: split.csv beside MODEL).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where metrics.json / confusion.json / confusion.png go (default: beside MODEL).")
+@click.option("--quiet", is_flag=True)
+def evaluate(model, data, split, split_manifest, out_dir, quiet):
+    """Score a Keras MODEL (.keras) on DATA: accuracy (95 % bootstrap CI), balanced accuracy, macro-F1,
+    per-class precision/recall/F1, confusion matrix (JSON + PNG)."""
+    from ..evaluate_model import evaluate_keras
+
+    metrics, saved = evaluate_keras(model, data, split=split, split_manifest=split_manifest, out_dir=out_dir,
+                                    progress=not quiet)
+    click.echo(metrics.format_table())
+    click.echo("Saved: " + ", ".join(str(p) for p in (saved.values() if isinstance(saved, dict) else saved)))

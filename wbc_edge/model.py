@@ -1,0 +1,133 @@
+"""MobileNetV2 classifier builder and safe loader (tf_keras).
+
+Design choices that later stages rely on:
+- Input is RGB pixels 0..255 as float32 (what `preprocess` produces, cast); a `Rescaling` layer maps them to
+  MobileNetV2's [-1, 1] inside the graph.  So every consumer - training, calibration, TFLite runtime -
+  feeds the same uint8 pixels, and an int8 TFLite model gets an input scale of ~1 (raw pixels).
+- One flat functional graph (the backbone is built on our input tensor, not nested as a sub-model),
+  because tfmot's quantize_model refuses nested models.
+- No Lambda layers anywhere: models load in Keras safe mode, and nothing in a model file is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .classes import CLASSES
+from .errors import ModelFileError, WbcEdgeError
+from .tfcompat import import_tf
+
+IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+@dataclass
+class ModelConfig:
+    alpha: float = 1.0
+    input_size: int = 224
+    weights: str = "imagenet"  # "imagenet" | "none" | path to a no-top .h5
+    dropout: float = 0.2
+    num_classes: int = len(CLASSES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_weights(weights: str | None, alpha: float) -> str | None:
+    """Map the user's --weights value to what keras.applications accepts, with clear errors."""
+    if weights is None or str(weights).lower() in ("none", ""):
+        return None
+    if str(weights).lower() == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ModelFileError(
+            f"{path}: weights file not found (expected a MobileNetV2 alpha={alpha} no-top Keras .h5 such as "
+            f"{IMAGENET_WEIGHTS_FILE}, or 'imagenet' / 'none')")
+    with open(path, "rb") as fh:
+        if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+            raise ModelFileError(f"{path}: not an HDF5 (.h5) weights file")
+    return str(path)
+
+
+def build_model(cfg: ModelConfig | None = None):
+    """Build the flat uint8-pixel -> softmax MobileNetV2 classifier (a tf_keras.Model)."""
+    cfg = cfg or ModelConfig()
+    tf, keras = import_tf()
+    weights = resolve_weights(cfg.weights, cfg.alpha)
+    size = int(cfg.input_size)
+    inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="pixels")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(inputs)
+    try:
+        backbone = keras.applications.MobileNetV2(
+            input_tensor=x, include_top=False, alpha=cfg.alpha, weights=weights)
+    except ValueError as exc:
+        raise ModelFileError(f"{cfg.weights}: cannot load weights for MobileNetV2 alpha={cfg.alpha}, "
+                             f"{size}px ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # download failures surface as various URL/IO errors
+        if weights == "imagenet":
+            raise WbcEdgeError(
+                "could not download the ImageNet MobileNetV2 weights (offline?): pass --weights PATH to a "
+                f"local {IMAGENET_WEIGHTS_FILE}, or copy it to ~/.keras/models/ ({exc})") from None
+        raise
+    y = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+    y = keras.layers.Dropout(cfg.dropout, name="head_dropout")(y)
+    outputs = keras.layers.Dense(cfg.num_classes, activation="softmax", name="predictions")(y)
+    return keras.Model(inputs, outputs, name=f"wbc_mobilenetv2_{cfg.alpha:g}_{size}")
+
+
+def model_input_size(model) -> int:
+    shape = model.input_shape
+    return int(shape[1])
+
+
+# --- safe loading -------------------------------------------------------------------------------------
+
+_UNSAFE_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+
+
+def _config_class_names(obj) -> set[str]:
+    names: set[str] = set()
+    if isinstance(obj, dict):
+        if "class_name" in obj and isinstance(obj["class_name"], str):
+            names.add(obj["class_name"])
+        for v in obj.values():
+            names |= _config_class_names(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            names |= _config_class_names(v)
+    return names
+
+
+def load_model(path: str | os.PathLike):
+    """Load a reference `.keras` model in safe mode; refuse anything that would run code.
+
+    Lambda layers (marshalled Python bytecode) are refused before Keras even parses the file, and Keras'
+    own safe_mode is kept on.  Legacy .h5 full models are refused (they bypass safe mode).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: model file not found")
+    if p.is_dir():
+        raise ModelFileError(f"{p}: is a directory; pass the .keras file (e.g. RUN_DIR/model.keras)")
+    if p.suffix != ".keras":
+        raise ModelFileError(f"{p}: expected a Keras v3 '.keras' model file (legacy .h5/SavedModel are not "
+                             "loaded: they can carry code that safe mode cannot check)")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            config = json.loads(zf.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{p}: not a valid .keras model archive ({exc})") from None
+    unsafe = sorted(_config_class_names(config) & set(_UNSAFE_CLASSES))
+    if unsafe:
+        raise ModelFileError(f"{p}: refusing to load a model with {', '.join(unsafe)} layer(s): they contain "
+                             "arbitrary Python code")
+    tf, keras = import_tf()
+    try:
+        return keras.models.load_model(p, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{p}: cannot load Keras model ({msg})") from None

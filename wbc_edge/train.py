@@ -1,0 +1,545 @@
+"""Training: MobileNetV2 on a leak-free split, in two modes.
+
+`cached` (default, CPU-practical): fine-tuning the whole network at 224 px runs at ~5 img/s on 2 CPU cores
+(~7 h for 15 epochs of PBC).  Instead we run the frozen lower part of the backbone ONCE per image (and per
+augmented view) and cache its activations at the input of `block_<finetune_from>`; then
+  1. head phase: the classifier head is trained (Adam, `head_epochs`, the paper's 15 by default) on pooled
+     features computed from the cache by the frozen top blocks - seconds per epoch;
+  2. fine-tune phase: the top blocks (from `block_<finetune_from>` up, BatchNorm kept in inference mode) and
+     the head are fine-tuned on the cached activations - about a minute per epoch on 2 cores.
+Since the model is one flat graph, the bottom and top are views of the same layers: the result is the
+ordinary full model, saved as `model.keras`, exactly equal to top(bottom(x)).
+
+`full`: ordinary end-to-end fine-tuning with augmentation in a tf.data pipeline - what a GPU machine or a
+cluster should run; supports tf.distribute (MirroredStrategy / MultiWorkerMirroredStrategy via TF_CONFIG)
+and resumes through Keras' BackupAndRestore.
+
+Both modes resume after an interruption: re-run the same command on the same RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .augment import AugmentConfig, augment
+from .classes import CLASSES
+from .errors import WbcEdgeError
+from .model import ModelConfig, build_model
+from .preprocess import preprocess
+from .tfcompat import import_tf, versions
+
+RUN_FILES = ("model.keras", "split.csv", "history.json", "curves.png", "run.json")
+
+
+@dataclass
+class TrainConfig:
+    data_root: str
+    out_dir: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mode: str = "cached"                  # cached | full
+    split_manifest: str | None = None     # reuse a saved split instead of computing one
+    seed: int = 42
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    batch_size: int = 32
+    epochs: int = 15                      # full mode: epochs of end-to-end training (paper: 15)
+    learning_rate: float = 1e-3           # Adam, head phase / full mode
+    head_epochs: int = 15                 # cached mode: head on frozen features (paper: 15 epochs, Adam)
+    finetune_epochs: int = 8              # cached mode: top blocks on cached activations
+    finetune_learning_rate: float = 1e-4
+    finetune_from: int = 13               # first MobileNetV2 block that is fine-tuned (13 .. 16)
+    aug_views: int = 2                    # cached mode: augmented views cached per train image
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    class_weights: bool = True
+    early_stopping: int | None = None     # patience in epochs (on val accuracy); None = off
+    limit_per_class: int | None = None    # quick runs: at most this many images per class and split
+    distribute: str = "none"              # none | mirrored | multiworker (full mode)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        raw = dict(raw)
+        raw["model"] = ModelConfig(**raw.get("model", {}))
+        raw["augment"] = AugmentConfig(**raw.get("augment", {}))
+        return cls(**raw)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    test_accuracy: float
+    history: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+def _say(msg: str, verbose: bool) -> None:
+    if verbose:
+        print(msg, flush=True)
+
+
+def _class_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
+    present = counts > 0
+    w = np.zeros_like(counts)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return {i: float(w[i]) for i in range(len(CLASSES))}
+
+
+def _limit(paths: list[str], labels: np.ndarray, limit: int | None) -> tuple[list[str], np.ndarray]:
+    if not limit:
+        return paths, labels
+    keep = []
+    for c in range(len(CLASSES)):
+        keep.extend(np.flatnonzero(labels == c)[:limit].tolist())
+    keep.sort()
+    return [paths[i] for i in keep], labels[keep]
+
+
+def prepare_run(cfg: TrainConfig, *, force: bool = False, verbose: bool = True):
+    """Create/validate RUN_DIR and its split manifest; returns (run_dir, manifest, resumed)."""
+    from .data import SplitManifest, split_dataset
+
+    run = Path(cfg.out_dir)
+    cfg_file = run / "config.json"
+    resumed = False
+    if run.exists() and any(run.iterdir()):
+        finished = (run / "model.keras").exists() and (run / "run.json").exists()
+        same = cfg_file.exists() and json.loads(cfg_file.read_text()) == json.loads(json.dumps(cfg.to_dict()))
+        if force:
+            # Start over, but keep the previous finished artifacts until the new ones replace them.
+            for name in ("state.json", "config.json"):
+                (run / name).unlink(missing_ok=True)
+            _remove_tree(run / "checkpoints")
+        elif finished:
+            raise WbcEdgeError(f"{run}: already holds a finished run (model.keras); use --force to retrain "
+                               "into it or choose another --out")
+        elif cfg_file.exists() and not same:
+            previous = json.loads(cfg_file.read_text())
+            now = json.loads(json.dumps(cfg.to_dict()))
+            diff = sorted(k for k in set(previous) | set(now) if previous.get(k) != now.get(k))
+            raise WbcEdgeError(f"{run}: holds an unfinished run with a different config ({', '.join(diff)}); "
+                               "re-run with the same options to resume, or --force to start over")
+        elif cfg_file.exists():
+            resumed = True
+            _say(f"Resuming the unfinished run in {run}", verbose)
+        else:
+            raise WbcEdgeError(f"{run}: directory exists and is not a wbc-edge run; use --force or another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(cfg_file, cfg.to_dict())
+
+    split_csv = run / "split.csv"
+    if cfg.split_manifest:
+        manifest = SplitManifest.load(cfg.split_manifest)
+        atomic.write_bytes(split_csv, Path(cfg.split_manifest).read_bytes())
+    elif split_csv.exists() and resumed:
+        manifest = SplitManifest.load(split_csv)
+    else:
+        _say(f"Scanning {cfg.data_root} and computing a leak-free split (seed {cfg.seed}) ...", verbose)
+        _, manifest, report = split_dataset(cfg.data_root, split_csv, seed=cfg.seed,
+                                            test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                                            progress=verbose)
+        _say(str(report), verbose)
+    return run, manifest, resumed
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> TrainResult:
+    """Train according to `cfg`, writing everything into cfg.out_dir (see module docstring)."""
+    if cfg.mode not in ("cached", "full"):
+        raise WbcEdgeError(f"unknown training mode {cfg.mode!r} (expected 'cached' or 'full')")
+    if cfg.mode == "cached" and cfg.distribute != "none":
+        raise WbcEdgeError("--distribute needs --mode full (cached mode is the single-CPU-machine path)")
+    if not 13 <= cfg.finetune_from <= 16:
+        raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block 13..16, got {cfg.finetune_from}")
+    t0 = time.time()
+    run, manifest, resumed = prepare_run(cfg, force=force, verbose=verbose)
+    data = {}
+    for split in ("train", "val", "test"):
+        paths, labels = manifest.files(split, cfg.data_root)
+        paths, labels = _limit([str(p) for p in paths], np.asarray(labels, dtype=np.int64), cfg.limit_per_class)
+        if len(paths) == 0:
+            raise WbcEdgeError(f"split '{split}' of {run / 'split.csv'} is empty")
+        data[split] = (paths, labels)
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.mode == "cached":
+        trainer = _CachedTrainer(cfg, run, data, verbose)
+    else:
+        trainer = _FullTrainer(cfg, run, data, verbose)
+    model, history, phase_bounds, timings = trainer.run()
+
+    # Final artifacts (atomic).  The reference model is the best-validation checkpoint.
+    from .evaluate import compute_metrics, plot_curves, save_metrics
+
+    with atomic.atomic_path(run / "model.keras") as tmp:
+        model.save(tmp)
+    hist_cols = _history_columns(history)
+    atomic.write_json(run / "history.json", {"epochs": history, "phase_boundaries": phase_bounds, **hist_cols})
+    try:
+        plot_curves(hist_cols, run / "curves.png", title=f"{model.name} ({cfg.mode} mode)",
+                    phase_boundaries=phase_bounds)
+    except WbcEdgeError as exc:
+        _say(f"(no curves.png: {exc})", verbose)
+
+    t_eval = time.time()
+    probs = trainer.predict_split("test")
+    y_true = data["test"][1]
+    metrics = compute_metrics(y_true, probs.argmax(1), list(CLASSES))
+    save_metrics(metrics, run, prefix="test_", extra={"split": "test", "n": len(y_true)})
+    timings["test_eval_s"] = round(time.time() - t_eval, 1)
+    timings["total_s"] = round(time.time() - t0, 1)
+    run_info = {
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "timings": timings,
+        "split_manifest_sha256": manifest.sha256(),
+        "split_counts": {s: len(data[s][0]) for s in data},
+        "resumed": resumed,
+        "test": {"accuracy": metrics.accuracy, "balanced_accuracy": metrics.balanced_accuracy,
+                 "macro_f1": metrics.macro_f1, "accuracy_ci95": list(metrics.accuracy_ci95)},
+        "model_sha256": _sha256(run / "model.keras"),
+    }
+    atomic.write_json(run / "run.json", run_info)
+    _say(metrics.format_table(), verbose)
+    _say(f"Done in {timings['total_s'] / 60:.1f} min -> {run / 'model.keras'}", verbose)
+    return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _history_columns(history: list[dict]) -> dict:
+    cols: dict[str, list] = {}
+    for key in ("accuracy", "val_accuracy", "loss", "val_loss"):
+        cols[key] = [float(h[key]) if h.get(key) is not None else None for h in history]
+    return cols
+
+
+def _load_pixels(path: str, size: int, rng: np.random.Generator | None, aug: AugmentConfig) -> np.ndarray:
+    px = preprocess(path, size)
+    return augment(px, rng, aug) if rng is not None else px
+
+
+class _State:
+    """Small resumable state file (atomic JSON) for the cached trainer."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def set(self, **kv) -> None:
+        self.data.update(kv)
+        atomic.write_json(self.path, self.data)
+
+
+class _CachedTrainer:
+    def __init__(self, cfg: TrainConfig, run: Path, data: dict, verbose: bool):
+        self.cfg, self.run_dir, self.data, self.verbose = cfg, run, data, verbose
+        self.tf, self.keras = import_tf()
+        self.model = build_model(cfg.model)
+        keras = self.keras
+        cut = self.model.get_layer(f"block_{cfg.finetune_from}_expand").input
+        self.bottom = keras.Model(self.model.input, cut, name="bottom")
+        self.top = keras.Model(cut, self.model.output, name="top")
+        self.features = keras.Model(cut, self.model.get_layer("pool").output, name="top_features")
+        self.cache_dir = run / "checkpoints" / "cache"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.state = _State(run / "state.json")
+        self.size = cfg.model.input_size
+
+    # -- activation cache ---------------------------------------------------------------------------
+    def _cache_file(self, split: str, view: int) -> Path:
+        return self.cache_dir / f"act_{split}_v{view}.npy"
+
+    def extract(self, split: str, view: int) -> np.ndarray:
+        """Bottom activations for a split/view, cached in a memmap; resumes from the last full chunk."""
+        paths, _ = self.data[split]
+        path = self._cache_file(split, view)
+        key = f"extract_{split}_v{view}"
+        done = int(self.state.get(key, 0))
+        shape = (len(paths),) + tuple(int(d) for d in self.bottom.output_shape[1:])
+        if path.exists() and done > 0:
+            arr = np.load(path, mmap_mode="r+")
+            if arr.shape != shape:
+                done, arr = 0, None
+        else:
+            arr = None
+        if arr is None:
+            arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+            done = 0
+        if done >= len(paths):
+            return arr
+        chunk = 256
+        t = time.time()
+        for start in range(done, len(paths), chunk):
+            stop = min(start + chunk, len(paths))
+            px = np.stack([
+                _load_pixels(paths[i], self.size,
+                             None if view == 0 else np.random.default_rng([self.cfg.seed, view, i]),
+                             self.cfg.augment)
+                for i in range(start, stop)]).astype(np.float32)
+            arr[start:stop] = self.bottom.predict(px, batch_size=self.cfg.batch_size, verbose=0).astype(np.float16)
+            arr.flush()
+            self.state.set(**{key: stop})
+            if self.verbose:
+                rate = (stop - done) / max(time.time() - t, 1e-6)
+                eta = (len(paths) - stop) / max(rate, 1e-6)
+                print(f"  cache {split} view {view}: {stop}/{len(paths)} images  {rate:.1f} img/s  "
+                      f"ETA {eta / 60:.1f} min", flush=True)
+        return arr
+
+    def _views(self, split: str) -> int:
+        return 1 + (self.cfg.aug_views if split == "train" else 0)
+
+    # -- phases ---------------------------------------------------------------------------------------
+    def run(self):
+        cfg, keras, tf = self.cfg, self.keras, self.tf
+        timings: dict = dict(self.state.get("timings", {}))
+        t = time.time()
+        _say(f"Caching activations at block_{cfg.finetune_from} input "
+             f"({self.bottom.output_shape[1:]}, float16) ...", self.verbose)
+        acts = {}
+        for split in ("train", "val", "test"):
+            acts[split] = [self.extract(split, v) for v in range(self._views(split))]
+        timings.setdefault("extract_s", round(time.time() - t, 1))
+        self.acts = acts
+        history: list[dict] = list(self.state.get("history", []))
+        y_train, y_val = self.data["train"][1], self.data["val"][1]
+        cw = _class_weights(y_train) if cfg.class_weights else None
+
+        # Phase 1: head on pooled features of the frozen top.
+        head_w = self.run_dir / "checkpoints" / "head.weights.h5"
+        if not self.state.get("head_done"):
+            t = time.time()
+            _say(f"Head phase: {cfg.head_epochs} epochs on frozen features ...", self.verbose)
+            feats_train = np.concatenate([self.features.predict(a, batch_size=128, verbose=0) for a in acts["train"]])
+            y_rep = np.concatenate([y_train] * len(acts["train"]))
+            feats_val = self.features.predict(acts["val"][0], batch_size=128, verbose=0)
+            inp = keras.Input(shape=feats_train.shape[1:], name="features")
+            out = self.model.get_layer("predictions")(self.model.get_layer("head_dropout")(inp))
+            head = keras.Model(inp, out, name="head")
+            head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            h = head.fit(feats_train, y_rep, validation_data=(feats_val, y_val), epochs=cfg.head_epochs,
+                         batch_size=cfg.batch_size, class_weight=cw, shuffle=True,
+                         verbose=2 if self.verbose else 0)
+            for e in range(len(h.history["loss"])):
+                history.append({"phase": "head", "epoch": e + 1,
+                                **{k: float(v[e]) for k, v in h.history.items()}})
+            self.model.save_weights(head_w)
+            timings["head_s"] = round(time.time() - t, 1)
+            self.state.set(head_done=True, history=history, timings=timings)
+        else:
+            self.model.load_weights(head_w)
+        n_head = sum(1 for h in history if h["phase"] == "head")
+
+        # Phase 2: fine-tune the top blocks on cached activations.
+        if cfg.finetune_epochs > 0:
+            t = time.time()
+            self._set_trainable()
+            self.top.compile(optimizer=keras.optimizers.Adam(cfg.finetune_learning_rate),
+                             loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            ckpt = tf.train.Checkpoint(model=self.top, optimizer=self.top.optimizer)
+            mgr = tf.train.CheckpointManager(ckpt, str(self.run_dir / "checkpoints" / "finetune"), max_to_keep=1)
+            start_epoch = int(self.state.get("finetune_epoch", 0))
+            if start_epoch and mgr.latest_checkpoint:
+                ckpt.restore(mgr.latest_checkpoint)
+                _say(f"Fine-tune phase: resuming after epoch {start_epoch}", self.verbose)
+            best = self.state.get("best", {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0})
+            best_w = self.run_dir / "checkpoints" / "best.weights.h5"
+            if best["epoch"] == 0:
+                self.model.save_weights(best_w)  # head-only model is the baseline to beat
+                val = self.top.evaluate(acts["val"][0], y_val, batch_size=128, verbose=0, return_dict=True)
+                best = {"val_accuracy": float(val["accuracy"]), "val_loss": float(val["loss"]), "epoch": 0}
+            _say(f"Fine-tune phase: blocks >= {cfg.finetune_from} + head, {cfg.finetune_epochs} epochs "
+                 f"(baseline val acc {best['val_accuracy']:.4f}) ...", self.verbose)
+            stale = 0
+            for epoch in range(start_epoch, cfg.finetune_epochs):
+                seq = _activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
+                                          np.random.default_rng([cfg.seed, 1000 + epoch]), keras)
+                te = time.time()
+                h = self.top.fit(seq, epochs=1, verbose=2 if self.verbose else 0, shuffle=False)
+                val = self.top.evaluate(acts["val"][0], y_val, batch_size=128, verbose=0, return_dict=True)
+                rec = {"phase": "finetune", "epoch": n_head + epoch + 1, "loss": float(h.history["loss"][0]),
+                       "accuracy": float(h.history["accuracy"][0]), "val_loss": float(val["loss"]),
+                       "val_accuracy": float(val["accuracy"]), "seconds": round(time.time() - te, 1)}
+                history.append(rec)
+                improved = (rec["val_accuracy"] > best["val_accuracy"]
+                            or (rec["val_accuracy"] == best["val_accuracy"] and rec["val_loss"] < best["val_loss"]))
+                if improved:
+                    best = {"val_accuracy": rec["val_accuracy"], "val_loss": rec["val_loss"], "epoch": epoch + 1}
+                    with atomic.atomic_path(best_w) as tmp:
+                        self.model.save_weights(tmp)
+                    stale = 0
+                else:
+                    stale += 1
+                mgr.save()
+                self.state.set(finetune_epoch=epoch + 1, best=best, history=history)
+                _say(f"  fine-tune epoch {epoch + 1}/{cfg.finetune_epochs}: val_acc {rec['val_accuracy']:.4f} "
+                     f"val_loss {rec['val_loss']:.4f} ({rec['seconds']:.0f} s){'  *best' if improved else ''}",
+                     self.verbose)
+                if cfg.early_stopping and stale >= cfg.early_stopping:
+                    _say(f"  early stopping: no val improvement for {stale} epochs", self.verbose)
+                    break
+            self.model.load_weights(best_w)
+            _say(f"Best: fine-tune epoch {best['epoch']} (val acc {best['val_accuracy']:.4f})", self.verbose)
+            timings["finetune_s"] = round(timings.get("finetune_s", 0) + time.time() - t, 1)
+        self.state.set(timings=timings, done=True)
+        return self.model, history, [n_head] if cfg.finetune_epochs > 0 else [], timings
+
+    def _set_trainable(self) -> None:
+        """Top blocks + head trainable; BatchNorm layers frozen (inference mode) for stable small-batch fine-tuning."""
+        keras = self.keras
+        top_names = {layer.name for layer in self.top.layers}
+        for layer in self.model.layers:
+            layer.trainable = (layer.name in top_names
+                               and not isinstance(layer, keras.layers.BatchNormalization))
+
+    def predict_split(self, split: str) -> np.ndarray:
+        acts = getattr(self, "acts", None)
+        if acts is not None:
+            return self.top.predict(acts[split][0], batch_size=128, verbose=0)
+        return self.model.predict(np.stack([preprocess(p, self.size) for p in self.data[split][0]])
+                                  .astype(np.float32), batch_size=self.cfg.batch_size, verbose=0)
+
+
+def _activation_sequence(views, labels, batch_size, class_weight, rng, keras):
+    """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled.
+    (Built in a function because keras.utils.Sequence is only importable once TensorFlow is.)"""
+
+    class Seq(keras.utils.Sequence):
+        def __init__(self):
+            super().__init__()
+            n = len(labels)
+            self.order = rng.permutation(n)
+            self.view = rng.integers(len(views), size=n)
+            self.sw = None
+            if class_weight:
+                self.sw = np.array([class_weight[int(c)] for c in labels], dtype=np.float32)
+
+        def __len__(self):
+            return math.ceil(len(labels) / batch_size)
+
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            x = np.empty((len(idx),) + views[0].shape[1:], dtype=np.float32)
+            for v in range(len(views)):
+                sel = self.view[idx] == v
+                if sel.any():
+                    x[sel] = views[v][idx[sel]]
+            y = labels[idx]
+            return (x, y, self.sw[idx]) if self.sw is not None else (x, y)
+
+    return Seq()
+
+
+class _FullTrainer:
+    """End-to-end fine-tuning (GPU / tf.distribute); augmentation inside the input pipeline."""
+
+    def __init__(self, cfg: TrainConfig, run: Path, data: dict, verbose: bool):
+        self.cfg, self.run_dir, self.data, self.verbose = cfg, run, data, verbose
+        self.tf, self.keras = import_tf()
+        self.strategy = make_strategy(cfg.distribute)
+        with self.strategy.scope():
+            self.model = build_model(cfg.model)
+            self.model.compile(optimizer=self.keras.optimizers.Adam(cfg.learning_rate),
+                               loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        self.size = cfg.model.input_size
+
+    def _dataset(self, split: str, training: bool):
+        tf, cfg = self.tf, self.cfg
+        paths, labels = self.data[split]
+        size, aug, seed = self.size, cfg.augment, cfg.seed
+        weights = _class_weights(labels) if (training and cfg.class_weights) else None
+
+        def load(i, epoch_seed):
+            i = int(i)
+            rng = np.random.default_rng([seed, int(epoch_seed), i]) if training else None
+            return _load_pixels(paths[i], size, rng, aug).astype(np.float32)
+
+        idx = tf.data.Dataset.range(len(paths))
+        if training:
+            idx = idx.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        counter = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((idx, counter))
+
+        def mapper(i, c):
+            x = tf.numpy_function(load, [i, c], tf.float32)
+            x.set_shape((size, size, 3))
+            y = tf.gather(tf.constant(labels, dtype=tf.int64), i)
+            if weights is not None:
+                w = tf.gather(tf.constant([weights[k] for k in range(len(CLASSES))], dtype=tf.float32), y)
+                return x, y, w
+            return x, y
+
+        ds = ds.map(mapper, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def run(self):
+        cfg, keras = self.cfg, self.keras
+        t = time.time()
+        ckdir = self.run_dir / "checkpoints"
+        ckdir.mkdir(parents=True, exist_ok=True)
+        best_w = ckdir / "best.weights.h5"
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(ckdir / "backup")),
+            keras.callbacks.ModelCheckpoint(str(best_w), monitor="val_accuracy", save_best_only=True,
+                                            save_weights_only=True),
+        ]
+        if cfg.early_stopping:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping))
+        h = self.model.fit(self._dataset("train", True), validation_data=self._dataset("val", False),
+                           epochs=cfg.epochs, callbacks=callbacks, verbose=1 if self.verbose else 0)
+        if best_w.exists():
+            self.model.load_weights(best_w)
+        history = [{"phase": "full", "epoch": e + 1, **{k: float(v[e]) for k, v in h.history.items()}}
+                   for e in range(len(h.history.get("loss", [])))]
+        return self.model, history, [], {"train_s": round(time.time() - t, 1)}
+
+    def predict_split(self, split: str) -> np.ndarray:
+        return self.model.predict(self._dataset(split, False), verbose=0)
+
+
+def make_strategy(name: str):
+    """tf.distribute strategy by name.  'mirrored' uses all GPUs, or all logical CPUs when there is no GPU
+    (that is how it is tested here); 'multiworker' reads the standard TF_CONFIG environment variable."""
+    tf, _ = import_tf()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        import os
+
+        if "TF_CONFIG" not in os.environ:
+            raise WbcEdgeError("--distribute multiworker needs the TF_CONFIG environment variable "
+                               "(cluster spec + this worker's task); see the README")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise WbcEdgeError(f"unknown --distribute {name!r} (none | mirrored | multiworker)")
