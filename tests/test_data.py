@@ -85,7 +85,8 @@ def test_bad_files_reported_and_skipped(tmp_path):
     (root / "monocyte" / "desktop.ini").write_text("[.ShellClassInfo]\n")
 
     scan = scan_dataset(root, progress=False)
-    assert scan.class_counts == {"basophil": 3, "eosinophil": 0, "lymphocyte": 0, "monocyte": 2, "neutrophil": 0}
+    assert scan.class_counts == {"basophil": 3, "eosinophil": 0, "lymphocyte": 0, "monocyte": 2,
+                                 "neutrophil": 0}
     reasons = {b.path: b.reason for b in scan.bad}
     assert set(reasons) == {"basophil/truncated.jpg", "basophil/corrupt.jpg", "basophil/notes.jpg",
                             "basophil/empty.jpg", "basophil/.DS_Store", "monocyte/Thumbs.db",
@@ -217,7 +218,8 @@ def _variants(src: Path, dst_dir: Path) -> list[Path]:
     out.append(save(im.transpose(Image.Transpose.ROTATE_90), dst_dir / "rot90.png"))
     out.append(save(im, dst_dir / "q75.jpg", quality=75))
     w, h = im.size
-    out.append(save(im.resize((int(w * 0.95), int(h * 0.95)), Image.Resampling.BICUBIC), dst_dir / "small.png"))
+    small = im.resize((int(w * 0.95), int(h * 0.95)), Image.Resampling.BICUBIC)
+    out.append(save(small, dst_dir / "small.png"))
     shutil.copyfile(src, dst_dir / "exact_copy.jpg")
     out.append(dst_dir / "exact_copy.jpg")
     return out
@@ -264,7 +266,8 @@ def test_split_deterministic_and_seed_dependent(tmp_path):
     s1, m1, r1 = split_dataset(root, tmp_path / "a.csv", 42, progress=False)
     s2, m2, r2 = split_dataset(root, tmp_path / "b.csv", 42, progress=False)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    assert r1.sha256 == r2.sha256 == m1.sha256() == hashlib.sha256((tmp_path / "a.csv").read_bytes()).hexdigest()
+    file_sha = hashlib.sha256((tmp_path / "a.csv").read_bytes()).hexdigest()
+    assert r1.sha256 == r2.sha256 == m1.sha256() == file_sha
     m3 = make_split(s1.records, seed=7)
     assert m3.sha256() != m1.sha256()
     assert [r.split for r in m3.rows] != [r.split for r in m1.rows]
@@ -349,7 +352,8 @@ def test_manifest_round_trip_and_helpers(tmp_path):
 
 
 @pytest.mark.parametrize("mutate,pattern", [
-    (lambda ls: ls.__setitem__(2, ls[2].replace(",basophil,", ",platelet,")), r":3: unknown label 'platelet'"),
+    (lambda ls: ls.__setitem__(2, ls[2].replace(",basophil,", ",platelet,")),
+     r":3: unknown label 'platelet'"),
     (lambda ls: ls.__setitem__(1, ls[1].replace(",test", ",holdout").replace(",train", ",holdout")
                                   .replace(",val", ",holdout")), r":2: unknown split 'holdout'"),
     (lambda ls: ls.__setitem__(0, "path,label,sha,group,split"), r":1: bad header"),

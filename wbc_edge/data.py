@@ -117,7 +117,7 @@ class ScanResult:
     #: canonical class -> folder name on disk (e.g. 'basophil' -> 'Basophil')
     class_dirs: dict[str, str]
     seconds: float = 0.0
-    _groups: dict = field(default_factory=dict, repr=False)
+    _groups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -338,7 +338,8 @@ def scan_dataset(root: str | os.PathLike, *, strict: bool = False, progress: boo
             pool.shutdown(wait=True, cancel_futures=True)
 
     records: list[ImageRecord] = []
-    for (full, label), res in zip(files, out):
+    for k, (full, label) in enumerate(files):
+        res = out[k]
         rel = _rel(full, root_abs)
         if res[0] == "ok":
             _, sha, w, h, mode, dh = res
@@ -415,7 +416,7 @@ def _hash_bits(records: Sequence[ImageRecord]) -> np.ndarray:
     return np.ascontiguousarray(s.transpose(1, 0, 2))
 
 
-def _near_pairs(records: Sequence[ImageRecord], threshold: int, chunk: int = 1024):
+def _near_pairs(records: Sequence[ImageRecord], threshold: int, chunk: int | None = None):
     """All pairs (i < j) with dihedral-min Hamming distance <= threshold, plus the closest pair above it.
 
     All pairs x 8 transforms as float32 matrix products (BLAS), upper triangle only: on PBC (10,284
@@ -425,6 +426,8 @@ def _near_pairs(records: Sequence[ImageRecord], threshold: int, chunk: int = 102
     if n < 2:
         return [], None
     s = _hash_bits(records)  # (8, n, B)
+    if chunk is None:  # ~128 MB per (chunk x n) float32 block, whatever n is
+        chunk = max(16, min(1024, (1 << 25) // n))
     ident = s[0]
     limit = HASH_BITS - 2 * threshold  # dot >= limit  <=>  distance <= threshold
     pairs: list[tuple[int, int, int]] = []
@@ -439,7 +442,7 @@ def _near_pairs(records: Sequence[ImageRecord], threshold: int, chunk: int = 102
         c = i1 - i0
         best[:, :c][np.tril_indices(c)] = -np.inf
         hit_r, hit_c = np.nonzero(best >= limit)
-        for r, col in zip(hit_r.tolist(), hit_c.tolist()):
+        for r, col in np.stack([hit_r, hit_c], axis=1).tolist():
             pairs.append((int(round((HASH_BITS - best[r, col]) / 2)), i0 + r, i0 + col))
         best[best >= limit] = -np.inf
         k = int(np.argmax(best))
@@ -452,7 +455,8 @@ def _near_pairs(records: Sequence[ImageRecord], threshold: int, chunk: int = 102
     return pairs, closest
 
 
-def group_duplicates(records: Sequence[ImageRecord], *, threshold: int = NEAR_DUP_THRESHOLD) -> DuplicateGroups:
+def group_duplicates(records: Sequence[ImageRecord], *,
+                     threshold: int = NEAR_DUP_THRESHOLD) -> DuplicateGroups:
     """Group byte-identical (same sha256) and near-identical (flip/rotation/re-encode/resize) images.
 
     Union-find over: same sha256, and dihedral dHash distance <= `threshold`.  The group id is
@@ -725,6 +729,7 @@ def make_split(records: Sequence[ImageRecord], *, seed: int = 42, test_fraction:
         raise DatasetError(f"record {missing[0]} is not in the duplicate groups given (stale groups?)")
 
     need = 1 + (test_fraction > 0) + (val_fraction > 0)
+    used = "/".join(s for s, f in (("train", 1.0), ("val", val_fraction), ("test", test_fraction)) if f)
     split_of_group: dict[str, str] = {}
     for label in CLASSES:
         glist = class_groups[label]
@@ -733,8 +738,7 @@ def make_split(records: Sequence[ImageRecord], *, seed: int = 42, test_fraction:
         if len(glist) < need:
             raise DatasetError(f"class '{label}' has only {len(glist)} distinct image group(s) "
                                f"({sum(s for _, s in glist)} files); need at least {need} so that each of "
-                               f"{'/'.join(s for s, f in zip(SPLITS, (1, val_fraction, test_fraction)) if f)} "
-                               f"gets one")
+                               f"{used} gets one")
         n = sum(size for _, size in glist)
         t_target = max(1, _round(test_fraction * n)) if test_fraction > 0 else 0
         v_target = max(1, _round(val_fraction * n)) if val_fraction > 0 else 0
@@ -754,8 +758,10 @@ def make_split(records: Sequence[ImageRecord], *, seed: int = 42, test_fraction:
                                f"sizes {sorted((s for _, s in glist), reverse=True)[:5]}...); add images or "
                                f"lower the fractions")
 
-    rows = [ManifestRow(r.path, r.label, r.sha256, groups.group_of[r.path], split_of_group[groups.group_of[r.path]])
-            for r in records]
+    rows = []
+    for r in records:
+        gid = groups.group_of[r.path]
+        rows.append(ManifestRow(r.path, r.label, r.sha256, gid, split_of_group[gid]))
     return SplitManifest(rows)
 
 
@@ -800,9 +806,11 @@ def split_dataset(root: str | os.PathLike, out_csv: str | os.PathLike, seed: int
     sha = manifest.save(out_csv)
     merged = groups.merged
     report = SplitReport(out=str(out_csv), sha256=sha, seed=seed, test_fraction=test_fraction,
-                         val_fraction=val_fraction, num_files=len(scan.records), num_groups=len(groups.members),
-                         merged_groups=len(merged), files_in_merged_groups=sum(len(m) for m in merged.values()),
-                         exact_duplicate_sets=len(groups.exact_sets), near_duplicate_pairs=len(groups.near_pairs),
-                         threshold=threshold, summary=manifest.summary(), scan_seconds=scan.seconds,
+                         val_fraction=val_fraction, num_files=len(scan.records),
+                         num_groups=len(groups.members), merged_groups=len(merged),
+                         files_in_merged_groups=sum(len(m) for m in merged.values()),
+                         exact_duplicate_sets=len(groups.exact_sets),
+                         near_duplicate_pairs=len(groups.near_pairs), threshold=threshold,
+                         summary=manifest.summary(), scan_seconds=scan.seconds,
                          group_seconds=groups.seconds)
     return scan, manifest, report

@@ -498,14 +498,20 @@ class _FullTrainer:
             return x, y
 
         ds = ds.map(mapper, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        # Under several replicas a final batch smaller than the replica count leaves one replica an empty
+        # batch, which TF's CPU kernels reject: drop the remainder when training (a different subset of
+        # images is dropped every epoch, because the order is reshuffled).
+        drop = training and self.strategy.num_replicas_in_sync > 1
+        return ds.batch(cfg.batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
 
     def run(self):
         cfg, keras = self.cfg, self.keras
         t = time.time()
         ckdir = self.run_dir / "checkpoints"
         ckdir.mkdir(parents=True, exist_ok=True)
-        best_w = ckdir / "best.weights.h5"
+        # Legacy-h5 weights: the Keras-v3 '.weights.h5' loader cannot assign into MirroredStrategy's
+        # on-read (BatchNorm moving statistics) variables.
+        best_w = ckdir / "best_weights.h5"
         callbacks = [
             keras.callbacks.BackupAndRestore(str(ckdir / "backup")),
             keras.callbacks.ModelCheckpoint(str(best_w), monitor="val_accuracy", save_best_only=True,

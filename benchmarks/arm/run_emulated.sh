@@ -121,7 +121,7 @@ ensure_wrapper() {
   mkdir -p "$ARM_DIR/bin"
   cat > "$ARM_DIR/bin/python-arm.tmp" <<WRAP
 #!/bin/sh
-exec env PYTHONPATH="$REPO:$SITE" PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 \\
+exec env PYTHONPATH="\${PYTHONPATH:+\$PYTHONPATH:}$REPO:$SITE" PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1 \\
   qemu-aarch64-static -cpu "$QEMU_CPU_MODEL" -L "$ROOT" "$ROOT/usr/bin/python$PY_VER" "\$@"
 WRAP
   chmod +x "$ARM_DIR/bin/python-arm.tmp"; mv "$ARM_DIR/bin/python-arm.tmp" "$ARM_DIR/bin/python-arm"

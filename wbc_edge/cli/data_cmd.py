@@ -10,6 +10,7 @@ import time
 import click
 
 _ROOT = click.Path(exists=True, file_okay=False, dir_okay=True)
+_FRACTION = click.FloatRange(0.0, 1.0, max_open=True)
 _MAX_LISTED = 50  # bad files / examples printed before "... and N more (see --json)"
 
 
@@ -121,7 +122,8 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
                 "near_pairs": [{"distance": d, "a": a, "b": b} for d, a, b in groups.near_pairs],
                 "merged_groups": merged,
                 "closest_unmerged": (None if groups.closest_unmerged is None else
-                                     dict(zip(("distance", "a", "b"), groups.closest_unmerged))),
+                                     dict(distance=groups.closest_unmerged[0], a=groups.closest_unmerged[1],
+                                          b=groups.closest_unmerged[2])),
                 "label_conflicts": {gid: items for gid, items in conflicts},
             },
             "seconds": {"total": round(total_s, 3), "scan": round(scan.seconds, 3),
@@ -135,9 +137,9 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
               help="Split manifest CSV to write (path,label,sha256,group,split).")
 @click.option("--seed", default=42, show_default=True, type=int, help="Split seed.")
-@click.option("--test-fraction", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+@click.option("--test-fraction", default=0.2, show_default=True, type=_FRACTION,
               help="Fraction of all images (per class) for test.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+@click.option("--val-fraction", default=0.1, show_default=True, type=_FRACTION,
               help="Fraction of all images (per class) for validation, carved out of train.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad file instead of skipping it.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
@@ -149,8 +151,9 @@ def split(root: str, out: str, seed: int, test_fraction: float, val_fraction: fl
     from ..data import HASH_BITS, SPLITS, split_dataset
 
     t0 = time.perf_counter()
-    scan, manifest, rep = split_dataset(root, out, seed, test_fraction=test_fraction, val_fraction=val_fraction,
-                                        strict=strict, progress=not no_progress, overwrite=force)
+    scan, manifest, rep = split_dataset(root, out, seed, test_fraction=test_fraction,
+                                        val_fraction=val_fraction, strict=strict, progress=not no_progress,
+                                        overwrite=force)
     echo = click.echo
     if scan.bad:
         echo(f"Skipped {len(scan.bad)} bad file(s), first: {scan.bad[0].path}: {scan.bad[0].reason} "

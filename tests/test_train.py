@@ -1,0 +1,213 @@
+"""Training: build, a short cached-mode run, resume after an interruption, evaluate, tf.distribute."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wbc_edge.errors import ModelFileError, WbcEdgeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_cfg(sample_root, out, split_csv, **kw):
+    from wbc_edge.model import ModelConfig
+    from wbc_edge.train import TrainConfig
+
+    base = dict(data_root=str(sample_root), out_dir=str(out), split_manifest=str(split_csv),
+                model=ModelConfig(alpha=0.35, input_size=96, weights="none"),
+                head_epochs=2, finetune_epochs=2, aug_views=1, batch_size=8)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def sample_split(sample_root, tmp_path_factory):
+    from wbc_edge.data import split_dataset
+
+    out = tmp_path_factory.mktemp("split") / "split.csv"
+    split_dataset(sample_root, out, seed=1, progress=False)
+    return out
+
+
+def test_build_model_is_flat_uint8_pixels_and_lambda_free():
+    from wbc_edge.model import ModelConfig, build_model
+    from wbc_edge.tfcompat import import_tf
+
+    tf, keras = import_tf()
+    m = build_model(ModelConfig(alpha=0.35, input_size=96, weights="none"))
+    assert m.input_shape == (None, 96, 96, 3)
+    assert m.output_shape == (None, 5)
+    assert not any(isinstance(layer, keras.Model) for layer in m.layers), "backbone must not be nested"
+    assert not any(type(layer).__name__ == "Lambda" for layer in m.layers)
+    assert m.get_layer("normalise").scale == pytest.approx(1 / 127.5)
+    # Normalisation is in the graph: pixels 0 and 255 map to -1 and +1.
+    norm = keras.Model(m.input, m.get_layer("normalise").output)
+    x = np.zeros((1, 96, 96, 3), np.float32)
+    x[0, 0, 0] = 255
+    y = norm(x).numpy()
+    assert y[0, 0, 0, 0] == pytest.approx(1.0) and y[0, 1, 1, 0] == pytest.approx(-1.0)
+    probs = m(x).numpy()
+    assert probs.shape == (1, 5) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_missing_weights_file_names_path_and_expectation(tmp_path):
+    from wbc_edge.model import ModelConfig, build_model
+
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(ModelFileError, match="nope.h5.*not found.*no-top"):
+        build_model(ModelConfig(alpha=0.35, input_size=96, weights=str(missing)))
+    not_h5 = tmp_path / "fake.h5"
+    not_h5.write_text("hello")
+    with pytest.raises(ModelFileError, match="not an HDF5"):
+        build_model(ModelConfig(alpha=0.35, input_size=96, weights=str(not_h5)))
+
+
+def test_cached_training_writes_run_dir_and_resumes(sample_root, sample_split, tmp_path, monkeypatch):
+    from wbc_edge import train as train_mod
+
+    out = tmp_path / "run"
+    cfg = _tiny_cfg(sample_root, out, sample_split)
+
+    # Interrupt right after the first fine-tune epoch has been checkpointed (as Ctrl-C would).
+    original_set = train_mod._State.set
+
+    def interrupting_set(self, **kv):
+        original_set(self, **kv)
+        if kv.get("finetune_epoch") == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod._State, "set", interrupting_set)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, verbose=False)
+    assert not (out / "model.keras").exists(), "no final model after an interrupted run"
+    state = json.loads((out / "state.json").read_text())
+    assert state["finetune_epoch"] == 1 and state["head_done"]
+
+    monkeypatch.setattr(train_mod._State, "set", original_set)
+    # Resuming must not recompute the activation cache.
+    calls = []
+    original_predict = train_mod._CachedTrainer.extract
+
+    def spy_extract(self, split, view):
+        calls.append((split, view, int(self.state.get(f"extract_{split}_v{view}", 0))))
+        return original_predict(self, split, view)
+
+    monkeypatch.setattr(train_mod._CachedTrainer, "extract", spy_extract)
+    result = train_mod.train(cfg, verbose=False)
+    assert all(done > 0 for _, _, done in calls), "activation cache was recomputed on resume"
+    for name in ("model.keras", "split.csv", "history.json", "curves.png", "run.json", "test_metrics.json",
+                 "test_confusion.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    history = json.loads((out / "history.json").read_text())
+    phases = [h["phase"] for h in history["epochs"]]
+    assert phases == ["head", "head", "finetune", "finetune"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["resumed"] is True
+    assert run["split_manifest_sha256"] == _sha(out / "split.csv")
+    assert {"tensorflow", "tf_keras", "numpy"} <= set(run["versions"])
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+    # A finished run is not overwritten without force.
+    with pytest.raises(WbcEdgeError, match="already holds a finished run"):
+        train_mod.train(cfg, verbose=False)
+
+
+def test_changed_config_on_unfinished_run_is_refused(sample_root, sample_split, tmp_path):
+    from wbc_edge.train import prepare_run
+
+    out = tmp_path / "run"
+    prepare_run(_tiny_cfg(sample_root, out, sample_split), verbose=False)
+    with pytest.raises(WbcEdgeError, match="different config.*head_epochs"):
+        prepare_run(_tiny_cfg(sample_root, out, sample_split, head_epochs=3), verbose=False)
+    other = tmp_path / "not_a_run"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    with pytest.raises(WbcEdgeError, match="not a wbc-edge run"):
+        prepare_run(_tiny_cfg(sample_root, other, sample_split), verbose=False)
+    assert (other / "precious.txt").read_text() == "keep me"
+
+
+def test_evaluate_matches_training_report(sample_root, sample_split, tmp_path):
+    """`wbc-edge evaluate` runs the full model on raw files; training scored via cached activations.
+    Both must agree, which also proves top(bottom(x)) == model(x)."""
+    from click.testing import CliRunner
+
+    from wbc_edge.cli import main
+    from wbc_edge.train import train
+
+    out = tmp_path / "run"
+    train(_tiny_cfg(sample_root, out, sample_split, finetune_epochs=1), verbose=False)
+    res = CliRunner().invoke(main, ["evaluate", str(out / "model.keras"), str(sample_root), "--quiet",
+                                    "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    tr = json.loads((out / "test_metrics.json").read_text())
+    assert ev["confusion"] == tr["confusion"]
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 0
+    res = CliRunner().invoke(main, ["evaluate", str(out / "model.keras"), str(sample_root), "--split", "all",
+                                    "--quiet", "--out", str(tmp_path / "ev_all")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ev_all" / "metrics.json").read_text())["n"] == 40
+
+
+def test_mirrored_strategy_on_two_logical_cpus(sample_root, sample_split, tmp_path):
+    """Full mode under MirroredStrategy with two logical CPU devices (how the GPU path is tested here)."""
+    script = textwrap.dedent(f"""
+        import os, json
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from wbc_edge.model import ModelConfig
+        from wbc_edge.train import TrainConfig, make_strategy, train
+        s = make_strategy("mirrored")
+        cfg = TrainConfig(data_root={str(sample_root)!r}, out_dir={str(tmp_path / 'mirrored')!r},
+                          split_manifest={str(sample_split)!r}, mode="full", distribute="mirrored", epochs=1,
+                          batch_size=8, model=ModelConfig(alpha=0.35, input_size=96, weights="none"))
+        r = train(cfg, verbose=False)
+        print(json.dumps({{"replicas": s.num_replicas_in_sync, "acc": r.test_accuracy}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert (tmp_path / "mirrored" / "model.keras").is_file()
+
+
+def test_multiworker_requires_tf_config(monkeypatch):
+    from wbc_edge.train import make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(WbcEdgeError, match="TF_CONFIG"):
+        make_strategy("multiworker")
+
+
+@pytest.mark.slow
+def test_real_short_training_beats_chance(pbc_root, tmp_path):
+    """Real images, ImageNet weights (WBC_EDGE_IMAGENET_WEIGHTS = path to the no-top .h5), small subset."""
+    weights = os.environ.get("WBC_EDGE_IMAGENET_WEIGHTS")
+    if not weights or not Path(weights).is_file():
+        pytest.skip("set WBC_EDGE_IMAGENET_WEIGHTS to mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    from wbc_edge.model import ModelConfig
+    from wbc_edge.train import TrainConfig, train
+
+    cfg = TrainConfig(data_root=str(pbc_root), out_dir=str(tmp_path / "run"), limit_per_class=60,
+                      model=ModelConfig(alpha=1.0, input_size=128, weights=weights),
+                      head_epochs=10, finetune_epochs=2, aug_views=1)
+    result = train(cfg, verbose=False)
+    assert result.test_accuracy > 0.7, result.test_accuracy  # chance is 0.2
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,400 @@
+"""The lightweight on-device runtime: a .tflite classifier with numpy + Pillow + a TFLite interpreter only.
+
+    from wbc_edge.runtime import Classifier
+    clf = Classifier("wbc_int8.tflite")            # labels, input size, dtypes from the embedded contract
+    pred = clf.predict("cell.jpg")                 # -> Prediction(label, index, probabilities, confidence)
+    pred.top_k(3)                                  # [("neutrophil", 0.91), ("monocyte", 0.05), ...]
+
+The interpreter is found lazily, on the first `Classifier`, in this order: `ai_edge_litert.interpreter`
+(LiteRT), `tflite_runtime.interpreter` (old 32-bit Pi OS), then `tensorflow.lite` as a last resort.
+Importing this module never imports TensorFlow, so `wbc-edge predict` starts in well under a second.
+
+Pixels always come from `wbc_edge.preprocess.preprocess` - the same function training and calibration use -
+so the model sees exactly the pixels it was trained on.  Float models get them cast to float32; integer
+models get them quantised with the input tensor's own (scale, zero point), which for our uint8 models
+(scale 1, zero point 0) is the raw pixels.  Outputs are dequantised with the output tensor's parameters;
+probabilities are always float32.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .contract import ModelContract, is_tflite, read_contract
+from .errors import ModelFileError, WbcEdgeError
+from .preprocess import ImageSource, preprocess
+
+__all__ = ["Classifier", "Prediction", "load_backend", "find_images", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+_BACKEND_LOCK = threading.Lock()
+_BACKEND: _Backend | None = None
+
+
+# --- interpreter backend ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Backend:
+    name: str                 # "ai-edge-litert" | "tflite-runtime" | "tensorflow"
+    version: str
+    interpreter_cls: type
+    op_resolver_type: object  # the OpResolverType enum, or None where the backend has none
+
+
+def load_backend() -> _Backend:
+    """Find the TFLite interpreter (LiteRT, then tflite-runtime, then tf.lite); cached after the first call.
+
+    TensorFlow is imported only when neither of the first two can be imported.
+    """
+    global _BACKEND
+    with _BACKEND_LOCK:
+        if _BACKEND is None:
+            _BACKEND = _find_backend()
+        return _BACKEND
+
+
+def _find_backend() -> _Backend:
+    failures = []
+    try:
+        import ai_edge_litert
+        from ai_edge_litert import interpreter as litert
+
+        return _Backend("ai-edge-litert", _dist_version("ai-edge-litert", ai_edge_litert), litert.Interpreter,
+                        getattr(litert, "OpResolverType", None))
+    except ImportError as exc:
+        failures.append(f"ai_edge_litert ({exc})")
+    try:
+        # tflite-runtime 2.14 is built against numpy 1.x; under numpy 2 its import fails (ImportError or
+        # AttributeError '_ARRAY_API not found') - either way, fall through to the next backend.
+        import tflite_runtime
+        from tflite_runtime import interpreter as tflr
+
+        return _Backend("tflite-runtime", _dist_version("tflite-runtime", tflite_runtime), tflr.Interpreter,
+                        getattr(tflr, "OpResolverType", None))
+    except (ImportError, AttributeError) as exc:
+        failures.append(f"tflite_runtime ({exc})")
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        lite = tf.lite
+        return _Backend("tensorflow", tf.__version__, lite.Interpreter,
+                        getattr(lite.experimental, "OpResolverType", None))
+    except (ImportError, AttributeError) as exc:
+        failures.append(f"tensorflow ({exc})")
+    raise WbcEdgeError("no TFLite interpreter found: pip install ai-edge-litert (or tflite-runtime on 32-bit "
+                       "ARM); tried " + "; ".join(failures))
+
+
+def _dist_version(dist: str, module) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001 - a vendored/unpacked module has no dist metadata
+        return str(getattr(module, "__version__", "unknown"))
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result.  `probabilities` is float32, one per label, in label order."""
+
+    label: str
+    index: int
+    probabilities: np.ndarray = field(repr=False)
+    confidence: float
+    labels: tuple[str, ...] = field(repr=False)
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        """The k most probable (label, probability), highest first; ties keep label order."""
+        order = np.argsort(-self.probabilities, kind="stable")[: max(0, int(k))]
+        return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+    def to_dict(self, k: int = 3) -> dict:
+        return {"label": self.label, "index": self.index, "confidence": self.confidence,
+                "top_k": [{"label": lab, "probability": p} for lab, p in self.top_k(k)],
+                "probabilities": {lab: float(self.probabilities[i]) for i, lab in enumerate(self.labels)}}
+
+
+def _prediction(probs: np.ndarray, labels: tuple[str, ...]) -> Prediction:
+    idx = int(np.argmax(probs))  # first maximum: the same tie rule as top_k's stable sort
+    return Prediction(label=labels[idx], index=idx, probabilities=probs, confidence=float(probs[idx]),
+                      labels=labels)
+
+
+# --- the classifier -----------------------------------------------------------------------------------
+
+_INT_DTYPES = (np.uint8, np.int8, np.int16)
+
+
+class Classifier:
+    """A .tflite white-blood-cell classifier.
+
+    Args:
+        model_path: a .tflite file.  Its embedded wbc-edge contract supplies labels and the input contract.
+        num_threads: interpreter threads; None leaves the backend's default (LiteRT: 1).
+        labels: labels in output order.  Required for a model without embedded metadata; when given for a
+            model with a contract they replace the contract's labels (the count must still match).
+        use_xnnpack: False selects `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES` (reference kernels),
+            where the backend supports it.
+
+    Raises ModelFileError (one line, naming the file) for a missing / non-TFLite / corrupt file, a model
+    without metadata and without `labels`, or a model inconsistent with its metadata.
+
+    Attributes: backend, backend_version, labels, input_size, input_dtype, output_dtype, input_details,
+    output_details, contract (ModelContract or None), load_seconds, num_threads, use_xnnpack, interpreter.
+    Calls on one instance are serialised by a lock (an interpreter is not re-entrant); use one Classifier
+    per thread to run in parallel.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, num_threads: int | None = None,
+                 labels: Sequence[str] | None = None, use_xnnpack: bool = True):
+        t0 = time.perf_counter()
+        path = Path(model_path)
+        self.model_path = path
+        self.num_threads = num_threads
+        self.use_xnnpack = bool(use_xnnpack)
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise WbcEdgeError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+
+        data = _read_model_bytes(path)
+        contract = _read_contract(path, data)
+        del data
+
+        backend = load_backend()
+        self.backend = backend.name
+        self.backend_version = backend.version
+        kwargs: dict = {"model_path": str(path)}
+        if num_threads is not None:
+            kwargs["num_threads"] = int(num_threads)
+        if not self.use_xnnpack:
+            resolver = backend.op_resolver_type
+            if resolver is None or not hasattr(resolver, "BUILTIN_WITHOUT_DEFAULT_DELEGATES"):
+                raise WbcEdgeError(f"use_xnnpack=False is not supported by {backend.name} {backend.version}")
+            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interp = backend.interpreter_cls(**kwargs)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"{path}: not a loadable TFLite model (corrupt or truncated?): "
+                                 f"{_first_line(exc)}") from None
+        self.interpreter = interp
+        self.input_details = interp.get_input_details()
+        self.output_details = interp.get_output_details()
+        self.contract: ModelContract | None = contract
+        self._validate(path, contract, labels)
+        self._lock = threading.Lock()
+        self.load_seconds = time.perf_counter() - t0
+
+    # -- validation --
+
+    def _validate(self, path: Path, contract: ModelContract | None, labels: Sequence[str] | None) -> None:
+        if len(self.input_details) != 1 or len(self.output_details) != 1:
+            raise ModelFileError(f"{path}: expected a model with one input and one output, got "
+                                 f"{len(self.input_details)} input(s) and "
+                                 f"{len(self.output_details)} output(s)")
+        inp, out = self.input_details[0], self.output_details[0]
+        shape = tuple(int(d) for d in inp["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2] or shape[1] < 1:
+            raise ModelFileError(f"{path}: expected input shape (1, S, S, 3) (one RGB square image), "
+                                 f"got {shape}")
+        self.input_size = shape[1]
+        out_shape = tuple(int(d) for d in out["shape"])
+        if len(out_shape) != 2 or out_shape[0] != 1:
+            raise ModelFileError(f"{path}: expected output shape (1, C) (one probability per class), got "
+                                 f"{out_shape}")
+        num_out = out_shape[1]
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.output_dtype = np.dtype(out["dtype"])
+        if self.input_dtype != np.float32 and self.input_dtype not in _INT_DTYPES:
+            raise ModelFileError(f"{path}: unsupported input dtype {self.input_dtype} "
+                                 "(expected float32/uint8/int8)")
+        self._in_scale, self._in_zp = _quant(inp)
+        self._out_scale, self._out_zp = _quant(out)
+        if self.input_dtype in _INT_DTYPES and self._in_scale == 0:
+            raise ModelFileError(f"{path}: integer input tensor has no quantisation parameters")
+        if self.output_dtype in _INT_DTYPES and self._out_scale == 0:
+            raise ModelFileError(f"{path}: integer output tensor has no quantisation parameters")
+
+        if labels is not None:
+            labels = [str(x) for x in labels]
+            source = "the labels given"
+        elif contract is not None:
+            labels = list(contract.labels)
+            source = "its embedded contract"
+        else:
+            raise ModelFileError(f"{path}: has no wbc-edge metadata (embedded contract); pass labels=[...] "
+                                 f"(CLI: --labels a,b,...) with its {num_out} class names in output order")
+        if len(labels) != num_out:
+            raise ModelFileError(f"{path}: {len(labels)} labels from {source} but the model outputs "
+                                 f"{num_out} probabilities")
+        if len(set(labels)) != len(labels) or any(not x for x in labels):
+            raise ModelFileError(f"{path}: labels from {source} must be unique and non-empty, got {labels}")
+        self.labels: tuple[str, ...] = tuple(labels)
+        if contract is not None:
+            if int(contract.input_size) != self.input_size:
+                raise ModelFileError(f"{path}: embedded contract says input_size {contract.input_size} but "
+                                     f"the model's input tensor is {shape}; the file's metadata is "
+                                     "inconsistent")
+            for what, declared, actual in (("input", contract.input_dtype, self.input_dtype),
+                                           ("output", contract.output_dtype, self.output_dtype)):
+                try:
+                    declared_dtype = np.dtype(declared) if declared else None
+                except TypeError:
+                    raise ModelFileError(f"{path}: embedded contract has an unknown {what} dtype "
+                                         f"{declared!r}") from None
+                if declared_dtype is not None and declared_dtype != actual:
+                    raise ModelFileError(f"{path}: embedded contract says {what} dtype {declared} but the "
+                                         f"model's {what} tensor is {actual}")
+
+    # -- inference --
+
+    def quantize_input(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (..., S, S, 3) -> what the input tensor takes (float32, or quantised integers)."""
+        if self.input_dtype == np.float32:
+            return pixels.astype(np.float32)
+        if self._in_scale == 1.0 and self._in_zp == 0 and self.input_dtype == np.uint8:
+            return pixels  # x / 1 + 0: raw pixels (our uint8 models)
+        info = np.iinfo(self.input_dtype)
+        q = np.round(pixels.astype(np.float32) / np.float32(self._in_scale) + np.float32(self._in_zp))
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        """The output tensor's values -> float32 probabilities ((q - zero_point) * scale for integers)."""
+        if self.output_dtype in _INT_DTYPES:
+            return (raw.astype(np.float32) - np.float32(self._out_zp)) * np.float32(self._out_scale)
+        return np.array(raw, dtype=np.float32)
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels (N, S, S, 3) (or one (S, S, 3)) as `preprocess` gives them -> float32 probs (N, C).
+
+        One invoke per image (batch 1, as on a device); no preprocessing - for benchmarks and callers that
+        already hold preprocessed pixels.
+        """
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8:
+            raise WbcEdgeError(f"predict_pixels takes uint8 pixels 0..255 (from preprocess), "
+                               f"got dtype {pixels.dtype}")
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        s = self.input_size
+        if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
+            raise WbcEdgeError(f"predict_pixels takes (N, {s}, {s}, 3) pixels for this model, "
+                               f"got {pixels.shape}")
+        out = np.empty((pixels.shape[0], len(self.labels)), dtype=np.float32)
+        in_index = self.input_details[0]["index"]
+        out_index = self.output_details[0]["index"]
+        with self._lock:
+            for i in range(pixels.shape[0]):
+                self.interpreter.set_tensor(in_index, self.quantize_input(pixels[i:i + 1]))
+                self.interpreter.invoke()
+                out[i] = self.dequantize_output(self.interpreter.get_tensor(out_index)[0])
+        return out
+
+    def preprocess(self, image: ImageSource) -> np.ndarray:
+        """The pixels this model is fed for `image`: `wbc_edge.preprocess.preprocess(image, input_size)`."""
+        return preprocess(image, self.input_size)
+
+    def predict(self, image: ImageSource) -> Prediction:
+        """A file path, PIL image or uint8 ndarray -> Prediction.  Undecodable files raise BadImageError."""
+        probs = self.predict_pixels(self.preprocess(image)[None])[0]
+        return _prediction(probs, self.labels)
+
+    def predict_batch(self, images: Iterable[ImageSource]) -> list[Prediction]:
+        """`predict` over several images (one invoke each); the first bad image raises BadImageError."""
+        return [self.predict(im) for im in images]
+
+    def describe(self) -> str:
+        """One line: file, variant, input, backend, threads, load time."""
+        variant = self.contract.variant if self.contract is not None else "no metadata"
+        threads = "default" if self.num_threads is None else self.num_threads
+        s = self.input_size
+        return (f"{self.model_path.name}: {variant}, input {s}x{s} {self.input_dtype}, "
+                f"{len(self.labels)} classes; {self.backend} {self.backend_version}, threads {threads}, "
+                f"xnnpack {'on' if self.use_xnnpack else 'off'}, loaded in {self.load_seconds * 1e3:.0f} ms")
+
+    def __repr__(self) -> str:
+        return (f"Classifier({str(self.model_path)!r}, input_size={self.input_size}, "
+                f"labels={list(self.labels)}, backend={self.backend!r})")
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _quant(details: dict) -> tuple[float, int]:
+    scale, zp = details.get("quantization", (0.0, 0))
+    return float(scale), int(zp)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file not found")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, expected a .tflite file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file ({_first_line(exc)})") from None
+    if not is_tflite(data):
+        raise ModelFileError(f"{path}: not a TFLite model ({_what_is(data)}; expected a .tflite flatbuffer "
+                             "with the 'TFL3' identifier)")
+    return data
+
+
+def _what_is(data: bytes) -> str:
+    if not data:
+        return "empty file"
+    if data[:4] == b"PK\x03\x04":
+        return "a zip archive - a Keras .keras model?"
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        return "an HDF5 file - a Keras .h5 model?"
+    if data[:2] in (b"\xff\xd8", b"\x89P") or data[:4] in (b"GIF8", b"II*\x00", b"MM\x00*"):
+        return "an image file"
+    if len(data) < 8:
+        return f"only {len(data)} bytes"
+    head = data[:512]
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "unknown binary content"
+
+
+def _read_contract(path: Path, data: bytes) -> ModelContract | None:
+    try:
+        return read_contract(data)
+    except ModelFileError as exc:
+        msg = str(exc)
+        if msg.startswith("<bytes>: "):
+            msg = msg[len("<bytes>: "):]
+        raise ModelFileError(f"{path}: {msg}") from None
+    except (TypeError, ValueError) as exc:  # a contract with unknown/invalid field values
+        raise ModelFileError(f"{path}: embedded contract is invalid ({_first_line(exc)})") from None
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders expanded to their image files (recursive, sorted, hidden entries skipped)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                     and not any(part.startswith(".") for part in f.relative_to(p).parts)]
+            out.extend(sorted(found, key=lambda f: f.relative_to(p).as_posix()))
+        else:
+            out.append(p)
+    return out
