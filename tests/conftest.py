@@ -66,3 +66,69 @@ def tiny_model_path(tmp_path_factory, sample_files) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model.keras"
     model.save(out)
     return out
+
+
+# --- export fixtures (tests/test_export.py) -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def discriminative_tiny_model_path(tmp_path_factory, sample_files) -> Path:
+    """Like `tiny_model_path`, but one whose inference-mode outputs actually depend on the image.
+
+    MobileNetV2's BatchNorm momentum is 0.999: after the ~20 steps `tiny_model_path` trains, the moving
+    statistics are still near their initial values and the model predicts one class for every image (in
+    inference mode, probabilities ~0.2 each), which makes any Keras-vs-TFLite parity check vacuous.  Here the
+    BatchNorm momentum is 0.5 and training runs 8 epochs (~10 s): ~90 % accuracy on the samples, confident
+    outputs.  Being trained from scratch on 40 images, it quantises worse than a real model (int8 mean
+    |dprob| ~0.05), so tests using it relax the int8 parity gate.
+    """
+    from wbc_edge.model import ModelConfig, build_model
+    from wbc_edge.preprocess import preprocess
+    from wbc_edge.tfcompat import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(alpha=0.35, input_size=TINY_SIZE, weights="none"))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.5
+    paths, labels = sample_files
+    x = np.stack([preprocess(p, TINY_SIZE) for p in paths]).astype(np.float32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, labels, epochs=8, batch_size=8, verbose=0)
+    out = tmp_path_factory.mktemp("tiny_disc") / "model.keras"
+    model.save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_split_csv(tmp_path_factory, sample_root) -> Path:
+    """A split manifest for samples/pbc_sample: per class (sorted names) 2 test, 1 val, 5 train images."""
+    import hashlib
+
+    from wbc_edge.classes import CLASSES
+    from wbc_edge.data import ManifestRow, SplitManifest
+
+    rows = []
+    for name in CLASSES:
+        files = sorted(p for p in (sample_root / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        for i, p in enumerate(files):
+            split = "test" if i < 2 else ("val" if i < 3 else "train")
+            rel = f"{name}/{p.name}"
+            rows.append(ManifestRow(rel, name, hashlib.sha256(p.read_bytes()).hexdigest(), rel, split))
+    out = tmp_path_factory.mktemp("split") / "split.csv"
+    SplitManifest(rows).save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, discriminative_tiny_model_path, sample_split_csv, sample_root) -> Path:
+    """A RUN_DIR as `wbc-edge train` leaves it: model.keras, split.csv, run.json with config.data_root."""
+    import json
+    import shutil
+
+    run = tmp_path_factory.mktemp("run")
+    shutil.copyfile(discriminative_tiny_model_path, run / "model.keras")
+    shutil.copyfile(sample_split_csv, run / "split.csv")
+    (run / "run.json").write_text(json.dumps({"config": {"data_root": str(sample_root)}}), encoding="utf-8")
+    return run

@@ -122,8 +122,8 @@ class ExportConfig:
     num_threads: int | None = None        # interpreter threads for parity (None: min(4, CPUs))
     batch_size: int = 32                  # Keras reference / calibration batch
     verbose: bool = True
-    #: Testing hook: applied to the float32 calibration batch (N, S, S, 3) before the 0/255 pixels are set,
-    #: e.g. `lambda x: x / 255` to simulate a broken calibration.  Recorded in the manifest when used.
+    #: Testing hook: applied to the final float32 calibration batch (N, S, S, 3), e.g. `lambda x: x / 255` to
+    #: simulate a broken calibration (pixels in [0, 1] instead of 0..255).  Recorded in the manifest when used.
     calibration_transform: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False,
                                                                             compare=False)
 
@@ -368,10 +368,10 @@ def _calibration_batch(pixels: np.ndarray, transform: Callable | None) -> np.nda
     [0, 255] gives input scale 1.0 / zero point 0, i.e. the uint8 input takes raw pixels.
     """
     x = pixels.astype(np.float32)
-    if transform is not None:
-        x = np.asarray(transform(x), dtype=np.float32)
     x[0, 0, 0, :] = 0.0
     x[0, 0, 1, :] = 255.0
+    if transform is not None:  # testing hook: simulates a broken calibration pipeline end to end
+        x = np.asarray(transform(x), dtype=np.float32)
     return np.ascontiguousarray(x)
 
 
