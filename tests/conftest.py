@@ -111,7 +111,8 @@ def sample_split_csv(tmp_path_factory, sample_root) -> Path:
 
     rows = []
     for name in CLASSES:
-        files = sorted(p for p in (sample_root / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in (sample_root / name).iterdir()
+                       if p.is_file() and not p.name.startswith("."))
         for i, p in enumerate(files):
             split = "test" if i < 2 else ("val" if i < 3 else "train")
             rel = f"{name}/{p.name}"

@@ -209,6 +209,24 @@ def _rel(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
 
 
+def _unportable_name(rel: str) -> str | None:
+    """Why a relative path cannot go into the split manifest CSV unchanged (None when it can)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file"
+    if "\\" in rel:
+        return "file name contains a backslash (not portable); rename the file"
+    if rel != rel.strip():
+        return "file name starts or ends with a space; rename the file"
+    return None
+
+
+def _printable(rel: str) -> str:
+    """A path with undecodable bytes shown as escapes, so that reports and JSON can be written."""
+    return rel.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _is_system_file(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FILES
 
@@ -292,8 +310,11 @@ def _list_dataset(root: str) -> tuple[list[tuple[str, str]], list[BadFile], list
             dirnames[:] = keep
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
+                name_problem = _unportable_name(_rel(full, root))
                 if _is_system_file(name):
                     bad.append(BadFile(_rel(full, root), "system file, not an image"))
+                elif name_problem:
+                    bad.append(BadFile(_printable(_rel(full, root)), name_problem))
                 else:
                     files.append((full, label))
         for err in walk_errors:
@@ -664,6 +685,19 @@ class SplitManifest:
         if base is None:
             raise DatasetError("no data root given for the split manifest")
         return os.path.abspath(base)
+
+
+def require_all_classes(labels, where: str, why: str = "to compute metrics") -> None:
+    """DatasetError naming the classes of CLASSES that have no sample in `labels` (CLASSES indices).
+
+    Metrics over a split that lacks a class silently change meaning (balanced accuracy and macro-F1 average
+    over fewer classes, the class's recall is undefined), so a manifest split must hold every class."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
+    absent = [c for c, n in zip(CLASSES, counts) if n == 0]  # noqa: B905 - equal lengths by minlength
+    if absent:
+        raise DatasetError(f"{where} has no images of class(es) {', '.join(absent)} "
+                           f"({len(labels)} images); every class must be present {why} - "
+                           "re-split the data (wbc-edge data split) or add images")
 
 
 def _straddling_groups(rows: Iterable[ManifestRow]) -> list[str]:

@@ -26,14 +26,17 @@ class EvalInputs:
 
 def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, progress: bool = True) -> EvalInputs:
     """Images + labels to score: a split of a manifest, or (split='all') every valid image under data_root."""
-    from .data import SplitManifest, scan_dataset
+    from .data import SplitManifest, require_all_classes, scan_dataset
 
     if split == "all":
         scan = scan_dataset(data_root, progress=progress)
         paths = [str(Path(data_root) / r.path) for r in scan.records]
         labels = np.array([CLASSES.index(r.label) for r in scan.records], dtype=np.int64)
+        # A cross-domain folder may lack a class: scored anyway (the metrics skip absent classes), but said.
+        absent = scan.missing_classes
         return EvalInputs(paths, labels, f"all {len(paths)} valid images in {data_root}"
-                          + (f" ({len(scan.bad)} bad files skipped)" if scan.bad else ""))
+                          + (f" ({len(scan.bad)} bad files skipped)" if scan.bad else "")
+                          + (f" (no images of: {', '.join(absent)})" if absent else ""))
     if not split_manifest:
         raise DatasetError(f"--split {split} needs a split manifest (--split-manifest, or a split.csv beside the "
                            "model); use --split all to score every image of DATA")
@@ -41,6 +44,8 @@ def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, pr
     paths, labels = manifest.files(split, data_root)
     if len(paths) == 0:
         raise DatasetError(f"{split_manifest}: split '{split}' is empty")
+    require_all_classes(labels, f"{split_manifest}: split '{split}'")
+    manifest.verify(data_root)  # a manifest paired with the wrong data folder fails here, not mid-way
     return EvalInputs([str(p) for p in paths], np.asarray(labels, dtype=np.int64), f"{split_manifest} ({split})")
 
 
@@ -74,9 +79,10 @@ def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", spli
                    out_dir: str | None = None, progress: bool = True):
     """Load the model safely, score it, save metrics.json + confusion.json/png; returns (Metrics, paths)."""
     from .evaluate import compute_metrics, save_metrics
-    from .model import load_model
+    from .model import check_classifier, load_model
 
     model = load_model(model_path)
+    check_classifier(model, model_path)
     if split_manifest is None and split != "all":
         candidate = Path(model_path).parent / "split.csv"
         split_manifest = str(candidate) if candidate.exists() else None

@@ -10,9 +10,10 @@ Variants (file `wbc_<variant>.tflite` in the output folder):
 - dynamic   - dynamic-range: int8 weights, float activations, float32 I/O.
 - int8      - full-integer post-training quantisation.  Calibration: a stratified, seeded sample of the
               TRAIN split through `wbc_edge.preprocess.preprocess` (the training pixels).  I/O is **uint8**:
-              the input takes raw RGB pixels (scale exactly 1.0, zero point 0 - guaranteed by putting a 0 and a
-              255 pixel into the first calibration image, and verified after conversion), which is exactly
-              what an Android Bitmap / camera frame holds; the output is uint8 probabilities (scale 1/256).
+              the input takes raw RGB pixels (scale exactly 1.0, zero point 0 - guaranteed by putting a 0
+              and a 255 pixel into the first calibration image, and verified after conversion), which is
+              exactly what an Android Bitmap / camera frame holds; the output is uint8 probabilities
+              (scale 1/256).
 - qat_int8  - tfmot quantization-aware fine-tune (see `wbc_edge.export_qat`), then the same full-integer
               uint8 conversion.
 
@@ -28,8 +29,9 @@ below `min_float_agreement` % agreement.  A failed variant's file is kept, `mani
 
 Determinism: for the same source model, split manifest, data and library versions on the same machine,
 float32 / float16 / dynamic / int8 files are byte-identical across runs (the calibration sample is seeded
-and the converter is deterministic for a fixed representative dataset).  qat_int8 is not: the fine-tune
-runs multi-threaded float reductions on the CPU.  The embedded contract records library versions and the
+and the converter is deterministic for a fixed representative dataset; checked across processes).  qat_int8
+is seeded and came out identical in our re-runs as well, but that is not guaranteed: the fine-tune runs
+multi-threaded float reductions.  The embedded contract records library versions and the
 platform, so files built on different machines differ in those trailing bytes even when the flatbuffers
 are equal - compare `flatbuffer_sha256` in manifest.json for that.
 """
@@ -67,9 +69,11 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 
 DETERMINISM_NOTE = ("float32/float16/dynamic/int8 are byte-identical across re-runs with the same inputs and "
-                    "library versions on the same machine (seeded calibration sample, deterministic converter); "
-                    "qat_int8 is not (multi-threaded float training). The embedded contract records versions and "
-                    "platform: compare flatbuffer_sha256 across machines.")
+                    "library versions on the same machine (seeded calibration sample, deterministic "
+                    "converter). "
+                    "qat_int8 is seeded and was identical in our re-runs too, but is not guaranteed to be "
+                    "(multi-threaded float training). The embedded contract records versions and platform: "
+                    "compare flatbuffer_sha256 across machines.")
 
 
 def variant_file(variant: str) -> str:
@@ -122,8 +126,8 @@ class ExportConfig:
     num_threads: int | None = None        # interpreter threads for parity (None: min(4, CPUs))
     batch_size: int = 32                  # Keras reference / calibration batch
     verbose: bool = True
-    #: Testing hook: applied to the final float32 calibration batch (N, S, S, 3), e.g. `lambda x: x / 255` to
-    #: simulate a broken calibration (pixels in [0, 1] instead of 0..255).  Recorded in the manifest when used.
+    #: Testing hook: applied to the final float32 calibration batch (N, S, S, 3), e.g. `lambda x: x / 255`
+    #: to simulate a broken calibration (pixels in [0, 1] instead of 0..255).  Recorded in the manifest.
     calibration_transform: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False,
                                                                             compare=False)
 
@@ -146,7 +150,7 @@ class ExportResult:
     out_dir: Path
     manifest_path: Path
     manifest: dict
-    files: dict[str, Path]               # variant -> .tflite path (failed parity included, failed conversion not)
+    files: dict[str, Path]  # variant -> .tflite path (failed parity included, failed conversion not)
     android_dir: Path | None = None
     ok: bool = True
 
@@ -182,7 +186,7 @@ def stratified_indices(labels: Sequence[int] | np.ndarray, n: int | None, seed: 
         alloc[int(np.argmax(np.where(alloc > 1, alloc - quota, -np.inf)))] -= 1
     rng = np.random.default_rng(seed)
     picks: list[int] = []
-    for c, k in zip(classes, alloc):
+    for c, k in zip(classes, alloc, strict=True):
         idx = np.flatnonzero(labels == c)
         picks.extend(rng.permutation(idx)[:k].tolist())
     return np.sort(np.array(picks, dtype=np.int64))
@@ -208,8 +212,8 @@ def check_input_quantisation(input_details: dict) -> str | None:
     dtype = np.dtype(input_details["dtype"])
     scale, zp = input_details["quantization"]
     if dtype != np.uint8 or float(scale) != 1.0 or int(zp) != 0:
-        return (f"input is {dtype.name} with scale {float(scale)!r}, zero point {int(zp)}; expected uint8 raw pixels "
-                "(scale 1.0, zero point 0) - the calibration data must span 0..255")
+        return (f"input is {dtype.name} with scale {float(scale)!r}, zero point {int(zp)}; expected uint8 "
+                "raw pixels (scale 1.0, zero point 0) - the calibration data must span 0..255")
     return None
 
 
@@ -258,7 +262,8 @@ def _resolve(cfg: ExportConfig) -> _Inputs:
     if src.is_dir():
         model_path = src / "model.keras"
         if not model_path.is_file():
-            raise ModelFileError(f"{src}: not a run directory (no model.keras); pass RUN_DIR or a .keras file")
+            raise ModelFileError(f"{src}: not a run directory (no model.keras); pass RUN_DIR or a .keras "
+                                 "file")
         run_dir = src
     elif src.is_file():
         model_path, run_dir = src, src.parent
@@ -273,15 +278,16 @@ def _resolve(cfg: ExportConfig) -> _Inputs:
             raise ModelFileError(f"{run_json}: not valid JSON ({exc})") from None
     split_path = Path(cfg.split_manifest).expanduser() if cfg.split_manifest else run_dir / "split.csv"
     if not split_path.is_file():
-        raise DatasetError(f"{split_path}: split manifest not found; pass --split-manifest CSV (calibration uses its "
-                           f"'{cfg.calibration_split}' split, parity its '{cfg.parity_split}' split)")
+        raise DatasetError(f"{split_path}: split manifest not found; pass --split-manifest CSV "
+                           f"(calibration uses its '{cfg.calibration_split}' split, parity its "
+                           f"'{cfg.parity_split}' split)")
     if cfg.data_root:
         data_root, origin = Path(cfg.data_root).expanduser(), "--data"
     else:
         recorded = ((run_info or {}).get("config") or {}).get("data_root")
         if not recorded:
-            raise DatasetError(f"no data root: pass --data ROOT (the ImageFolder the paths in {split_path.name} "
-                               f"refer to); {run_json} has no config.data_root")
+            raise DatasetError(f"no data root: pass --data ROOT (the ImageFolder the paths in "
+                               f"{split_path.name} refer to); {run_json} has no config.data_root")
         data_root, origin = Path(recorded).expanduser(), f"config.data_root of {run_json}"
     if not data_root.is_dir():
         raise DatasetError(f"{data_root}: data root not found (from {origin}); pass --data ROOT")
@@ -291,7 +297,7 @@ def _resolve(cfg: ExportConfig) -> _Inputs:
 
 
 def _validate(cfg: ExportConfig) -> list[str]:
-    variants = list(dict.fromkeys(cfg.variants))
+    variants = list(dict.fromkeys([cfg.variants] if isinstance(cfg.variants, str) else cfg.variants))
     if not variants:
         raise WbcEdgeError("no variants selected")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -322,7 +328,8 @@ def _guard_outputs(inp: _Inputs, force: bool) -> None:
 
         existing = [n for n in BUNDLE_FILES if (inp.android_dir / n).exists()]
         if existing:
-            raise WbcEdgeError(f"{inp.android_dir}: already holds {', '.join(existing)}; use --force to overwrite")
+            raise WbcEdgeError(f"{inp.android_dir}: already holds {', '.join(existing)}; use --force to "
+                               "overwrite")
 
 
 # --------------------------------------------------------------------------------------------- conversion
@@ -437,8 +444,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     if inp.run_info:
         rec = inp.run_info.get("model_sha256")
         if rec and rec != model_sha:
-            warnings.append(f"{inp.model_path.name} sha256 differs from run.json's model_sha256 (model replaced "
-                            "after training?)")
+            warnings.append(f"{inp.model_path.name} sha256 differs from run.json's model_sha256 (model "
+                            "replaced after training?)")
         rec = inp.run_info.get("split_manifest_sha256")
         if rec and rec != split_sha:
             warnings.append(f"{inp.split_path.name} sha256 differs from run.json's split_manifest_sha256")
@@ -473,7 +480,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         cal_pixels = _pixels([cpaths[i] for i in idx], size)
         cal_info = {"split": cfg.calibration_split, "size": int(len(idx)), "seed": cfg.seed,
                     "per_class": {CLASSES[c]: int(np.sum(clabels[idx] == c)) for c in range(len(CLASSES))},
-                    "pinned_pixels": "image 0: pixel (0,0) = 0, pixel (0,1) = 255 (input range exactly 0..255)",
+                    "pinned_pixels": "image 0: pixel (0,0) = 0, pixel (0,1) = 255 (input range 0..255)",
                     "transform": None if cfg.calibration_transform is None
                     else getattr(cfg.calibration_transform, "__name__", "custom")}
         say(f"Calibration: {len(idx)} images from the '{cfg.calibration_split}' split "
@@ -516,7 +523,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                     tpaths, tlabels = manifest_obj.files("train", inp.data_root)
                     tidx = stratified_indices(tlabels, cfg.qat_images, cfg.seed + 1)
                     qmodel, qat_info = train_qat(
-                        model, cal_pixels, _pixels([tpaths[i] for i in tidx], size), np.asarray(tlabels)[tidx],
+                        model, cal_pixels, _pixels([tpaths[i] for i in tidx], size),
+                        np.asarray(tlabels)[tidx],
                         epochs=cfg.qat_epochs, batch_size=cfg.qat_batch_size,
                         learning_rate=cfg.qat_learning_rate, seed=cfg.seed, log=say)
                     if cfg.save_qat_model:
@@ -531,9 +539,11 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                         float_sm = tmp_root / "saved_model"
                         _saved_model(model, float_sm)
                     sm = float_sm
-                what = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic-range (int8 weights)",
-                        "int8": f"full-integer int8 PTQ, uint8 I/O, {len(cal_pixels) if need_cal else 0} calibration "
-                                "images", "qat_int8": "full-integer int8 from QAT, uint8 I/O"}[variant]
+                n_cal = len(cal_pixels) if need_cal else 0
+                what = {"float32": "float32", "float16": "float16 weights",
+                        "dynamic": "dynamic-range (int8 weights)",
+                        "int8": f"full-integer int8 PTQ, uint8 I/O, {n_cal} calibration images",
+                        "qat_int8": "full-integer int8 from QAT, uint8 I/O"}[variant]
                 say(f"[{variant}] converting ({what}) ...")
                 tc = time.perf_counter()
                 cal = (_calibration_batch(cal_pixels, cfg.calibration_transform)
@@ -554,10 +564,11 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                                          output_scale=out_scale, output_zero_point=out_zp,
                                          **base_contract)
                 if variant in INT8_VARIANTS:
-                    contract.normalisation = ("in-graph: x / 127.5 - 1 (MobileNetV2); uint8 input = raw RGB pixels "
-                                              "0..255 (scale 1.0, zero point 0)")
-                    contract.output = ("softmax probabilities as uint8: p = (q - output_zero_point) * output_scale, "
-                                       "one per label, in label order")
+                    contract.normalisation = ("in-graph: x / 127.5 - 1 (MobileNetV2); uint8 input = raw RGB "
+                                              "pixels 0..255 as an Android Bitmap holds them (scale 1.0, "
+                                              "zero point 0)")
+                    contract.output = ("softmax probabilities as uint8: p = (q - output_zero_point) * "
+                                       "output_scale, one per label, in label order")
                 data = embed_contract(flat, contract)
                 path = out / variant_file(variant)
                 atomic.write_bytes(path, data)
@@ -579,8 +590,9 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                 if reasons:
                     entry["status"], entry["reason"] = "failed", "; ".join(reasons)
                 p = entry["parity"]
-                say(f"[{variant}] {len(data) / 1e6:.2f} MB, converted in {entry['conversion_seconds']:.1f} s; "
-                    f"parity on {p['n']}: accuracy {p['accuracy']:.2%} (Δ {p['delta_accuracy_pp']:+.2f} pp), "
+                say(f"[{variant}] {len(data) / 1e6:.2f} MB, converted in "
+                    f"{entry['conversion_seconds']:.1f} s; parity on {p['n']}: accuracy {p['accuracy']:.2%} "
+                    f"(Δ {p['delta_accuracy_pp']:+.2f} pp), "
                     f"agreement {p['agreement_pct']:.2f}%, max |Δp| {p['max_abs_dprob']:.2e} -> "
                     + ("ok" if entry["status"] == "ok" else f"FAILED: {entry['reason']}"))
             except WbcEdgeError as exc:
@@ -588,7 +600,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                 say(f"[{variant}] FAILED: {exc}")
             except Exception as exc:  # noqa: BLE001 - a converter crash fails this variant, not the others
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                entry["status"], entry["reason"] = "failed", f"conversion error: {type(exc).__name__}: {first}"
+                entry["status"] = "failed"
+                entry["reason"] = f"conversion error: {type(exc).__name__}: {first}"
                 say(f"[{variant}] FAILED: {entry['reason']}")
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
@@ -628,8 +641,8 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     }
     manifest_path = out / MANIFEST_NAME
     atomic.write_json(manifest_path, manifest)
-    result = ExportResult(out, manifest_path, manifest, files, None if android is None or android.get("status") != "ok"
-                          else inp.android_dir, ok=not failed)
+    bundle = inp.android_dir if android is not None and android.get("status") == "ok" else None
+    result = ExportResult(out, manifest_path, manifest, files, bundle, ok=not failed)
     say(f"Wrote {manifest_path} ({len(entries) - len(failed)}/{len(entries)} variants ok, "
         f"{manifest['total_seconds']:.0f} s)")
     if failed:
@@ -643,7 +656,8 @@ def _android(bundle_dir: Path, entries: list[dict], files: dict[str, Path], say)
     """Write the Android bundle from the better int8 variant (by parity) that passed; record what was done."""
     from .export_android import bundle_metadata, check_android_bundle, write_bundle
 
-    candidates = [e for e in entries if e["variant"] in INT8_VARIANTS and e["status"] == "ok" and "parity" in e]
+    candidates = [e for e in entries
+                  if e["variant"] in INT8_VARIANTS and e["status"] == "ok" and "parity" in e]
     if not candidates:
         say("Android bundle not written: no int8 variant passed its checks")
         return {"status": "skipped", "reason": "no int8 variant passed its checks", "dir": str(bundle_dir)}
@@ -658,7 +672,8 @@ def _android(bundle_dir: Path, entries: list[dict], files: dict[str, Path], say)
     from .contract import read_contract
 
     contract = read_contract(data)
-    meta = bundle_metadata(data, contract, in_det, out_det, source_variant=best["variant"], parity=best["parity"])
+    meta = bundle_metadata(data, contract, in_det, out_det, source_variant=best["variant"],
+                           parity=best["parity"])
     shas = write_bundle(bundle_dir, data, meta)
     problems = check_android_bundle(bundle_dir)
     if problems:  # pragma: no cover - would be a bug in the writer

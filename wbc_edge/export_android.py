@@ -83,8 +83,8 @@ sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers belo
 - Resize the whole cell image to {size}x{size} with bilinear filtering (no crop).  The reference pipeline
   (`wbc_edge.preprocess`, Pillow bilinear) antialiases when shrinking; `Bitmap.createScaledBitmap(..., true)`
   does not, so for large downscales pixels differ slightly - check a few known images on the device.
-- Output: `{meta['output']['shape']}` {meta['output']['dtype']}; probability = (q - {meta['output']['zero_point']})
-  * {meta['output']['scale']:g}; labels in order: {labels}.
+- Output: `{meta['output']['shape']}` {meta['output']['dtype']}; probability = (q - zero_point) * scale =
+  (q - {meta['output']['zero_point']}) * {meta['output']['scale']:g}; labels in order: {labels}.
 - The .tflite file also carries its contract (labels, input size, quantisation) in a zip appended to the
   flatbuffer; LiteRT ignores it.  Keep the file uncompressed in the APK
   (`androidResources {{ noCompress += "tflite" }}`) so it can be memory-mapped.
@@ -182,7 +182,8 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
             meta = None
     labels_txt = None
     if LABELS_FILE not in missing:
-        labels_txt = [x.strip() for x in (d / LABELS_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
+        text = (d / LABELS_FILE).read_text(encoding="utf-8")
+        labels_txt = [x.strip() for x in text.splitlines() if x.strip()]
         if len(set(labels_txt)) != len(labels_txt):
             problems.append(f"{LABELS_FILE}: duplicate labels")
     if meta is not None and labels_txt is not None and labels_txt != list(meta.get("labels", [])):
@@ -211,7 +212,8 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
         problems.append(f"{MODEL_FILE}: cannot be loaded by the interpreter ({str(exc).splitlines()[0]})")
         return problems
     num_out = int(out["shape"][-1])
-    for what, labels in (("labels.txt", labels_txt), (METADATA_FILE, None if meta is None else meta.get("labels")),
+    for what, labels in (("labels.txt", labels_txt),
+                         (METADATA_FILE, None if meta is None else meta.get("labels")),
                          ("embedded contract", None if contract is None else contract.labels)):
         if labels is not None and len(labels) != num_out:
             problems.append(f"{what}: {len(labels)} labels but the model outputs {num_out} values")
@@ -227,17 +229,20 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
                             f"{mo.get('shape')}")
         for what, m, det in (("input", mi, inp), ("output", mo, out)):
             if m.get("dtype") != _dtype_name(det["dtype"]):
-                problems.append(f"{what} dtype: model {_dtype_name(det['dtype'])}, {METADATA_FILE} {m.get('dtype')}")
+                problems.append(f"{what} dtype: model {_dtype_name(det['dtype'])}, {METADATA_FILE} "
+                                f"{m.get('dtype')}")
             scale, zp = det["quantization"]
             if m.get("scale") is None or abs(float(m["scale"]) - float(scale)) > 1e-9 * max(1.0, abs(scale)) \
                     or m.get("zero_point") != int(zp):
                 problems.append(f"{what} quantisation: model ({float(scale):g}, {int(zp)}), {METADATA_FILE} "
                                 f"({m.get('scale')}, {m.get('zero_point')})")
     if _dtype_name(inp["dtype"]) != "uint8" or tuple(inp["quantization"]) != (1.0, 0):
-        problems.append(f"input is {_dtype_name(inp['dtype'])} with quantisation {tuple(inp['quantization'])}; "
-                        "the bundle promises raw uint8 pixels (scale 1.0, zero point 0)")
+        problems.append(f"input is {_dtype_name(inp['dtype'])} with quantisation "
+                        f"{tuple(inp['quantization'])}; the bundle promises raw uint8 pixels (scale 1.0, "
+                        "zero point 0)")
     if contract is not None and int(contract.input_size) != int(inp["shape"][1]):
-        problems.append(f"embedded contract input_size {contract.input_size} != model input {list(inp['shape'])}")
+        problems.append(f"embedded contract input_size {contract.input_size} != model input "
+                        f"{list(inp['shape'])}")
     return problems
 
 

@@ -87,7 +87,7 @@ def qat_scope():
 
 
 def quantize_for_training(model):
-    """The flat float model -> a tfmot QAT model (fake-quant nodes), weights copied; input pinned to 0..255."""
+    """The flat float model -> a tfmot QAT model (fake-quant nodes, weights copied), input pinned 0..255."""
     tf, keras = import_tf()
     q = _tfmot().quantization.keras
     config_cls = rescaling_quantize_config_class()
@@ -140,11 +140,12 @@ def _range_targets(qmodel) -> dict[str, dict[str, tuple]]:
     return out
 
 
-def calibrate_ranges(qmodel, float_model, pixels: np.ndarray, batch_size: int = 32) -> int:
+def calibrate_ranges(qmodel, float_model, pixels: np.ndarray, batch_size: int = 8) -> int:
     """Set every activation range of `qmodel` to the min/max of the float model's activation on `pixels`.
 
     Returns the number of ranges set.  `pre_activation` (softmax input of the classifier head) is computed
     from the Dense layer's input, kernel and bias; `output`/`post_activation` are the layer's output.
+    Small batches: the probe returns ~65 activation maps per image (hundreds of MB per batch at 224 px).
     """
     tf, keras = import_tf()
     targets = _range_targets(qmodel)
@@ -169,7 +170,7 @@ def calibrate_ranges(qmodel, float_model, pixels: np.ndarray, batch_size: int = 
         x = pixels[start:start + batch_size].astype(np.float32)
         outs = probe(x, training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for i, ((name, kind), t) in enumerate(zip(kinds, outs)):
+        for i, ((name, kind), t) in enumerate(zip(kinds, outs, strict=True)):
             t = t.numpy()
             if kind == "pre_activation":
                 layer = float_model.get_layer(name)
@@ -202,9 +203,19 @@ def freeze_batchnorm(qmodel) -> int:
     for layer in qmodel.layers:
         inner = getattr(layer, "layer", layer)
         if isinstance(inner, keras.layers.BatchNormalization):
-            layer.trainable = False
+            # A non-trainable BN runs in inference mode.  Undone after the fine-tune (`unfreeze`): the .h5
+            # writer lists a frozen wrapped layer's variables twice and fails ("name already exists").
+            inner.trainable = False
             n += 1
     return n
+
+
+def _unfreeze_batchnorm(qmodel) -> None:
+    tf, keras = import_tf()
+    for layer in qmodel.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = True
 
 
 def train_qat(float_model, calib_pixels: np.ndarray, train_pixels: np.ndarray, train_labels: np.ndarray, *,
@@ -234,6 +245,7 @@ def train_qat(float_model, calib_pixels: np.ndarray, train_pixels: np.ndarray, t
     t1 = time.perf_counter()
     hist = qmodel.fit(ds, epochs=epochs, verbose=0)
     t_fit = time.perf_counter() - t1
+    _unfreeze_batchnorm(qmodel)
     losses = [float(v) for v in hist.history.get("loss", [])]
     accs = [float(v) for v in hist.history.get("accuracy", [])]
     log(f"  QAT fine-tune: {epochs} epoch(s) x {len(train_pixels)} images, Adam lr {learning_rate:g}, "
@@ -249,7 +261,10 @@ def save_qat_model(qmodel, path: str | os.PathLike) -> None:
     """Save a QAT model as .h5 (atomically); load it back with `load_qat_model`."""
     from . import atomic
 
-    with qat_scope(), atomic.atomic_path(path, suffix=".h5") as tmp:
+    import warnings
+
+    with qat_scope(), atomic.atomic_path(path, suffix=".h5") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
         qmodel.save(str(tmp), include_optimizer=False)
 
 

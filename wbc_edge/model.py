@@ -86,14 +86,20 @@ def model_input_size(model) -> int:
 
 # --- safe loading -------------------------------------------------------------------------------------
 
-_UNSAFE_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+_UNSAFE_CLASSES = ("Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__")
+#: The only modules a model config may name.  tf_keras imports the `module` of every serialised object with
+#: importlib - even in safe mode - so an edited config.json naming any other module would run that module's
+#: code (or hand an arbitrary function to a layer) while loading.
+_SAFE_MODULE_ROOTS = ("keras", "tf_keras")
 
 
 def _config_class_names(obj) -> set[str]:
+    """Every class_name and registered_name in a Keras config (Keras falls back to registered_name)."""
     names: set[str] = set()
     if isinstance(obj, dict):
-        if "class_name" in obj and isinstance(obj["class_name"], str):
-            names.add(obj["class_name"])
+        for key in ("class_name", "registered_name"):
+            if isinstance(obj.get(key), str):
+                names.add(obj[key])
         for v in obj.values():
             names |= _config_class_names(v)
     elif isinstance(obj, list):
@@ -102,11 +108,46 @@ def _config_class_names(obj) -> set[str]:
     return names
 
 
+def _foreign_modules(obj) -> list[tuple[str, str]]:
+    """(module, class_name) of every serialised object whose module is not Keras' own (or builtins)."""
+    out: list[tuple[str, str]] = []
+    if isinstance(obj, dict):
+        mod = obj.get("module")
+        if "module" in obj and mod is not None:
+            root = mod.split(".")[0] if isinstance(mod, str) else None
+            if root not in _SAFE_MODULE_ROOTS and mod != "builtins":
+                out.append((str(mod), str(obj.get("class_name"))))
+        for v in obj.values():
+            out += _foreign_modules(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out += _foreign_modules(v)
+    return out
+
+
+def check_classifier(model, path: str | os.PathLike, num_classes: int = len(CLASSES)) -> int:
+    """Check that a loaded Keras model is a wbc-edge classifier: input (None, S, S, 3), output
+    (None, num_classes).  Returns S; raises ModelFileError naming the file otherwise."""
+    try:
+        in_shape = tuple(model.input_shape)
+        out_shape = tuple(model.output_shape)
+    except (AttributeError, ValueError, TypeError) as exc:  # several inputs/outputs: a list of shapes
+        raise ModelFileError(f"{path}: expected one image input and one output ({exc})") from None
+    if len(in_shape) != 4 or in_shape[3] != 3 or in_shape[1] is None or in_shape[1] != in_shape[2]:
+        raise ModelFileError(f"{path}: expected input shape (None, S, S, 3) (a square RGB image), got "
+                             f"{in_shape}")
+    if len(out_shape) != 2 or out_shape[1] != num_classes:
+        raise ModelFileError(f"{path}: expected output shape (None, {num_classes}) (one probability per class: "
+                             f"{', '.join(CLASSES)}), got {out_shape}")
+    return int(in_shape[1])
+
+
 def load_model(path: str | os.PathLike):
     """Load a reference `.keras` model in safe mode; refuse anything that would run code.
 
-    Lambda layers (marshalled Python bytecode) are refused before Keras even parses the file, and Keras'
-    own safe_mode is kept on.  Legacy .h5 full models are refused (they bypass safe mode).
+    Lambda layers (marshalled Python bytecode) and references to any module other than Keras' own are
+    refused before Keras even parses the file, and Keras' own safe_mode is kept on.  Legacy .h5 full models
+    are refused (they bypass safe mode).
     """
     p = Path(path)
     if not p.exists():
@@ -119,15 +160,23 @@ def load_model(path: str | os.PathLike):
     try:
         with zipfile.ZipFile(p) as zf:
             config = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{p}: not a valid .keras model archive ({exc})") from None
-    unsafe = sorted(_config_class_names(config) & set(_UNSAFE_CLASSES))
+        names, foreign = _config_class_names(config), _foreign_modules(config)
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, RecursionError,
+            OSError) as exc:
+        raise ModelFileError(f"{p}: not a valid .keras model archive ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    unsafe = sorted(names & set(_UNSAFE_CLASSES))
     if unsafe:
         raise ModelFileError(f"{p}: refusing to load a model with {', '.join(unsafe)} layer(s): they contain "
                              "arbitrary Python code")
+    if foreign:
+        mod, cls = foreign[0]
+        raise ModelFileError(f"{p}: refusing to load: its config refers to module '{mod}' (class '{cls}'); "
+                             "only Keras' own layers are loaded (importing other modules would run their code)")
     tf, keras = import_tf()
     try:
         return keras.models.load_model(p, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = msg if len(msg) <= 300 else msg[:300] + " ..."
         raise ModelFileError(f"{p}: cannot load Keras model ({msg})") from None

@@ -15,9 +15,9 @@ Conversions, the same everywhere:
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
-import warnings
 from pathlib import Path
 from typing import Union
 
@@ -36,51 +36,61 @@ ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF"})
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
-def load_image(src: str | os.PathLike | Image.Image, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(src: str | os.PathLike | Image.Image, *, max_pixels: int | None = None) -> Image.Image:
     """Decode a file (or take a PIL image) and return a fully loaded RGB PIL image.
 
     Raises BadImageError(path, reason) - one line, naming the file - for anything that is not a decodable
-    JPEG/PNG/BMP/TIFF of sane size.
+    JPEG/PNG/BMP/TIFF of sane size.  `max_pixels` defaults to the module's MAX_PIXELS (read at call time).
     """
     if isinstance(src, Image.Image):
         return to_rgb(src)
+    if max_pixels is None:
+        max_pixels = MAX_PIXELS
     path = Path(src)
     try:
         if path.is_dir():
             raise BadImageError(path, "is a directory, not an image")
         if path.stat().st_size == 0:
             raise BadImageError(path, "empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.format not in ACCEPTED_FORMATS:
-                    raise BadImageError(path, f"unsupported image format {im.format} "
-                                              f"(accepted: JPEG, PNG, BMP, TIFF)")
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise BadImageError(path, f"image too large ({w}x{h} = {w * h / 1e6:.0f} Mpx > "
-                                              f"{max_pixels / 1e6:.0f} Mpx limit; decompression bomb?)")
-                if w < 1 or h < 1:
-                    raise BadImageError(path, f"image has no pixels ({w}x{h})")
-                im.load()
-                return to_rgb(im)
+        # Pillow itself raises DecompressionBombError above 2 x Image.MAX_IMAGE_PIXELS (~179 Mpx) while
+        # opening; our own, lower limit is checked on the header below, before any pixel is decoded.  (No
+        # warnings.catch_warnings() here: it is not thread-safe, and scan_dataset decodes in threads.)
+        with Image.open(path) as im:
+            if im.format not in ACCEPTED_FORMATS:
+                raise BadImageError(path, f"unsupported image format {im.format} "
+                                          f"(accepted: JPEG, PNG, BMP, TIFF)")
+            w, h = im.size
+            if w * h > max_pixels:
+                raise BadImageError(path, f"image too large ({w}x{h} = {w * h:,} pixels > {max_pixels:,} "
+                                          "pixel limit; decompression bomb?)")
+            if w < 1 or h < 1:
+                raise BadImageError(path, f"image has no pixels ({w}x{h})")
+            im.load()
+            return to_rgb(im)
     except BadImageError:
         raise
     except UnidentifiedImageError:
         raise BadImageError(path, "not an image (cannot identify image file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"decompression bomb refused: {exc}") from None
+        raise BadImageError(path, f"image too large, decompression bomb refused ({_one_line(exc)})") from None
     except PermissionError:
         raise BadImageError(path, "permission denied") from None
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None
     except OSError as exc:
-        msg = str(exc) or type(exc).__name__
-        if "Too many levels of symbolic links" in msg or getattr(exc, "errno", None) == 40:
-            msg = "symlink loop"
-        raise BadImageError(path, f"corrupt or truncated image ({msg})") from None
+        if exc.errno == errno.ELOOP:
+            raise BadImageError(path, "symlink loop (the link points back to itself)") from None
+        if exc.errno is not None:  # the OS could not read the file (EIO, EACCES on a parent, ...)
+            raise BadImageError(path, f"cannot read file ({exc.strerror or _one_line(exc)})") from None
+        # Pillow's decoders raise errno-less OSErrors: "image file is truncated", "broken data stream", ...
+        raise BadImageError(path, f"corrupt or truncated image ({_one_line(exc)})") from None
     except (SyntaxError, ValueError, struct.error, EOFError) as exc:
-        raise BadImageError(path, f"corrupt image ({type(exc).__name__}: {exc})") from None
+        raise BadImageError(path, f"corrupt image ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -143,8 +143,8 @@ class Classifier:
     Args:
         model_path: a .tflite file.  Its embedded wbc-edge contract supplies labels and the input contract.
         num_threads: interpreter threads; None leaves the backend's default (LiteRT: 1).
-        labels: labels in output order.  Required for a model without embedded metadata; when given for a
-            model with a contract they replace the contract's labels (the count must still match).
+        labels: labels in output order.  Required for a model without embedded metadata; for a model with a
+            contract they must equal the contract's labels (anything else would relabel the outputs).
         use_xnnpack: False selects `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES` (reference kernels),
             where the backend supports it.
 
@@ -240,6 +240,12 @@ class Classifier:
                                  f"{num_out} probabilities")
         if len(set(labels)) != len(labels) or any(not x for x in labels):
             raise ModelFileError(f"{path}: labels from {source} must be unique and non-empty, got {labels}")
+        if source == "the labels given" and contract is not None and labels != list(contract.labels):
+            # Never relabel silently: the embedded labels are the model's own output order.
+            what = "are in a different order than" if sorted(labels) == sorted(contract.labels) else "differ from"
+            raise ModelFileError(f"{path}: the labels given ({','.join(labels)}) {what} its embedded labels "
+                                 f"({','.join(contract.labels)}); a model with metadata needs no labels - "
+                                 "leave them out (CLI: drop --labels)")
         self.labels: tuple[str, ...] = tuple(labels)
         if contract is not None:
             if int(contract.input_size) != self.input_size:
@@ -256,6 +262,28 @@ class Classifier:
                 if declared_dtype is not None and declared_dtype != actual:
                     raise ModelFileError(f"{path}: embedded contract says {what} dtype {declared} but the "
                                          f"model's {what} tensor is {actual}")
+
+    def output_order(self, labels: Sequence[str] | None = None) -> np.ndarray:
+        """Column indices that put this model's probabilities into `labels` order (default: CLASSES).
+
+        For comparing against ground truth indexed by another label list (the dataset's CLASSES):
+        `probs[:, clf.output_order()]` maps by NAME (case-insensitive), so a model whose embedded labels are
+        ordered differently is scored correctly, never silently relabelled.  Raises ModelFileError when the
+        two label sets differ (a class missing, renamed or extra).
+        """
+        if labels is None:
+            from .classes import CLASSES
+
+            labels = CLASSES
+        want = [str(x).strip().lower() for x in labels]
+        have = {lab.strip().lower(): i for i, lab in enumerate(self.labels)}
+        if sorted(want) != sorted(have) or len(have) != len(self.labels):
+            missing = [x for x in want if x not in have]
+            extra = [lab for lab in self.labels if lab.strip().lower() not in want]
+            raise ModelFileError(f"{self.model_path}: model labels ({','.join(self.labels)}) do not match the "
+                                 f"expected labels ({','.join(str(x) for x in labels)}): missing "
+                                 f"{','.join(missing) or '-'}, unexpected {','.join(extra) or '-'}")
+        return np.array([have[x] for x in want], dtype=np.int64)
 
     # -- inference --
 

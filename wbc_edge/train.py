@@ -30,12 +30,15 @@ import numpy as np
 from . import atomic
 from .augment import AugmentConfig, augment
 from .classes import CLASSES
-from .errors import WbcEdgeError
-from .model import ModelConfig, build_model
+from .data import require_all_classes
+from .errors import DatasetError, WbcEdgeError
+from .model import ModelConfig, build_model, resolve_weights
 from .preprocess import preprocess
 from .tfcompat import import_tf, versions
 
 RUN_FILES = ("model.keras", "split.csv", "history.json", "curves.png", "run.json")
+#: The split of an unfinished run (becomes RUN_DIR/split.csv when the run finishes).
+PENDING_SPLIT = "checkpoints/split.csv"
 
 
 @dataclass
@@ -111,9 +114,14 @@ def prepare_run(cfg: TrainConfig, *, force: bool = False, verbose: bool = True):
 
     run = Path(cfg.out_dir)
     cfg_file = run / "config.json"
+    # The split of the run in progress lives in checkpoints/ until the run finishes: a forced retrain must
+    # not replace the split.csv that belongs to the previous, still present model.keras.  Its presence also
+    # marks the run unfinished (so an interrupted --force retrain resumes instead of looking finished).
+    pending_split = run / PENDING_SPLIT
     resumed = False
     if run.exists() and any(run.iterdir()):
-        finished = (run / "model.keras").exists() and (run / "run.json").exists()
+        finished = ((run / "model.keras").exists() and (run / "run.json").exists()
+                    and not pending_split.exists())
         same = cfg_file.exists() and json.loads(cfg_file.read_text()) == json.loads(json.dumps(cfg.to_dict()))
         if force:
             # Start over, but keep the previous finished artifacts until the new ones replace them.
@@ -137,15 +145,14 @@ def prepare_run(cfg: TrainConfig, *, force: bool = False, verbose: bool = True):
     run.mkdir(parents=True, exist_ok=True)
     atomic.write_json(cfg_file, cfg.to_dict())
 
-    split_csv = run / "split.csv"
     if cfg.split_manifest:
         manifest = SplitManifest.load(cfg.split_manifest)
-        atomic.write_bytes(split_csv, Path(cfg.split_manifest).read_bytes())
-    elif split_csv.exists() and resumed:
-        manifest = SplitManifest.load(split_csv)
+        atomic.write_bytes(pending_split, Path(cfg.split_manifest).read_bytes())
+    elif pending_split.exists() and resumed:
+        manifest = SplitManifest.load(pending_split)
     else:
         _say(f"Scanning {cfg.data_root} and computing a leak-free split (seed {cfg.seed}) ...", verbose)
-        _, manifest, report = split_dataset(cfg.data_root, split_csv, seed=cfg.seed,
+        _, manifest, report = split_dataset(cfg.data_root, pending_split, seed=cfg.seed,
                                             test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                                             progress=verbose)
         _say(str(report), verbose)
@@ -166,14 +173,22 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
         raise WbcEdgeError("--distribute needs --mode full (cached mode is the single-CPU-machine path)")
     if not 13 <= cfg.finetune_from <= 16:
         raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block 13..16, got {cfg.finetune_from}")
+    if cfg.limit_per_class is not None and cfg.limit_per_class < 1:
+        raise WbcEdgeError(f"--limit-per-class must be >= 1, got {cfg.limit_per_class}")
+    # A bad --weights value fails now, before RUN_DIR is created or the dataset scanned.
+    resolve_weights(cfg.model.weights, cfg.model.alpha)
     t0 = time.time()
     run, manifest, resumed = prepare_run(cfg, force=force, verbose=verbose)
+    split_src = cfg.split_manifest or run / PENDING_SPLIT
+    manifest.verify(cfg.data_root)  # the manifest must match DATA before hours of training, not mid-way
     data = {}
     for split in ("train", "val", "test"):
         paths, labels = manifest.files(split, cfg.data_root)
         paths, labels = _limit([str(p) for p in paths], np.asarray(labels, dtype=np.int64), cfg.limit_per_class)
         if len(paths) == 0:
-            raise WbcEdgeError(f"split '{split}' of {run / 'split.csv'} is empty")
+            raise DatasetError(f"{split_src}: split '{split}' is empty")
+        require_all_classes(labels, f"{split_src}: split '{split}'",
+                            "to train" if split == "train" else "to select and score the model")
         data[split] = (paths, labels)
     tf, keras = import_tf()
     keras.utils.set_random_seed(cfg.seed)
@@ -186,6 +201,9 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
     # Final artifacts (atomic).  The reference model is the best-validation checkpoint.
     from .evaluate import compute_metrics, plot_curves, save_metrics
 
+    # split.csv first: from here on the artifacts belong to the new model (the pending split, removed last,
+    # keeps the run marked unfinished until run.json is written).
+    atomic.write_bytes(run / "split.csv", (run / PENDING_SPLIT).read_bytes())
     with atomic.atomic_path(run / "model.keras") as tmp:
         model.save(tmp)
     hist_cols = _history_columns(history)
@@ -215,6 +233,7 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
         "model_sha256": _sha256(run / "model.keras"),
     }
     atomic.write_json(run / "run.json", run_info)
+    (run / PENDING_SPLIT).unlink(missing_ok=True)  # the run is finished
     _say(metrics.format_table(), verbose)
     _say(f"Done in {timings['total_s'] / 60:.1f} min -> {run / 'model.keras'}", verbose)
     return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings)

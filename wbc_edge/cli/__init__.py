@@ -31,12 +31,21 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
             if isinstance(exc, WbcEdgeError):
-                click.echo(f"Error: {exc}", err=True)
+                click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            elif isinstance(exc, OSError) and exc.errno is not None:
+                # The machine, not the input or a bug: disk full, permission denied, read-only file system.
+                where = f"{exc.filename}: " if exc.filename else ""
+                click.echo(f"Error: {where}{exc.strerror or _one_line(str(exc))}", err=True)
             else:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 click.echo(f"Error: unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)",
                            err=True)
             sys.exit(1)
+
+
+def _one_line(text: str) -> str:
+    """Messages are one line by contract; a stray newline from a wrapped exception must not break that."""
+    return " ".join(line.strip() for line in text.strip().splitlines())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,7 +16,8 @@ ANDROID_DEFAULT = "android_assets"
               help="Full-integer int8 post-training quantisation, uint8 raw-pixel input, uint8 output.")
 @click.option("--qat", "v_qat", is_flag=True,
               help="Full-integer int8 after a short quantization-aware fine-tune (tfmot).")
-@click.option("--all", "v_all", is_flag=True, help="Every variant: float32, float16, dynamic, int8, qat_int8.")
+@click.option("--all", "v_all", is_flag=True,
+              help="Every variant: float32, float16, dynamic, int8, qat_int8.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output directory (default: RUN_DIR/export, or export/ beside MODEL).")
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False),
@@ -25,7 +26,8 @@ ANDROID_DEFAULT = "android_assets"
               help="Split CSV (default: split.csv beside the model).")
 @click.option("--calibration-size", type=click.IntRange(1), default=300, show_default=True,
               help="Representative images (stratified, seeded, from the train split) for int8 calibration.")
-@click.option("--parity-split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+@click.option("--parity-split", type=click.Choice(["test", "val", "train"]), default="test",
+              show_default=True,
               help="Split the exported files are compared with Keras on.")
 @click.option("--parity-limit", type=click.IntRange(1), default=None,
               help="Compare on a stratified subset of N images of the parity split (default: all).")
@@ -35,22 +37,25 @@ ANDROID_DEFAULT = "android_assets"
               help="int8 variants fail below this top-1 agreement with Keras (%).")
 @click.option("--min-float-agreement", type=click.FloatRange(0, 100), default=99.0, show_default=True,
               help="float32/float16/dynamic fail below this top-1 agreement with Keras (%).")
-@click.option("--qat-epochs", type=click.IntRange(1), default=1, show_default=True, help="QAT fine-tune epochs.")
+@click.option("--qat-epochs", type=click.IntRange(1), default=1, show_default=True,
+              help="QAT fine-tune epochs.")
 @click.option("--qat-images", type=click.IntRange(1), default=512, show_default=True,
               help="Train-split images (stratified) used for the QAT fine-tune.")
 @click.option("--save-qat-model", is_flag=True, help="Also save the QAT Keras model as qat_model.h5.")
 @click.option("--android", "android_dir", is_flag=False, flag_value=ANDROID_DEFAULT, default=None,
               type=click.Path(file_okay=False), metavar="[DIR]",
-              help=f"Also write an Android bundle (best int8 model, labels.txt, wbc_model.json, README.md) to DIR "
-                   f"(default: ./{ANDROID_DEFAULT}). Put it after SOURCE or write --android=DIR.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the calibration / subset sampling.")
+              help="Also write an Android bundle (best int8 model, labels.txt, wbc_model.json, README.md) "
+                   f"to DIR (default: ./{ANDROID_DEFAULT}). Put it after SOURCE or write --android=DIR.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the calibration / subset sampling.")
 @click.option("--threads", "num_threads", type=click.IntRange(1), default=None,
               help="Interpreter threads for the parity run (default: min(4, CPUs)).")
 @click.option("--force", is_flag=True, help="Write into a non-empty --out / over existing bundle files.")
 @click.option("--quiet", is_flag=True)
 def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_dir, data_root, split_manifest,
-           calibration_size, parity_split, parity_limit, max_int8_drop, min_int8_agreement, min_float_agreement,
-           qat_epochs, qat_images, save_qat_model, android_dir, seed, num_threads, force, quiet):
+           calibration_size, parity_split, parity_limit, max_int8_drop, min_int8_agreement,
+           min_float_agreement, qat_epochs, qat_images, save_qat_model, android_dir, seed, num_threads, force,
+           quiet):
     """Export SOURCE (a RUN_DIR with model.keras + split.csv + run.json, or a .keras file) to TFLite.
 
     Without a variant flag the default set is written: float32, float16 and int8.  Files are
@@ -66,13 +71,15 @@ def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_di
     if v_all:
         variants = ("float32", "float16", "dynamic", "int8", "qat_int8")
     else:
-        chosen = [name for flag, name in ((v_float32, "float32"), (v_float16, "float16"), (v_dynamic, "dynamic"),
-                                          (v_int8, "int8"), (v_qat, "qat_int8")) if flag]
+        flags = ((v_float32, "float32"), (v_float16, "float16"), (v_dynamic, "dynamic"), (v_int8, "int8"),
+                 (v_qat, "qat_int8"))
+        chosen = [name for flag, name in flags if flag]
         variants = tuple(chosen) or ("float32", "float16", "int8")
     cfg = ExportConfig(source=source, out_dir=out_dir, variants=variants, data_root=data_root,
-                       split_manifest=split_manifest, calibration_size=calibration_size, parity_split=parity_split,
-                       parity_limit=parity_limit, max_int8_drop=max_int8_drop, min_int8_agreement=min_int8_agreement,
-                       min_float_agreement=min_float_agreement, qat_epochs=qat_epochs, qat_images=qat_images,
+                       split_manifest=split_manifest, calibration_size=calibration_size,
+                       parity_split=parity_split, parity_limit=parity_limit, max_int8_drop=max_int8_drop,
+                       min_int8_agreement=min_int8_agreement, min_float_agreement=min_float_agreement,
+                       qat_epochs=qat_epochs, qat_images=qat_images,
                        save_qat_model=save_qat_model, android_dir=android_dir, force=force, seed=seed,
                        num_threads=num_threads, verbose=not quiet)
     result = export_model(cfg)
@@ -80,5 +87,5 @@ def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_di
         for v in result.manifest["variants"]:
             p = v.get("parity") or {}
             click.echo(f"  {v['file']:<24} {v.get('bytes', 0) / 1e6:7.2f} MB  agreement "
-                       f"{p.get('agreement_pct', float('nan')):6.2f}%  Δacc {p.get('delta_accuracy_pp', 0):+.2f} pp  "
-                       f"{v['status']}")
+                       f"{p.get('agreement_pct', float('nan')):6.2f}%  "
+                       f"Δacc {p.get('delta_accuracy_pp', 0):+.2f} pp  {v['status']}")

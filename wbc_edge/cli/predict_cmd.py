@@ -22,7 +22,7 @@ import click
               help="Interpreter threads (default: the runtime's default, 1 for LiteRT).")
 @click.option("--labels", "labels_csv", default=None,
               help="Comma-separated class names in output order, for a model without embedded metadata "
-                   "(overrides embedded labels).")
+                   "(for a model with metadata they must equal its embedded labels: never relabelled).")
 @click.option("--no-xnnpack", is_flag=True, help="Use the reference kernels instead of the XNNPACK delegate.")
 @click.pass_context
 def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, as_json: bool,

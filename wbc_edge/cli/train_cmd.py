@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 _DATA = click.Path(exists=True, file_okay=False)
+_POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 @click.command()
@@ -17,24 +18,24 @@ _DATA = click.Path(exists=True, file_okay=False)
 @click.option("--weights", default="imagenet", show_default=True,
               help="Backbone init: imagenet (Keras download) | none | PATH to a no-top .h5 "
                    "(offline: ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5).")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width multiplier.")
-@click.option("--input-size", type=int, default=224, show_default=True, help="Square input size in pixels.")
+@click.option("--alpha", type=_POSITIVE, default=1.0, show_default=True, help="MobileNetV2 width multiplier.")
+@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True, help="Square input size in pixels.")
 @click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False),
               help="Reuse a saved split CSV instead of computing one.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--epochs", type=int, default=15, show_default=True, help="Full mode: end-to-end epochs (paper: 15).")
-@click.option("--head-epochs", type=int, default=15, show_default=True, help="Cached mode: head epochs (paper: 15).")
-@click.option("--finetune-epochs", type=int, default=8, show_default=True, help="Cached mode: top-block epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True, help="Full mode: end-to-end epochs (paper: 15).")
+@click.option("--head-epochs", type=click.IntRange(min=0), default=15, show_default=True, help="Cached mode: head epochs (paper: 15).")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=8, show_default=True, help="Cached mode: top-block epochs.")
 @click.option("--finetune-from", type=click.IntRange(13, 16), default=13, show_default=True,
               help="Cached mode: first MobileNetV2 block that is fine-tuned.")
 @click.option("--aug-views", type=click.IntRange(0, 16), default=2, show_default=True,
               help="Cached mode: augmented views cached per training image.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--finetune-lr", type=float, default=1e-4, show_default=True)
-@click.option("--early-stopping", type=int, default=None, help="Patience (epochs without val improvement).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", "learning_rate", type=_POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--finetune-lr", type=_POSITIVE, default=1e-4, show_default=True)
+@click.option("--early-stopping", type=click.IntRange(min=1), default=None, help="Patience (epochs without val improvement).")
 @click.option("--no-class-weights", is_flag=True, help="Do not weight the loss against class imbalance.")
-@click.option("--limit-per-class", type=int, default=None, help="Quick runs: cap images per class and split.")
+@click.option("--limit-per-class", type=click.IntRange(min=1), default=None, help="Quick runs: cap images per class and split.")
 @click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]), default="none",
               show_default=True, help="Full mode: tf.distribute strategy (multiworker reads TF_CONFIG).")
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")

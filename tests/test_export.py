@@ -1,0 +1,324 @@
+"""wbc_edge.export / `wbc-edge export`: every variant converts, runs and describes itself; the parity gate;
+atomic writes; byte-identical re-runs; the Android bundle.
+
+Expensive conversions are shared: `full_export` (all five variants + Android bundle, once per module).
+The tiny model is trained from scratch on 40 images and quantises worse than a real model, so the shared
+export relaxes the int8 gate; the gate itself is exercised by a deliberately broken calibration and by unit
+tests of the gate function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wbc_edge.classes import CLASSES
+from wbc_edge.errors import WbcEdgeError
+
+ALL = ("float32", "float16", "dynamic", "int8", "qat_int8")
+RELAXED = dict(min_int8_agreement=0.0, max_int8_drop=100.0, min_float_agreement=80.0)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def full_export(tiny_run_dir, tmp_path_factory):
+    from wbc_edge.export import ExportConfig, export_model
+
+    base = tmp_path_factory.mktemp("export_all")
+    cfg = ExportConfig(tiny_run_dir, out_dir=base / "out", variants=ALL, calibration_size=20, qat_images=16,
+                       qat_batch_size=8, save_qat_model=True, android_dir=base / "android", **RELAXED)
+    return export_model(cfg)
+
+
+# --------------------------------------------------------------------------------------------- shared export
+
+def test_every_variant_converts_and_runs(full_export, sample_files):
+    from wbc_edge.runtime import Classifier
+
+    res = full_export
+    assert res.ok and res.manifest["status"] == "ok", res.manifest
+    entries = {e["variant"]: e for e in res.manifest["variants"]}
+    assert list(entries) == list(ALL)
+    paths, labels = sample_files
+    for variant, e in entries.items():
+        f = res.out_dir / f"wbc_{variant}.tflite"
+        assert f.is_file() and res.files[variant] == f
+        assert e["status"] == "ok" and e["reason"] is None
+        assert e["bytes"] == f.stat().st_size and e["sha256"] == _sha(f)
+        assert e["conversion_seconds"] > 0
+        p = e["parity"]
+        assert p["n"] == 10 and 0 <= p["agreement_pct"] <= 100
+        assert p["max_abs_dprob"] >= p["mean_abs_dprob"] >= 0
+        clf = Classifier(f)
+        pred = clf.predict(paths[0])
+        assert pred.label in CLASSES and abs(float(np.sum(pred.probabilities)) - 1) < 0.05
+    assert entries["float32"]["parity"]["agreement_pct"] == 100.0
+    assert entries["float32"]["parity"]["max_abs_dprob"] < 1e-4
+    assert entries["int8"]["calibration_size"] == entries["qat_int8"]["calibration_size"] == 20
+    size = {v: e["bytes"] for v, e in entries.items()}
+    assert size["float16"] < size["float32"] and size["dynamic"] < size["float32"]
+    assert size["int8"] < size["float32"] and size["qat_int8"] < size["float32"]
+    qat = entries["qat_int8"]["qat"]
+    assert qat["images"] == 16 and qat["epochs"] == 1 and qat["ranges_calibrated"] > 10
+
+
+def test_contract_round_trip_matches_interpreter(full_export, tiny_run_dir):
+    from wbc_edge.contract import read_contract
+    from wbc_edge.preprocess import PREPROCESS_VERSION
+    from wbc_edge.runtime import load_backend
+
+    model_sha = _sha(tiny_run_dir / "model.keras")
+    split_sha = _sha(tiny_run_dir / "split.csv")
+    for variant, path in full_export.files.items():
+        c = read_contract(path)
+        assert c is not None and c.variant == variant
+        assert c.labels == list(CLASSES) and c.input_size == 96
+        assert c.preprocess == PREPROCESS_VERSION
+        assert c.source_model_sha256 == model_sha and c.split_manifest_sha256 == split_sha
+        assert c.versions.get("tensorflow")
+        interp = load_backend().interpreter_cls(model_path=str(path))
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        assert list(inp["shape"]) == [1, 96, 96, 3] and list(out["shape"]) == [1, len(CLASSES)]
+        assert c.input_dtype == np.dtype(inp["dtype"]).name and c.output_dtype == np.dtype(out["dtype"]).name
+        if variant in ("int8", "qat_int8"):
+            assert c.input_dtype == "uint8" and c.output_dtype == "uint8"
+            assert (c.input_scale, c.input_zero_point) == (1.0, 0) == tuple(inp["quantization"])
+            assert (c.output_scale, c.output_zero_point) == tuple(out["quantization"])
+            assert c.output_scale == pytest.approx(1 / 256)
+        else:
+            assert c.input_dtype == c.output_dtype == "float32"
+            assert c.input_scale is None and c.output_scale is None
+
+
+def test_manifest_records_sources_and_versions(full_export, tiny_run_dir, sample_root):
+    m = json.loads(full_export.manifest_path.read_text())
+    assert m == json.loads(json.dumps(full_export.manifest))
+    assert m["source_model"]["sha256"] == _sha(tiny_run_dir / "model.keras")
+    assert m["split_manifest"]["sha256"] == _sha(tiny_run_dir / "split.csv")
+    assert Path(m["data_root"]) == sample_root  # from run.json's config.data_root
+    assert m["calibration"]["split"] == "train" and m["calibration"]["size"] == 20
+    per_class = m["calibration"]["per_class"]
+    assert set(per_class) == set(CLASSES) and min(per_class.values()) >= 1
+    assert m["parity_reference"]["split"] == "test" and m["parity_reference"]["n"] == 10
+    assert {"tensorflow", "tf_keras", "numpy"} <= set(m["versions"])
+    assert m["android"]["status"] == "ok" and m["android"]["source_variant"] in ("int8", "qat_int8")
+    assert all(e["flatbuffer_sha256"] for e in m["variants"])
+
+
+def test_qat_model_saved_as_h5(full_export):
+    from wbc_edge.export_qat import load_qat_model
+
+    h5 = full_export.out_dir / "qat_model.h5"
+    assert h5.is_file() and full_export.manifest["variants"][-1]["qat"]["saved"] == "qat_model.h5"
+    qm = load_qat_model(h5)
+    assert any(type(layer).__name__ == "QuantizeLayer" for layer in qm.layers)
+
+
+def test_android_bundle_good_and_tampered(full_export, tmp_path):
+    from wbc_edge.export import check_android_bundle
+
+    d = full_export.android_dir
+    assert d is not None and check_android_bundle(d) == []
+    meta = json.loads((d / "wbc_model.json").read_text())
+    assert meta["input"]["shape"] == [1, 96, 96, 3] and meta["input"]["dtype"] == "uint8"
+    assert (meta["input"]["scale"], meta["input"]["zero_point"]) == (1.0, 0)
+    assert meta["labels"] == list(CLASSES)
+    assert (d / "labels.txt").read_text().split() == list(CLASSES)
+    src = full_export.files[meta["variant"]]
+    assert (d / "wbc_int8.tflite").read_bytes() == src.read_bytes()  # contract stays embedded
+    readme = (d / "README.md").read_text()
+    assert "Interpreter" in readme and "ARGB_8888" in readme and "createScaledBitmap" in readme
+
+    bad = tmp_path / "labels"
+    shutil.copytree(d, bad)
+    (bad / "labels.txt").write_text("\n".join(CLASSES[:-1]) + "\n")
+    problems = check_android_bundle(bad)
+    assert any("4 labels but the model outputs 5" in p for p in problems), problems
+
+    bad = tmp_path / "model"
+    shutil.copytree(d, bad)
+    with open(bad / "wbc_int8.tflite", "ab") as fh:
+        fh.write(b"x")
+    assert any("sha256" in p for p in check_android_bundle(bad))
+
+    bad = tmp_path / "missing"
+    shutil.copytree(d, bad)
+    (bad / "README.md").unlink()
+    assert check_android_bundle(bad) == ["README.md: missing"]
+
+
+# --------------------------------------------------------------------------------------------- further runs
+
+def test_rerun_is_byte_identical_and_model_file_source(full_export, tiny_run_dir, sample_root, tmp_path):
+    """Same inputs -> the same float32 and int8 bytes; also the MODEL + --data + --split-manifest form."""
+    from wbc_edge.export import ExportConfig, export_model
+
+    shutil.copytree(tiny_run_dir, tmp_path / "bare")
+    (tmp_path / "bare" / "run.json").unlink()  # no recorded data root: --data must be given
+    res = export_model(ExportConfig(tmp_path / "bare" / "model.keras", out_dir=tmp_path / "out",
+                                    variants=("int8", "float32"), data_root=sample_root,
+                                    split_manifest=tiny_run_dir / "split.csv", calibration_size=20,
+                                    verbose=False, **RELAXED))
+    assert list(res.files) == ["float32", "int8"]
+    for v in ("float32", "int8"):
+        assert _sha(res.files[v]) == _sha(full_export.files[v]), f"{v} is not byte-identical on re-run"
+
+
+def test_broken_calibration_fails_gate_and_cli_exits_nonzero(tiny_run_dir, tmp_path, monkeypatch):
+    """Calibrating with pixels in [0, 1] instead of 0..255: int8 marked failed, file kept, exit status 1."""
+    from click.testing import CliRunner
+
+    import wbc_edge.export as export_mod
+    from wbc_edge.cli import main
+
+    real = export_mod.export_model
+
+    def broken(cfg):
+        return real(dataclasses.replace(cfg, calibration_transform=lambda x: x / 255.0))
+
+    monkeypatch.setattr(export_mod, "export_model", broken)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["export", str(tiny_run_dir), "--int8", "--out", str(out),
+                                  "--calibration-size", "20", "--parity-limit", "5"])
+    assert r.exit_code == 1, r.output
+    assert "int8" in r.output and "failed" in r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["parity_reference"]["n"] == 5
+    (e,) = m["variants"]
+    assert e["variant"] == "int8" and e["status"] == "failed"
+    assert "scale" in e["reason"] and "expected uint8 raw pixels" in e["reason"]
+    assert (out / "wbc_int8.tflite").is_file() and e["sha256"] == _sha(out / "wbc_int8.tflite")
+    assert e["input"]["scale"] == pytest.approx(1 / 255, rel=0.01)
+
+
+def test_interrupted_write_keeps_old_file(tiny_run_dir, tmp_path, monkeypatch):
+    """A write failing midway (after the bytes, before the rename) leaves the previous file intact."""
+    import wbc_edge.atomic as atomic_mod
+    from wbc_edge.export import ExportConfig, export_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "wbc_float32.tflite").write_bytes(b"old model")
+    (out / "manifest.json").write_text("{}")
+
+    def fail(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic_mod.os, "fsync", fail)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(ExportConfig(tiny_run_dir, out_dir=out, variants=("float32",), force=True,
+                                  verbose=False))
+    monkeypatch.undo()
+    assert (out / "wbc_float32.tflite").read_bytes() == b"old model"
+    assert sorted(p.name for p in out.iterdir()) == ["wbc_float32.tflite"]  # no temp file, no stale manifest
+
+
+# --------------------------------------------------------------------------------------------- cheap checks
+
+def test_refuses_non_empty_out_without_force(tiny_run_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from wbc_edge.cli import main
+    from wbc_edge.export import ExportConfig, export_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(WbcEdgeError, match="not empty.*--force"):
+        export_model(ExportConfig(tiny_run_dir, out_dir=out))
+    r = CliRunner().invoke(main, ["export", str(tiny_run_dir), "--out", str(out)])
+    assert r.exit_code == 1 and "--force" in r.output
+    android = tmp_path / "android"
+    android.mkdir()
+    (android / "labels.txt").write_text("x")
+    with pytest.raises(WbcEdgeError, match="labels.txt.*--force"):
+        export_model(ExportConfig(tiny_run_dir, out_dir=tmp_path / "o2", android_dir=android))
+
+
+def test_config_errors(tiny_run_dir, tmp_path):
+    from wbc_edge.errors import DatasetError
+    from wbc_edge.export import ExportConfig, export_model
+
+    with pytest.raises(WbcEdgeError, match="unknown variant"):
+        export_model(ExportConfig(tiny_run_dir, variants=("int4",)))
+    with pytest.raises(WbcEdgeError, match="--android needs an int8"):
+        export_model(ExportConfig(tiny_run_dir, variants=("float32",), android_dir=tmp_path / "a"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copyfile(tiny_run_dir / "model.keras", bare / "model.keras")
+    with pytest.raises(DatasetError, match="split manifest not found"):
+        export_model(ExportConfig(bare))
+    shutil.copyfile(tiny_run_dir / "split.csv", bare / "split.csv")
+    with pytest.raises(DatasetError, match="--data"):
+        export_model(ExportConfig(bare))
+    with pytest.raises(WbcEdgeError, match="not found"):
+        export_model(ExportConfig(tmp_path / "nope"))
+
+
+def test_cli_help_names_default_set():
+    from click.testing import CliRunner
+
+    from wbc_edge.cli import main
+
+    r = CliRunner().invoke(main, ["export", "--help"])
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert "default set is written: float32, float16 and int8" in text
+    for flag in ("--int8", "--qat", "--all", "--android", "--calibration-size", "--parity-limit",
+                 "--max-int8-drop", "--min-int8-agreement", "--qat-epochs", "--qat-images", "--force"):
+        assert flag in text
+
+
+def test_stratified_indices_deterministic_and_balanced():
+    from wbc_edge.export import stratified_indices
+
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 15 + [3] * 4 + [4] * 1)
+    a = stratified_indices(labels, 20, seed=1)
+    assert np.array_equal(a, stratified_indices(labels, 20, seed=1))
+    assert not np.array_equal(a, stratified_indices(labels, 20, seed=2))
+    assert len(a) == 20 and len(set(a.tolist())) == 20 and np.all(np.diff(a) > 0)
+    counts = np.bincount(labels[a], minlength=5)
+    assert counts.tolist() == [9, 6, 3, 1, 1]  # proportional, every class represented
+    assert np.array_equal(stratified_indices(labels, None, 0), np.arange(100))
+    assert np.array_equal(stratified_indices(labels, 500, 0), np.arange(100))
+
+
+def test_input_quantisation_check():
+    from wbc_edge.export import check_input_quantisation
+
+    assert check_input_quantisation({"dtype": np.uint8, "quantization": (1.0, 0)}) is None
+    assert "scale" in check_input_quantisation({"dtype": np.uint8, "quantization": (1 / 255, 0)})
+    assert check_input_quantisation({"dtype": np.uint8, "quantization": (1.0, 3)}) is not None
+    assert check_input_quantisation({"dtype": np.int8, "quantization": (1.0, -128)}) is not None
+
+
+def test_parity_gate_rules():
+    from wbc_edge.export import ExportConfig, _parity
+
+    cfg = ExportConfig("unused")
+    labels = np.repeat(np.arange(5), 20)
+    ref = np.eye(5, dtype=np.float32)[labels]           # Keras: 100 % correct
+    same = _parity(ref.copy(), ref, labels, "int8", cfg)
+    assert same["passed"] and same["agreement_pct"] == 100.0 and same["max_abs_dprob"] == 0.0
+
+    two_wrong = ref.copy()
+    two_wrong[[0, 1]] = np.eye(5, dtype=np.float32)[[1, 2]]   # 98 % agreement, -2 pp accuracy
+    p = _parity(two_wrong, ref, labels, "int8", cfg)
+    assert not p["passed"] and p["delta_accuracy_pp"] == pytest.approx(-2.0)
+    assert any("accuracy drop 2.00 pp > 1 pp" in r for r in p["reasons"])
+    assert not any("agreement" in r for r in p["reasons"])   # exactly 98 % is allowed
+    assert _parity(two_wrong, ref, labels, "float16", cfg)["reasons"] == ["top-1 agreement 98.00% < 99%"]
+    one_wrong = ref.copy()
+    one_wrong[0] = np.eye(5, dtype=np.float32)[1]
+    assert _parity(one_wrong, ref, labels, "int8", cfg)["passed"]      # -1 pp is allowed
+    assert _parity(one_wrong, ref, labels, "float32", cfg)["passed"]   # 99 % is allowed

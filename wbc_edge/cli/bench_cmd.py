@@ -1,0 +1,168 @@
+"""`wbc-edge bench`: parity + latency of exported variants on this device, and `bench merge` across devices.
+
+    wbc-edge bench MODELS... --data ROOT [options]      (the default subcommand, `run`)
+    wbc-edge bench merge RESULTS.json... [--markdown OUT]
+
+No TensorFlow on the `run` path unless the reference is a .keras file (then only in worker processes), and
+no matplotlib unless --plot is given (skipped with a message when it is not installed).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+class _DefaultRunGroup(click.Group):
+    """A group whose first argument selects `merge` (or `run`); anything else is `run`'s arguments."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("bench", cls=_DefaultRunGroup)
+def bench() -> None:
+    """Check each variant's accuracy against the reference and time it on this device.
+
+    \b
+      wbc-edge bench export/*.tflite --data samples/pbc_sample          # = bench run ...
+      wbc-edge bench export/*.tflite --reference runs/r1/model.keras --data PBC \\
+          --split-manifest runs/r1/split.csv --threads 1,2,4 --json out.json --markdown out.md
+      wbc-edge bench merge x86.json pi4.json android.json --markdown all.md
+
+    See `wbc-edge bench run --help` for every option.
+    """
+
+
+def _parse_threads(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in str(value).split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}") from None
+    if not out or any(t < 1 for t in out):
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
+    return out
+
+
+class _BarReporter:
+    """wbc_edge.bench.Reporter on a click progress bar (stderr)."""
+
+    def __init__(self):
+        self._bar = None
+
+    def log(self, message: str) -> None:
+        click.echo(message, err=True)
+
+    def start(self, total: int) -> None:
+        self._bar = click.progressbar(length=max(1, total), label="bench", file=sys.stderr, show_pos=False,
+                                      show_eta=True, width=28)
+        self._bar.__enter__()
+
+    def stage(self, label: str) -> None:
+        if self._bar is not None:
+            self._bar.label = f"{label:<24.24}"
+            self._bar.render_progress()
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@bench.command("run")
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="ImageFolder root (with --split-manifest: the root its paths are relative to).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Reference model: .keras (timed in a subprocess) or .tflite. Default: the float32 .tflite "
+                   "among MODELS (its Keras parity comes from the export's manifest.json beside it).")
+@click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Split CSV; without it every valid image under --data is used.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most this many images (class-balanced, deterministic).")
+@click.option("--threads", "threads", default="1", show_default=True, callback=_parse_threads,
+              help="Thread counts to time, comma-separated (e.g. 1,2,4).")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed single-image calls.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
+@click.option("--batch-throughput-images", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Images for the sequential throughput (img/s) measurement; 0 skips it.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the full JSON result.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the Markdown report.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write accuracy vs latency PNG (needs matplotlib; skipped with a message without it).")
+@click.option("--max-accuracy-drop", type=float, default=None,
+              help="Gate: fail (exit 1) when a variant's accuracy is more than PP points below the reference.")
+@click.option("--min-agreement", type=float, default=None,
+              help="Gate: fail (exit 1) when a variant's top-1 agreement with the reference is below PCT %.")
+@click.option("--no-xnnpack", is_flag=True, help="Time the builtin reference kernels instead of XNNPACK.")
+@click.option("--ttfp/--no-ttfp", default=None,
+              help="Time to first prediction in fresh processes (runtime vs Keras). Default: on when the "
+                   "reference is a .keras.")
+@click.option("--no-keras-timing", is_flag=True,
+              help="With a .keras reference: compute its probabilities but do not time it.")
+@click.option("--device-name", default=None, help="Device label for `bench merge` tables (default: CPU model).")
+@click.pass_context
+def run(ctx: click.Context, models, data, reference, split_manifest, split, limit, threads, runs, warmup,
+        batch_throughput_images, json_out, md_out, plot_out, max_accuracy_drop, min_agreement, no_xnnpack,
+        ttfp, no_keras_timing, device_name) -> None:
+    """Parity with the reference + latency of MODELS (.tflite) on this device.
+
+    \b
+    Prints the Markdown table (Variant | Size MB | Acc | ΔAcc pp | Agree | p50 ms | p90 ms | img/s |
+    threads); --json / --markdown / --plot write the full result.  Exit status 1 when a variant breaks
+    --max-accuracy-drop or --min-agreement (the outputs are written first).
+    """
+    from ..bench import BenchConfig, plot, run_bench, to_markdown, write_outputs
+    from ..errors import WbcEdgeError
+
+    cfg = BenchConfig(models=list(models), data=data, reference=reference, split_manifest=split_manifest,
+                      split=split, limit=limit, threads=threads, runs=runs, warmup=warmup,
+                      batch_throughput_images=batch_throughput_images, max_accuracy_drop=max_accuracy_drop,
+                      min_agreement=min_agreement, use_xnnpack=not no_xnnpack, ttfp=ttfp,
+                      keras_timing=not no_keras_timing, device_name=device_name)
+    result = run_bench(cfg, reporter=_BarReporter())
+    write_outputs(result, json_path=json_out, markdown_path=md_out)
+    md = to_markdown(result)
+    click.echo(md)
+    for what, path in (("JSON", json_out), ("Markdown", md_out)):
+        if path:
+            click.echo(f"Wrote {what}: {path}", err=True)
+    if plot_out:
+        try:
+            plot(result, plot_out)
+            click.echo(f"Wrote plot: {plot_out}", err=True)
+        except WbcEdgeError as exc:
+            click.echo(f"Plot skipped: {exc}", err=True)
+    gate = result["gate"]
+    if not gate["passed"]:
+        for f in gate["failures"]:
+            click.echo(f"Gate FAILED: {f['variant']}: {f['reason']}", err=True)
+        ctx.exit(1)
+
+
+@bench.command("merge")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the table here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the merged rows.")
+def merge_cmd(results, md_out, json_out) -> None:
+    """One table across devices from RESULTS.json files (ours, or converted from benchmark_model)."""
+    from ..atomic import write_json, write_text
+    from ..bench import merge, to_markdown
+
+    merged = merge(list(results))
+    md = to_markdown(merged)
+    if md_out:
+        write_text(md_out, md)
+    if json_out:
+        write_json(json_out, merged)
+    click.echo(md)
