@@ -49,23 +49,9 @@ def pbc_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory, sample_files) -> Path:
-    """A tiny MobileNetV2 (alpha 0.35, 96 px, no pretrained weights) fitted for a few epochs on the samples."""
-    from wbc_edge.model import ModelConfig, build_model
-    from wbc_edge.preprocess import preprocess
-    from wbc_edge.tfcompat import import_tf
-
-    tf, keras = import_tf()
-    keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(alpha=0.35, input_size=TINY_SIZE, weights="none"))
-    paths, labels = sample_files
-    x = np.stack([preprocess(p, TINY_SIZE) for p in paths]).astype(np.float32)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(x, labels, epochs=4, batch_size=8, verbose=0)
-    out = tmp_path_factory.mktemp("tiny") / "model.keras"
-    model.save(out)
-    return out
+def tiny_model_path(discriminative_tiny_model_path) -> Path:
+    """A tiny MobileNetV2 (alpha 0.35, 96 px, no pretrained weights) fitted on the samples; see below."""
+    return discriminative_tiny_model_path
 
 
 # --- export fixtures (tests/test_export.py) -------------------------------------------------------------

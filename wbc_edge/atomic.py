@@ -35,7 +35,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             # mkstemp creates 0600 files; artifacts get the usual permissions (0666 minus the umask).
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             if tmp_path.is_dir():
                 import shutil
@@ -43,6 +43,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
                 shutil.rmtree(tmp_path, ignore_errors=True)
             else:
                 tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp_path)):
+            exc.filename = str(path)  # "disk full" names the artifact, not a temp file that no longer exists
         raise
 
 

@@ -100,8 +100,8 @@ LATENCY_NOTE = ("single-image latency = one predict call from preprocessed uint8
                 "excluded; warm-up calls excluded; img/s = sequential batch-1 calls over "
                 "batch_throughput_images images")
 MAX_DISAGREEMENTS_LISTED = 500
-_RELEVANT_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                       "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
+_RELEVANT_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                       "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
                        # ARM (aarch64 /proc/cpuinfo "Features")
                        "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2", "neon", "vfpv4")
 
@@ -322,7 +322,7 @@ def keras_input_size(path: str | os.PathLike) -> int | None:
 
 
 def _export_record(path: Path) -> tuple[dict | None, dict | None]:
-    """(the export manifest.json entry for this file, the manifest's parity_reference) if one sits beside it."""
+    """(export manifest.json entry for this file, the manifest's parity_reference) when one sits beside it."""
     manifest = path.parent / "manifest.json"
     if not manifest.is_file():
         return None, None
@@ -333,7 +333,8 @@ def _export_record(path: Path) -> tuple[dict | None, dict | None]:
     for entry in data.get("variants", []) or []:
         if isinstance(entry, dict) and entry.get("file") == path.name:
             rec = {"manifest": str(manifest), "variant": entry.get("variant"), "status": entry.get("status"),
-                   "reason": entry.get("reason"), "parity": entry.get("parity"), "sha256": entry.get("sha256")}
+                   "reason": entry.get("reason"), "parity": entry.get("parity"),
+                   "sha256": entry.get("sha256")}
             return rec, data.get("parity_reference")
     return None, None
 
@@ -462,7 +463,7 @@ def _load_data(cfg: BenchConfig, notes: list[str]) -> tuple[list[str], np.ndarra
 # --------------------------------------------------------------------------------------------- timing
 
 def latency_stats(seconds: Sequence[float]) -> dict:
-    """ms statistics of per-call times given in seconds: p50/p90/p99 (linear interpolation), mean, std, min, max."""
+    """ms statistics of per-call times (given in s): p50/p90/p99 (linear interp.), mean, std, min, max."""
     t = np.asarray(seconds, dtype=np.float64) * 1e3
     if t.size == 0:
         return {k: None for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
@@ -585,7 +586,8 @@ _TTFP_RUNTIME = ("import json, sys, time\nt0 = time.perf_counter()\nfrom wbc_edg
                  "pred = Classifier(sys.argv[1]).predict(sys.argv[2])\n"
                  "print(json.dumps({'in_process_s': time.perf_counter() - t0, 'label': pred.label}))\n")
 _TTFP_KERAS = ("import json, sys, time\nt0 = time.perf_counter()\nimport numpy as np\n"
-               "from wbc_edge.model import load_model, model_input_size\nfrom wbc_edge.preprocess import preprocess\n"
+               "from wbc_edge.model import load_model, model_input_size\n"
+               "from wbc_edge.preprocess import preprocess\n"
                "m = load_model(sys.argv[1])\n"
                "p = np.asarray(m(preprocess(sys.argv[2], model_input_size(m))[None].astype('float32'), "
                "training=False))[0]\n"
@@ -631,14 +633,16 @@ def _parity(m: _Model, ref: _Model, labels: np.ndarray, rels: list[str]) -> dict
     err = prob_error(m.probs, ref.probs)
     dis = np.nonzero(pred != ref_pred)[0]
     listed = [{"path": rels[i], "true": CLASSES[int(labels[i])],
-               "reference_label": CLASSES[int(ref_pred[i])], "reference_conf": float(ref.probs[i, ref_pred[i]]),
+               "reference_label": CLASSES[int(ref_pred[i])],
+               "reference_conf": float(ref.probs[i, ref_pred[i]]),
                "variant_label": CLASSES[int(pred[i])], "variant_conf": float(m.probs[i, pred[i]])}
               for i in dis[:MAX_DISAGREEMENTS_LISTED]]
     return {"n": int(len(labels)), "accuracy": met.accuracy, "balanced_accuracy": met.balanced_accuracy,
             "macro_f1": met.macro_f1, "reference_accuracy": ref_met.accuracy,
             "delta_accuracy_pp": 100.0 * (met.accuracy - ref_met.accuracy),
             "agreement_pct": 100.0 * agreement(pred, ref_pred),
-            "per_class_recall_delta_pp": {k: 100.0 * v for k, v in per_class_recall_delta(met, ref_met).items()},
+            "per_class_recall_delta_pp": {k: 100.0 * v
+                                          for k, v in per_class_recall_delta(met, ref_met).items()},
             "mean_abs_dprob": err["mean_abs"], "max_abs_dprob": err["max_abs"],
             "per_class": met.per_class, "confusion": met.confusion,
             "n_disagreements": int(len(dis)), "disagreements": listed}
@@ -714,9 +718,10 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
 
     n = len(paths)
     per_variant = cfg.warmup + cfg.runs + cfg.batch_throughput_images
-    total = n * len(sizes) + n * len(models) + per_variant * len(threads) * len(models) + (2 if want_ttfp else 0)
-    rep.log(f"{len(models)} model(s) x {len(threads)} thread setting(s) on {n} images "
-            f"({'split ' + cfg.split + ' of ' + str(cfg.split_manifest) if cfg.split_manifest else cfg.data})")
+    total = (n * len(sizes) + n * len(models) + per_variant * len(threads) * len(models)
+             + (2 if want_ttfp else 0))
+    where = f"split {cfg.split} of {cfg.split_manifest}" if cfg.split_manifest else str(cfg.data)
+    rep.log(f"{len(models)} model(s) x {len(threads)} thread setting(s) on {n} images ({where})")
     rep.start(total)
     try:
         # 1. preprocess each image once per input size
@@ -816,14 +821,15 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
 
     # 5. parity + result
     variants = []
-    backend = next((lat["backend"] for m in models for lat in m.latency if m.kind == "tflite"), None)
-    backend_version = next((lat["backend_version"] for m in models for lat in m.latency if m.kind == "tflite"),
-                           None)
+    tfl_lat = [lat for m in models if m.kind == "tflite" for lat in m.latency]
+    backend = tfl_lat[0]["backend"] if tfl_lat else None
+    backend_version = tfl_lat[0]["backend_version"] if tfl_lat else None
     for m in models:
         variants.append({
             "name": m.name, "path": str(m.path), "kind": m.kind, "is_reference": m.is_reference,
             "variant": m.variant if m.kind == "tflite" else "keras", "input_size": int(m.input_size),
-            "input_dtype": m.input_dtype, "size_mb": m.path.stat().st_size / 1e6, "sha256": _sha256_file(m.path),
+            "input_dtype": m.input_dtype, "size_mb": m.path.stat().st_size / 1e6,
+            "sha256": _sha256_file(m.path),
             "labels": m.labels if m.labels is not None else list(CLASSES),
             "parity": _parity(m, ref, labels, rels), "export_parity": m.export_parity, "latency": m.latency})
     reference = {"name": ref.name, "path": str(ref.path), "kind": ref.kind,
@@ -864,6 +870,8 @@ def _keras_latency_record(rec: dict, cfg: BenchConfig) -> dict:
            "throughput_img_s": rec.get("throughput_img_s"), "rss_before_mb": None,
            "rss_after_mb": rec.get("rss_mb"), "process_peak_rss_mb": rec.get("peak_rss_mb")}
     out["import_s"] = rec.get("import_s")
+    out["intra_op_threads"] = rec.get("intra_op_threads")
+    out["inter_op_threads"] = rec.get("inter_op_threads")
     out["note"] = ("own process: TF intra-op threads = threads, inter-op threads = 1; "
                    "model(x, training=False) on a (1,S,S,3) float32 batch")
     return out
@@ -876,7 +884,8 @@ def _rows(result: dict) -> list[dict]:
         for lat in v.get("latency") or [{}]:
             rows.append({
                 "device": sysinfo.get("device"), "arch": sysinfo.get("arch"), "cpu": sysinfo.get("cpu"),
-                "os": sysinfo.get("os"), "backend": lat.get("backend"), "backend_version": lat.get("backend_version"),
+                "os": sysinfo.get("os"), "backend": lat.get("backend"),
+                "backend_version": lat.get("backend_version"),
                 "variant": v["name"], "kind": v["kind"], "is_reference": v["is_reference"],
                 "size_mb": v.get("size_mb"), "accuracy": p.get("accuracy"),
                 "delta_accuracy_pp": None if v["is_reference"] else p.get("delta_accuracy_pp"),
@@ -916,7 +925,8 @@ def _main_rows(rows: list[dict], with_device: bool) -> tuple[list[str], list[lis
                  _f(r.get("threads"), "d")]
         if with_device:
             backend = " ".join(x for x in (r.get("backend"), r.get("backend_version")) if x)
-            cells = [r.get("device") or "-", r.get("arch") or "-", r.get("cpu") or "-", backend or "-"] + cells
+            cells = [r.get("device") or "-", r.get("arch") or "-", r.get("cpu") or "-",
+                     backend or "-"] + cells
         body.append(cells)
     return header, body
 
@@ -926,8 +936,9 @@ def to_markdown(result: dict) -> str:
     if result.get("kind") == MERGE_KIND:
         header, body = _main_rows(result["rows"], with_device=True)
         lines = ["# wbc-edge bench: merged results", ""] + _table(header, body) + [""]
-        lines += ["Sources:", ""] + [f"- {s['file']}: {s['device']} ({s['arch']}), {s['source']}, {s['created']}"
-                                     for s in result["sources"]]
+        lines += ["Sources:", ""]
+        lines += [f"- {s['file']}: {s['device']} ({s['arch']}), {s['source']}, {s['created']}"
+                  for s in result["sources"]]
         if result.get("notes"):
             lines += [""] + [f"- {n}" for n in result["notes"]]
         return "\n".join(lines) + "\n"
@@ -985,7 +996,8 @@ def to_markdown(result: dict) -> str:
     for v in result["variants"]:
         p = v.get("parity") or {}
         for dd in (p.get("disagreements") or [])[:10]:
-            dis_lines.append([v["name"], dd["path"], dd["true"], f"{dd['reference_label']} {dd['reference_conf']:.2f}",
+            dis_lines.append([v["name"], dd["path"], dd["true"],
+                              f"{dd['reference_label']} {dd['reference_conf']:.2f}",
                               f"{dd['variant_label']} {dd['variant_conf']:.2f}"])
     if dis_lines:
         lines += ["Disagreements with the reference (first 10 per variant; all in the JSON):", ""]
@@ -997,14 +1009,16 @@ def to_markdown(result: dict) -> str:
     for v in result["variants"]:
         for lat in v.get("latency") or []:
             dlg = lat.get("delegate") or {}
-            dtxt = "-" if not dlg else (f"{dlg['ops_delegated']}/{dlg['ops_total']} ops, {dlg['partitions']} part."
-                                        + (" (not: " + ", ".join(f"{k}×{c}" for k, c in
-                                                                 dlg["not_delegated"].items()) + ")"
-                                           if dlg.get("not_delegated") else ""))
+            dtxt = "-"
+            if dlg:
+                dtxt = f"{dlg['ops_delegated']}/{dlg['ops_total']} ops, {dlg['partitions']} part."
+                if dlg.get("not_delegated"):
+                    dtxt += " (not: " + ", ".join(f"{k}×{c}" for k, c in dlg["not_delegated"].items()) + ")"
             lbody.append([v["name"], lat["threads"], _f(lat.get("load_ms"), ".1f"),
                           f"{_f(lat.get('mean_ms'), '.2f')} ± {_f(lat.get('std_ms'), '.2f')}",
                           _f(lat.get("p99_ms"), ".2f"), _f(lat.get("min_ms"), ".2f"),
-                          _f(lat.get("rss_after_mb"), ".0f"), _f(lat.get("process_peak_rss_mb"), ".0f"), dtxt])
+                          _f(lat.get("rss_after_mb"), ".0f"), _f(lat.get("process_peak_rss_mb"), ".0f"),
+                          dtxt])
     lines += _table(["Variant", "threads", "load ms", "mean ± std ms", "p99 ms", "min ms", "RSS after MB",
                      "peak RSS MB", "XNNPACK delegation"], lbody) + [""]
 
@@ -1047,10 +1061,19 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
                     lat["threads"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     try:
-        for name, x, y, _ in pts:
+        placed: list[tuple[float, float]] = []
+        for name, x, y, _ in sorted(pts, key=lambda t: t[1]):
             ax.scatter([x], [y], s=40)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+            # stack the labels of points that (nearly) coincide instead of overprinting them
+            near = sum(1 for px, py in placed if abs(np.log(x / px)) < 0.12 and abs(y - py) < 1.0)
+            placed.append((x, y))
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4 + 11 * near), fontsize=9)
         xs = [x for _, x, _, _ in pts]
+        ys = [y for _, _, y, _ in pts]
+        if ys:
+            lo = min(ys)
+            bottom = max(0.0, lo - max(2.0, 0.2 * (100 - lo)))
+            ax.set_ylim(bottom, max(ys) + 0.15 * (max(ys) - bottom) + 0.3)
         if xs and min(xs) > 0 and max(xs) / min(xs) > 8:
             ax.set_xscale("log")
         thr = sorted({t for *_, t in pts})
@@ -1088,7 +1111,8 @@ def load_result(path: str | os.PathLike) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WbcEdgeError(f"{p}: not a readable JSON result ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") != RESULT_KIND:
-        raise WbcEdgeError(f"{p}: not a wbc-edge bench result (kind {data.get('kind') if isinstance(data, dict) else None!r})")
+        kind = data.get("kind") if isinstance(data, dict) else None
+        raise WbcEdgeError(f"{p}: not a wbc-edge bench result (kind {kind!r})")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise WbcEdgeError(f"{p}: schema_version {data.get('schema_version')} is not supported "
                            f"(this wbc-edge reads {SCHEMA_VERSION})")
@@ -1098,6 +1122,7 @@ def load_result(path: str | os.PathLike) -> dict:
 def merge(results: Sequence[dict | str | os.PathLike]) -> dict:
     """Combine several results (dicts or JSON paths, from any device) into one table: {kind, rows, sources}.
 
+    Rows keep the order of the files given and, within a file, its variant x threads order.
     `to_markdown(merge(...))` renders it with Device / Arch / CPU / Backend columns.
     """
     rows, sources, notes = [], [], []
@@ -1112,7 +1137,6 @@ def merge(results: Sequence[dict | str | os.PathLike]) -> dict:
             if v.get("parity") is None:
                 notes.append(f"{s.get('device')}: {v['name']} has no accuracy numbers "
                              f"({data.get('source')} times random inputs only)")
-    rows.sort(key=lambda r: (str(r.get("device")), str(r.get("variant")), r.get("threads") or 0))
     return {"schema_version": SCHEMA_VERSION, "kind": MERGE_KIND,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sources": sources, "rows": rows, "notes": notes}

@@ -1,4 +1,4 @@
-"""LiteRT / TFLite `benchmark_model` output -> a wbc-edge bench result (so `wbc-edge bench merge` includes it).
+"""LiteRT / TFLite `benchmark_model` output -> a wbc-edge bench result (for `wbc-edge bench merge`).
 
     python -m wbc_edge.bench_android OUTPUT.txt --model export/wbc_int8.tflite --threads 4 \
         --device "Pixel 7" --abi arm64-v8a --json android_pixel7_int8_t4.json
@@ -17,7 +17,7 @@ The parser reads the text benchmark_model prints (stdout, `adb shell` output, or
     Initialized session in 23.5ms.
     count=12 first=... curr=... min=... max=... avg=... std=...      (warm-up runs)
     count=50 first=... curr=... min=... max=... avg=... std=... [p5=... median=... p95=...]  (timed runs)
-    Inference timings in us: Init: 23500, First inference: 9875, Warmup (avg): 7312.08, Inference (avg): 6991.52
+    Inference timings in us: Init: 23500, First inference: 9875, Warmup (avg): 7312.1, Inference (avg): 6991.5
     Memory footprint delta from the start of the tool (MB): init=3.14 overall=12.5
     (older: "Peak memory footprint (MB): init=... overall=...")
     Overall peak memory footprint (MB) via periodic monitoring: 15.2      (--report_peak_memory_footprint)
@@ -56,11 +56,12 @@ _PEAK = re.compile(r"^Overall peak memory footprint \(MB\) via periodic monitori
 _THREADS = re.compile(r"^(?:Num threads|#threads used for CPU inference): \[(\d+)\]")
 _GRAPH = re.compile(r"^Graph: \[(.*)\]")
 _XNN_FLAG = re.compile(r"^Use xnnpack: \[(\w+)\]", re.IGNORECASE)
-_REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\) node, yielding (\d+) "
-                        r"partitions")
+_REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\) node, "
+                        r"yielding (\d+) partitions")
 _SIZE = re.compile(r"^The input model file size \(MB\): " + _NUM)
 _SESSION = re.compile(r"^Initialized session in " + _NUM + r"\s*ms")
-_NODE_TYPE_ROW = re.compile(r"^\s*([A-Za-z_0-9:/]+)\s+(\d+)\s+" + _NUM + r"\s+" + _NUM + r"%\s+" + _NUM + r"%")
+_NODE_TYPE_ROW = re.compile(r"^\s*([A-Za-z_0-9:/]+)\s+(\d+)\s+" + _NUM + r"\s+" + _NUM + r"%\s+"
+                            + _NUM + r"%")
 
 
 def _strip(line: str) -> str:
@@ -170,7 +171,8 @@ def to_result(parsed: dict, *, model: str | os.PathLike | None = None, device: s
 
     lat = parsed["latency_ms"]
     thr = threads if threads is not None else parsed.get("threads")
-    name, variant, size_mb, sha, input_size, input_dtype = None, None, parsed.get("model_size_mb"), None, None, None
+    name = variant = sha = input_size = input_dtype = None
+    size_mb = parsed.get("model_size_mb")
     if model is not None and Path(model).is_file():
         p = Path(model)
         data = p.read_bytes()
@@ -199,7 +201,8 @@ def to_result(parsed: dict, *, model: str | os.PathLike | None = None, device: s
                "throughput_img_s": 1e3 / lat["mean_ms"] if lat["mean_ms"] else None,
                "rss_before_mb": None, "rss_after_mb": None,
                "process_peak_rss_mb": parsed.get("peak_memory_mb"),
-               "p5_ms": lat["p5_ms"], "p95_ms": lat["p95_ms"], "first_inference_ms": lat["first_inference_ms"],
+               "p5_ms": lat["p5_ms"], "p95_ms": lat["p95_ms"],
+               "first_inference_ms": lat["first_inference_ms"],
                "warmup_avg_ms": lat["warmup_avg_ms"], "memory_delta_mb": parsed.get("memory_mb"),
                "op_profile_by_type": parsed.get("op_profile_by_type")}
     system = {"device": device or "android device", "cpu": soc or abi or "unknown", "arch": abi or "unknown",
@@ -222,9 +225,11 @@ def to_result(parsed: dict, *, model: str | os.PathLike | None = None, device: s
         "memory": {"process_peak_rss_mb": parsed.get("peak_memory_mb"), "delta_mb": parsed.get("memory_mb"),
                    "note": "benchmark_model's own (approximate) memory report"},
         "gate": None,
-        "notes": ["benchmark_model times random inputs: latency only; accuracy parity comes from wbc-edge bench",
+        "notes": ["benchmark_model times random inputs: latency only; accuracy parity comes from "
+                  "wbc-edge bench",
                   "img/s = 1000 / mean latency (benchmark_model has no throughput run)",
-                  "p50 = benchmark_model's median (printed by newer versions only; older ones print avg/std)"],
+                  "p50 = benchmark_model's median (printed by newer versions only; older ones print "
+                  "avg/std)"],
         "timings": None,
         "benchmark_model": {k: v for k, v in parsed.items() if k != "latency_ms"},
     }

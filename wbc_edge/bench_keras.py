@@ -82,7 +82,9 @@ def main(argv=None) -> int:
 
     from .bench import _peak_rss_mb, _rss_mb
 
-    rec = {"threads": args.threads, "intra_op_threads": args.threads, "inter_op_threads": 1,
+    rec = {"threads": args.threads,
+           "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+           "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
            "tensorflow": tf.__version__, "tf_keras": getattr(keras, "__version__", None),
            "import_s": import_s, "load_s": load_s, "warmup": args.warmup, "runs": args.runs,
            "times_s": times, "batch_images": args.batch_images, "throughput_img_s": tput,

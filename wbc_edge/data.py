@@ -202,7 +202,8 @@ def _examine(path: str) -> tuple:
         return ("bad", f"cannot read ({exc.strerror or exc})")
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not kill the scan
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return ("bad", f"unexpected error while decoding ({type(exc).__name__}: {first})")
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return ("bad", f"unexpected error while decoding ({detail})")
 
 
 def _rel(path: str, root: str) -> str:

@@ -137,8 +137,8 @@ def check_classifier(model, path: str | os.PathLike, num_classes: int = len(CLAS
         raise ModelFileError(f"{path}: expected input shape (None, S, S, 3) (a square RGB image), got "
                              f"{in_shape}")
     if len(out_shape) != 2 or out_shape[1] != num_classes:
-        raise ModelFileError(f"{path}: expected output shape (None, {num_classes}) (one probability per class: "
-                             f"{', '.join(CLASSES)}), got {out_shape}")
+        raise ModelFileError(f"{path}: expected output shape (None, {num_classes}) (one probability per "
+                             f"class: {', '.join(CLASSES)}), got {out_shape}")
     return int(in_shape[1])
 
 
@@ -172,7 +172,7 @@ def load_model(path: str | os.PathLike):
     if foreign:
         mod, cls = foreign[0]
         raise ModelFileError(f"{p}: refusing to load: its config refers to module '{mod}' (class '{cls}'); "
-                             "only Keras' own layers are loaded (importing other modules would run their code)")
+                             "only Keras' own layers are loaded (importing another module runs its code)")
     tf, keras = import_tf()
     try:
         return keras.models.load_model(p, compile=False, safe_mode=True)

@@ -242,7 +242,8 @@ class Classifier:
             raise ModelFileError(f"{path}: labels from {source} must be unique and non-empty, got {labels}")
         if source == "the labels given" and contract is not None and labels != list(contract.labels):
             # Never relabel silently: the embedded labels are the model's own output order.
-            what = "are in a different order than" if sorted(labels) == sorted(contract.labels) else "differ from"
+            same_set = sorted(labels) == sorted(contract.labels)
+            what = "are in a different order than" if same_set else "differ from"
             raise ModelFileError(f"{path}: the labels given ({','.join(labels)}) {what} its embedded labels "
                                  f"({','.join(contract.labels)}); a model with metadata needs no labels - "
                                  "leave them out (CLI: drop --labels)")
@@ -280,8 +281,8 @@ class Classifier:
         if sorted(want) != sorted(have) or len(have) != len(self.labels):
             missing = [x for x in want if x not in have]
             extra = [lab for lab in self.labels if lab.strip().lower() not in want]
-            raise ModelFileError(f"{self.model_path}: model labels ({','.join(self.labels)}) do not match the "
-                                 f"expected labels ({','.join(str(x) for x in labels)}): missing "
+            raise ModelFileError(f"{self.model_path}: model labels ({','.join(self.labels)}) do not match "
+                                 f"the expected labels ({','.join(str(x) for x in labels)}): missing "
                                  f"{','.join(missing) or '-'}, unexpected {','.join(extra) or '-'}")
         return np.array([have[x] for x in want], dtype=np.int64)
 

@@ -75,9 +75,10 @@ adb shell chmod 755 "$REMOTE_DIR/benchmark_model"
 adb push "$MODEL" "$REMOTE_DIR/$NAME.tflite" >/dev/null
 
 # benchmark_model logs to stderr: 2>&1 on the device side; strip the CRs adb adds.
-adb shell "$REMOTE_DIR/benchmark_model --graph=$REMOTE_DIR/$NAME.tflite --num_threads=$THREADS \
-  --num_runs=$RUNS --warmup_runs=$WARMUP --use_xnnpack=$XNNPACK --enable_op_profiling=$OP_PROFILING 2>&1" \
-  | tr -d '\r' > "$STEM.txt" || true
+ARGS="--graph=$REMOTE_DIR/$NAME.tflite --num_threads=$THREADS --num_runs=$RUNS --warmup_runs=$WARMUP"
+ARGS="$ARGS --use_xnnpack=$XNNPACK --enable_op_profiling=$OP_PROFILING"
+echo "running: benchmark_model $ARGS" >&2
+adb shell "$REMOTE_DIR/benchmark_model $ARGS 2>&1" | tr -d '\r' > "$STEM.txt" || true
 
 if ! grep -q "Inference timings in us" "$STEM.txt"; then
   echo "error: benchmark_model did not finish; its output is in $STEM.txt:" >&2

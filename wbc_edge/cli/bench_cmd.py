@@ -92,16 +92,21 @@ class _BarReporter:
               help="At most this many images (class-balanced, deterministic).")
 @click.option("--threads", "threads", default="1", show_default=True, callback=_parse_threads,
               help="Thread counts to time, comma-separated (e.g. 1,2,4).")
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed single-image calls.")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed calls first.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed single-image calls.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed calls first.")
 @click.option("--batch-throughput-images", type=click.IntRange(min=0), default=64, show_default=True,
               help="Images for the sequential throughput (img/s) measurement; 0 skips it.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the full JSON result.")
-@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the Markdown report.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the full JSON result.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the Markdown report.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write accuracy vs latency PNG (needs matplotlib; skipped with a message without it).")
 @click.option("--max-accuracy-drop", type=float, default=None,
-              help="Gate: fail (exit 1) when a variant's accuracy is more than PP points below the reference.")
+              help="Gate: fail (exit 1) when a variant's accuracy is more than PP points below the "
+                   "reference.")
 @click.option("--min-agreement", type=float, default=None,
               help="Gate: fail (exit 1) when a variant's top-1 agreement with the reference is below PCT %.")
 @click.option("--no-xnnpack", is_flag=True, help="Time the builtin reference kernels instead of XNNPACK.")
@@ -110,7 +115,8 @@ class _BarReporter:
                    "reference is a .keras.")
 @click.option("--no-keras-timing", is_flag=True,
               help="With a .keras reference: compute its probabilities but do not time it.")
-@click.option("--device-name", default=None, help="Device label for `bench merge` tables (default: CPU model).")
+@click.option("--device-name", default=None,
+              help="Device label for `bench merge` tables (default: CPU model).")
 @click.pass_context
 def run(ctx: click.Context, models, data, reference, split_manifest, split, limit, threads, runs, warmup,
         batch_throughput_images, json_out, md_out, plot_out, max_accuracy_drop, min_agreement, no_xnnpack,
@@ -152,8 +158,10 @@ def run(ctx: click.Context, models, data, reference, split_manifest, split, limi
 
 @bench.command("merge")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None, help="Write the table here.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the merged rows.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the table here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the merged rows.")
 def merge_cmd(results, md_out, json_out) -> None:
     """One table across devices from RESULTS.json files (ours, or converted from benchmark_model)."""
     from ..atomic import write_json, write_text
