@@ -119,3 +119,63 @@ def tiny_run_dir(tmp_path_factory, discriminative_tiny_model_path, sample_split_
     shutil.copyfile(sample_split_csv, run / "split.csv")
     (run / "run.json").write_text(json.dumps({"config": {"data_root": str(sample_root)}}), encoding="utf-8")
     return run
+
+
+# --- tiny .tflite files (tests/test_runtime.py, tests/test_bench.py) ------------------------------------
+
+def tiny_contract(blob: bytes, variant: str, size: int):
+    """The contract the exporter would embed, read back from the converted model's own tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from wbc_edge.classes import CLASSES
+    from wbc_edge.contract import ModelContract
+
+    it = Interpreter(model_content=blob)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    c = ModelContract(labels=list(CLASSES), input_size=size, variant=variant,
+                      input_dtype=np.dtype(inp["dtype"]).name, output_dtype=np.dtype(out["dtype"]).name)
+    if np.dtype(inp["dtype"]) != np.float32:
+        c.input_scale, c.input_zero_point = float(inp["quantization"][0]), int(inp["quantization"][1])
+        c.output_scale, c.output_zero_point = float(out["quantization"][0]), int(out["quantization"][1])
+    return c
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(request, tmp_path_factory, sample_files) -> dict:
+    """{'float32': path, 'int8': path, 'keras': path or None, 'size': S}: the tiny model converted directly
+    with tf.lite (independently of wbc_edge.export), with a contract embedded.
+
+    With WBC_EDGE_TEST_TFLITE_DIR set (e.g. under ARM emulation, where there is no TensorFlow), pre-made
+    `tiny_float32.tflite` / `tiny_int8.tflite` from that folder are used instead.
+    """
+    from wbc_edge.contract import embed_contract, read_contract
+
+    premade = os.environ.get("WBC_EDGE_TEST_TFLITE_DIR")
+    if premade:
+        paths = {v: Path(premade) / f"tiny_{v}.tflite" for v in ("float32", "int8")}
+        return {**paths, "keras": None, "size": read_contract(paths["int8"]).input_size}
+    keras_path = request.getfixturevalue("tiny_model_path")
+    from wbc_edge.model import load_model, model_input_size
+    from wbc_edge.preprocess import preprocess
+    from wbc_edge.tfcompat import import_tf
+
+    tf, _ = import_tf()
+    model = load_model(keras_path)
+    size = model_input_size(model)
+    out = tmp_path_factory.mktemp("tflite")
+    saved = out / "saved_model"
+    model.export(str(saved))
+    fp32 = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+    calib = [preprocess(p, size) for p in sample_files[0]]
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    int8 = conv.convert()
+    paths = {}
+    for variant, blob in (("float32", fp32), ("int8", int8)):
+        paths[variant] = out / f"tiny_{variant}.tflite"
+        paths[variant].write_bytes(embed_contract(blob, tiny_contract(blob, variant, size)))
+    return {**paths, "keras": keras_path, "size": size}

@@ -29,7 +29,7 @@ from wbc_edge.bench import (LATENCY_KEYS, RESULT_KEYS, ROW_KEYS, SCHEMA_VERSION,
                             merge, run_bench, to_markdown)
 from wbc_edge.bench_android import parse_benchmark_model, to_result
 from wbc_edge.classes import CLASSES
-from wbc_edge.contract import ModelContract, embed_contract, read_contract
+from wbc_edge.contract import embed_contract, read_contract
 from wbc_edge.errors import WbcEdgeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,49 +44,13 @@ FAST = ["--runs", "3", "--warmup", "1", "--batch-throughput-images", "4"]
 # fixtures
 # ------------------------------------------------------------------------------------------------------
 
-def _contract(blob: bytes, variant: str, size: int) -> ModelContract:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=blob)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    c = ModelContract(labels=list(CLASSES), input_size=size, variant=variant,
-                      input_dtype=np.dtype(inp["dtype"]).name, output_dtype=np.dtype(out["dtype"]).name)
-    if np.dtype(inp["dtype"]) != np.float32:
-        c.input_scale, c.input_zero_point = float(inp["quantization"][0]), int(inp["quantization"][1])
-        c.output_scale, c.output_zero_point = float(out["quantization"][0]), int(out["quantization"][1])
-    return c
-
-
 @pytest.fixture(scope="module")
-def models(request, tmp_path_factory, sample_files) -> dict:
+def models(tmp_path_factory, tiny_tflite) -> dict:
     """{'dir', 'float32', 'int8', 'permuted', 'keras' (or None)}: files in one export-like folder."""
     out = tmp_path_factory.mktemp("bench_models")
-    if PREMADE:
-        for v in ("float32", "int8"):
-            shutil.copyfile(Path(PREMADE) / f"tiny_{v}.tflite", out / f"wbc_{v}.tflite")
-        keras_path = None
-    else:
-        keras_path = request.getfixturevalue("discriminative_tiny_model_path")
-        from wbc_edge.model import load_model, model_input_size
-        from wbc_edge.preprocess import preprocess
-        from wbc_edge.tfcompat import import_tf
-
-        tf, _ = import_tf()
-        model = load_model(keras_path)
-        size = model_input_size(model)
-        saved = tmp_path_factory.mktemp("saved") / "sm"
-        model.export(str(saved))
-        fp32 = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
-        calib = [preprocess(p, size) for p in sample_files[0]]
-        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calib)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.uint8
-        int8 = conv.convert()
-        for variant, blob in (("float32", fp32), ("int8", int8)):
-            (out / f"wbc_{variant}.tflite").write_bytes(embed_contract(blob, _contract(blob, variant, size)))
+    for v in ("float32", "int8"):
+        shutil.copyfile(tiny_tflite[v], out / f"wbc_{v}.tflite")
+    keras_path = tiny_tflite["keras"]
     # the broken model: int8 with its embedded labels rotated by one (a wrong contract)
     data = (out / "wbc_int8.tflite").read_bytes()
     c = read_contract(data)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from wbc_edge import runtime
 from wbc_edge.classes import CLASSES
-from wbc_edge.contract import ModelContract, embed_contract, read_contract, strip_contract
+from wbc_edge.contract import embed_contract, read_contract, strip_contract
 from wbc_edge.errors import BadImageError, ModelFileError, WbcEdgeError
 from wbc_edge.preprocess import preprocess
 from wbc_edge.runtime import Classifier, Prediction
@@ -42,50 +42,10 @@ needs_tf = pytest.mark.skipif(not HAVE_TF or bool(PREMADE), reason="needs Tensor
 # fixtures: tiny .tflite models
 # ------------------------------------------------------------------------------------------------------
 
-def _contract(blob: bytes, variant: str, size: int) -> ModelContract:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=blob)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    c = ModelContract(labels=list(CLASSES), input_size=size, variant=variant,
-                      input_dtype=np.dtype(inp["dtype"]).name, output_dtype=np.dtype(out["dtype"]).name)
-    if variant == "int8":
-        c.input_scale, c.input_zero_point = float(inp["quantization"][0]), int(inp["quantization"][1])
-        c.output_scale, c.output_zero_point = float(out["quantization"][0]), int(out["quantization"][1])
-    return c
-
-
 @pytest.fixture(scope="module")
-def models(request, tmp_path_factory, sample_files) -> dict:
-    """{'float32': path, 'int8': path, 'keras': path or None, 'size': S}."""
-    if PREMADE:
-        d = Path(PREMADE)
-        paths = {v: d / f"tiny_{v}.tflite" for v in ("float32", "int8")}
-        return {**paths, "keras": None, "size": read_contract(paths["int8"]).input_size}
-    keras_path = request.getfixturevalue("tiny_model_path")
-    from wbc_edge.model import load_model, model_input_size
-    from wbc_edge.tfcompat import import_tf
-
-    tf, _ = import_tf()
-    model = load_model(keras_path)
-    size = model_input_size(model)
-    out = tmp_path_factory.mktemp("tflite")
-    saved = out / "saved_model"
-    model.export(str(saved))
-    fp32 = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
-    calib = [preprocess(p, size) for p in sample_files[0]]
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calib)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
-    int8 = conv.convert()
-    paths = {}
-    for variant, blob in (("float32", fp32), ("int8", int8)):
-        paths[variant] = out / f"tiny_{variant}.tflite"
-        paths[variant].write_bytes(embed_contract(blob, _contract(blob, variant, size)))
-    return {**paths, "keras": keras_path, "size": size}
+def models(tiny_tflite) -> dict:
+    """{'float32': path, 'int8': path, 'keras': path or None, 'size': S} (conftest's `tiny_tflite`)."""
+    return tiny_tflite
 
 
 @pytest.fixture(scope="module")
