@@ -41,7 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wbc_edge.bench import cpu_flags, cpu_model, delegation_summary  # noqa: E402
+from wbc_edge.bench import cpu_flags, cpu_model, delegated_op_indices, delegation_summary  # noqa: E402
 from wbc_edge.contract import strip_contract  # noqa: E402
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -98,24 +98,7 @@ def graph_report(content: bytes, threads: int) -> dict:
     dsum = delegation_summary(it)
     ops = [o for o in it._get_ops_details() if o["op_name"] != "DELEGATE"]
     tens = {t["index"]: t for t in it.get_tensor_details()}
-    # which original ops were delegated
-    delegated = set()
-    delegates = [o for o in it._get_ops_details() if o["op_name"] == "DELEGATE"]
-    producer = {int(t): o for o in ops for t in o["outputs"]}
-    for d in delegates:
-        stop = {int(t) for t in d["inputs"]}
-        stack = [int(t) for t in d["outputs"]]
-        seen = set()
-        while stack:
-            t = stack.pop()
-            if t in seen or t in stop:
-                continue
-            seen.add(t)
-            op = producer.get(t)
-            if op is None or op["index"] in delegated:
-                continue
-            delegated.add(op["index"])
-            stack.extend(int(x) for x in op["inputs"] if int(x) >= 0)
+    delegated = delegated_op_indices(it._get_ops_details())
     rows = []
     for o in ops:
         ins = [int(i) for i in o["inputs"] if int(i) >= 0]

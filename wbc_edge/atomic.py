@@ -1,4 +1,5 @@
-"""Atomic artifact writes: a temp file in the target directory, fsync, then os.replace.
+"""Artifact files: atomic writes (a temp file in the target directory, fsync, then os.replace) and the
+sha256 that names them in run.json / manifest.json / bench results.
 
 An interrupted or failed write (Ctrl-C, disk full) therefore never leaves a truncated file under the final
 name; the previous version, if any, stays intact.
@@ -7,6 +8,7 @@ name; the previous version, if any, stays intact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -75,3 +77,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, streamed (models and manifests are recorded by their hash)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

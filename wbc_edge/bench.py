@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import sha256_file
 from .classes import CLASS_INDEX, CLASSES, canonical_class
 from .errors import BadImageError, DatasetError, ModelFileError, WbcEdgeError
 
@@ -260,12 +261,6 @@ def _peak_rss_mb() -> float | None:
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB on Linux
 
 
-def _sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -437,7 +432,7 @@ def _load_data(cfg: BenchConfig, notes: list[str]) -> tuple[list[str], np.ndarra
         if not paths:
             raise DatasetError(f"{cfg.split_manifest}: split '{cfg.split}' is empty")
         info.update(split_manifest=str(cfg.split_manifest), split=cfg.split,
-                    sha256=_sha256_file(cfg.split_manifest), sha256_of="split manifest file")
+                    sha256=sha256_file(cfg.split_manifest), sha256_of="split manifest file")
         rels = manifest.paths(cfg.split)
     else:
         scan = scan_dataset(root, progress=False)
@@ -473,6 +468,29 @@ def latency_stats(seconds: Sequence[float]) -> dict:
             "max_ms": float(t.max())}
 
 
+def delegated_op_indices(ops: list[dict]) -> set[int]:
+    """Indices of the original ops that a delegate took, from an interpreter's node list
+    (`_get_ops_details()`): an op is delegated when it lies between a DELEGATE node's inputs and outputs."""
+    delegates = [o for o in ops if str(o.get("op_name", "")).upper() == "DELEGATE"]
+    producer = {int(t): o for o in ops if str(o.get("op_name", "")).upper() != "DELEGATE" for t in o["outputs"]}
+    covered: set[int] = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t in seen or t in stop:
+                continue
+            seen.add(t)
+            op = producer.get(t)
+            if op is None or op["index"] in covered:
+                continue
+            covered.add(op["index"])
+            stack.extend(int(x) for x in op["inputs"] if int(x) >= 0)
+    return covered
+
+
 def delegation_summary(interpreter) -> dict | None:
     """Which ops a delegate (XNNPACK) took: {partitions, ops_total, ops_delegated, not_delegated: {op: n}}.
 
@@ -484,27 +502,9 @@ def delegation_summary(interpreter) -> dict | None:
         ops = interpreter._get_ops_details()
     except Exception:  # noqa: BLE001 - private API; absent or different in some backends
         return None
-    delegates = [o for o in ops if str(o.get("op_name", "")).upper() == "DELEGATE"]
     originals = [o for o in ops if str(o.get("op_name", "")).upper() != "DELEGATE"]
-    producer = {}
-    for o in originals:
-        for t in o["outputs"]:
-            producer[int(t)] = o
-    covered: set[int] = set()
-    for d in delegates:
-        stop = {int(t) for t in d["inputs"]}
-        stack = [int(t) for t in d["outputs"]]
-        seen_t: set[int] = set()
-        while stack:
-            t = stack.pop()
-            if t in seen_t or t in stop:
-                continue
-            seen_t.add(t)
-            op = producer.get(t)
-            if op is None or op["index"] in covered:
-                continue
-            covered.add(op["index"])
-            stack.extend(int(x) for x in op["inputs"] if int(x) >= 0)
+    delegates = [o for o in ops if str(o.get("op_name", "")).upper() == "DELEGATE"]
+    covered = delegated_op_indices(ops)
     not_delegated: dict[str, int] = {}
     for o in originals:
         if o["index"] not in covered:
@@ -829,7 +829,7 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
             "name": m.name, "path": str(m.path), "kind": m.kind, "is_reference": m.is_reference,
             "variant": m.variant if m.kind == "tflite" else "keras", "input_size": int(m.input_size),
             "input_dtype": m.input_dtype, "size_mb": m.path.stat().st_size / 1e6,
-            "sha256": _sha256_file(m.path),
+            "sha256": sha256_file(m.path),
             "labels": m.labels if m.labels is not None else list(CLASSES),
             "parity": _parity(m, ref, labels, rels), "export_parity": m.export_parity, "latency": m.latency})
     reference = {"name": ref.name, "path": str(ref.path), "kind": ref.kind,

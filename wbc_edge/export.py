@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .atomic import sha256_file
 from .classes import CLASSES
 from .contract import ModelContract, embed_contract
 from .errors import DatasetError, ModelFileError, WbcEdgeError
@@ -192,12 +193,6 @@ def stratified_indices(labels: Sequence[int] | np.ndarray, n: int | None, seed: 
     return np.sort(np.array(picks, dtype=np.int64))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pixels(paths: Sequence[str], size: int) -> np.ndarray:
@@ -437,9 +432,9 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     from .data import SplitManifest
 
     manifest_obj = SplitManifest.load(inp.split_path)
-    split_sha = _sha256_file(inp.split_path)
+    split_sha = sha256_file(inp.split_path)
     manifest_obj.verify(inp.data_root)
-    model_sha = _sha256_file(inp.model_path)
+    model_sha = sha256_file(inp.model_path)
     warnings: list[str] = []
     if inp.run_info:
         rec = inp.run_info.get("model_sha256")

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .atomic import sha256_file
 from .augment import AugmentConfig, augment
 from .classes import CLASSES
 from .data import require_all_classes
@@ -230,7 +231,7 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
         "resumed": resumed,
         "test": {"accuracy": metrics.accuracy, "balanced_accuracy": metrics.balanced_accuracy,
                  "macro_f1": metrics.macro_f1, "accuracy_ci95": list(metrics.accuracy_ci95)},
-        "model_sha256": _sha256(run / "model.keras"),
+        "model_sha256": sha256_file(run / "model.keras"),
     }
     atomic.write_json(run / "run.json", run_info)
     (run / PENDING_SPLIT).unlink(missing_ok=True)  # the run is finished
@@ -239,14 +240,6 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
     return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings)
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _history_columns(history: list[dict]) -> dict:
