@@ -654,8 +654,12 @@ def test_keras_config_naming_another_module_is_refused_without_importing_it(tmp_
             "module": "wbc_robustness_evil", "class_name": "function", "config": "act",
             "registered_name": "act"}
 
+    def builtins_eval(cfg):
+        cfg["config"]["layers"][-1]["config"]["activation"] = {
+            "module": "builtins", "class_name": "function", "config": "eval", "registered_name": "eval"}
+
     evil = "wbc_robustness_evil"
-    for edit, module in ((top_level, evil), (os_system, "os"), (activation, evil)):
+    for edit, module in ((top_level, evil), (os_system, "os"), (activation, evil), (builtins_eval, "builtins")):
         bad = _rewrite_config(good, tmp_path / f"{edit.__name__}.keras", edit)
         with pytest.raises(ModelFileError, match=f"refers to module '{module}'") as ei:
             load_model(bad)

@@ -136,8 +136,7 @@ def test_changed_config_on_unfinished_run_is_refused(sample_root, sample_split, 
 
 
 def test_evaluate_matches_training_report(sample_root, sample_split, tmp_path):
-    """`wbc-edge evaluate` runs the full model on raw files; training scored via cached activations.
-    Both must agree, which also proves top(bottom(x)) == model(x)."""
+    """The test metrics training records and `wbc-edge evaluate` on the saved model must be the same."""
     from click.testing import CliRunner
 
     from wbc_edge.cli import main
@@ -181,6 +180,52 @@ def test_mirrored_strategy_on_two_logical_cpus(sample_root, sample_split, tmp_pa
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2
     assert (tmp_path / "mirrored" / "model.keras").is_file()
+
+
+def test_worker_role_from_tf_config(monkeypatch):
+    from wbc_edge.train import worker_role
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert worker_role() == (True, 0)
+    cluster = {"worker": ["a:1", "b:1"]}
+    for task, expected in (({"type": "worker", "index": 0}, (True, 0)), ({"type": "worker", "index": 1}, (False, 1))):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        assert worker_role() == expected
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["c:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert worker_role() == (False, 0)  # with a chief task, worker 0 is not the chief
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(WbcEdgeError, match="TF_CONFIG"):
+        worker_role()
+
+
+def test_multiworker_needs_a_split_manifest(sample_root, tmp_path, monkeypatch):
+    from wbc_edge.train import train
+
+    cfg = _tiny_cfg(sample_root, tmp_path / "run", "x", mode="full", distribute="multiworker")
+    cfg.split_manifest = None
+    with pytest.raises(WbcEdgeError, match="--split-manifest"):
+        train(cfg, verbose=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_full_mode_history_survives_a_resume(tmp_path):
+    """BackupAndRestore restarts fit() part-way: the epoch history must come from the state file."""
+    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.train import _history_callback, _State
+
+    _, keras = import_tf()
+    state = _State(tmp_path / "state.json")
+    cb = _history_callback(keras, state)
+    cb.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.5})
+    cb.on_epoch_end(1, {"loss": 0.8, "val_accuracy": 0.7})
+    # a new process after an interruption during epoch 3: epoch 2 is redone by BackupAndRestore
+    resumed = _history_callback(keras, _State(tmp_path / "state.json"))
+    resumed.on_epoch_end(1, {"loss": 0.7, "val_accuracy": 0.6})
+    resumed.on_epoch_end(2, {"loss": 0.5, "val_accuracy": 0.8})
+    final = _State(tmp_path / "state.json")
+    assert [r["epoch"] for r in sorted(final.get("history"), key=lambda r: r["epoch"])] == [1, 2, 3]
+    assert final.get("best_val_accuracy") == 0.8
 
 
 def test_multiworker_requires_tf_config(monkeypatch):

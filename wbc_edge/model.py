@@ -109,13 +109,14 @@ def _config_class_names(obj) -> set[str]:
 
 
 def _foreign_modules(obj) -> list[tuple[str, str]]:
-    """(module, class_name) of every serialised object whose module is not Keras' own (or builtins)."""
+    """(module, class_name) of every serialised object whose module is not Keras' own.  `builtins` is not
+    exempt: it would hand eval/exec/open to a layer as a callable."""
     out: list[tuple[str, str]] = []
     if isinstance(obj, dict):
         mod = obj.get("module")
         if "module" in obj and mod is not None:
             root = mod.split(".")[0] if isinstance(mod, str) else None
-            if root not in _SAFE_MODULE_ROOTS and mod != "builtins":
+            if root not in _SAFE_MODULE_ROOTS:
                 out.append((str(mod), str(obj.get("class_name"))))
         for v in obj.values():
             out += _foreign_modules(v)

@@ -19,8 +19,10 @@ Both modes resume after an interruption: re-run the same command on the same RUN
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +39,6 @@ from .model import ModelConfig, build_model, resolve_weights
 from .preprocess import preprocess
 from .tfcompat import import_tf, versions
 
-RUN_FILES = ("model.keras", "split.csv", "history.json", "curves.png", "run.json")
 #: The split of an unfinished run (becomes RUN_DIR/split.csv when the run finishes).
 PENDING_SPLIT = "checkpoints/split.csv"
 
@@ -178,6 +179,15 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
         raise WbcEdgeError(f"--limit-per-class must be >= 1, got {cfg.limit_per_class}")
     # A bad --weights value fails now, before RUN_DIR is created or the dataset scanned.
     resolve_weights(cfg.model.weights, cfg.model.alpha)
+    if cfg.distribute == "multiworker":
+        if not cfg.split_manifest:
+            raise WbcEdgeError("--distribute multiworker needs --split-manifest: every worker must train on the "
+                               "same split (make it once with `wbc-edge data split`)")
+        chief, index = worker_role()
+        if not chief:
+            # Only the chief writes RUN_DIR; the other workers keep their (identical) copies in a scratch
+            # directory inside it, so that nothing races on the same files.
+            cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir) / ".workers" / f"worker_{index}"))
     t0 = time.time()
     run, manifest, resumed = prepare_run(cfg, force=force, verbose=verbose)
     split_src = cfg.split_manifest or run / PENDING_SPLIT
@@ -215,8 +225,12 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
     except WbcEdgeError as exc:
         _say(f"(no curves.png: {exc})", verbose)
 
+    # Score the test split with the saved full model on the one preprocessing path, exactly as
+    # `wbc-edge evaluate` and export's parity check will (not from the float16 activation cache).
+    from .evaluate_model import predict_keras
+
     t_eval = time.time()
-    probs = trainer.predict_split("test")
+    probs = predict_keras(model, data["test"][0], batch_size=cfg.batch_size, progress=False)
     y_true = data["test"][1]
     metrics = compute_metrics(y_true, probs.argmax(1), list(CLASSES))
     save_metrics(metrics, run, prefix="test_", extra={"split": "test", "n": len(y_true)})
@@ -336,7 +350,7 @@ class _CachedTrainer:
         _say(f"Caching activations at block_{cfg.finetune_from} input "
              f"({self.bottom.output_shape[1:]}, float16) ...", self.verbose)
         acts = {}
-        for split in ("train", "val", "test"):
+        for split in ("train", "val"):  # the test split is scored on the final model, not from the cache
             acts[split] = [self.extract(split, v) for v in range(self._views(split))]
         timings.setdefault("extract_s", round(time.time() - t, 1))
         self.acts = acts
@@ -390,8 +404,9 @@ class _CachedTrainer:
                 best = {"val_accuracy": float(val["accuracy"]), "val_loss": float(val["loss"]), "epoch": 0}
             _say(f"Fine-tune phase: blocks >= {cfg.finetune_from} + head, {cfg.finetune_epochs} epochs "
                  f"(baseline val acc {best['val_accuracy']:.4f}) ...", self.verbose)
-            stale = 0
-            for epoch in range(start_epoch, cfg.finetune_epochs):
+            stale = int(self.state.get("stale", 0))
+            stopped = bool(self.state.get("stopped", False))
+            for epoch in range(start_epoch, 0 if stopped else cfg.finetune_epochs):
                 seq = _activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
                                           np.random.default_rng([cfg.seed, 1000 + epoch]), keras)
                 te = time.time()
@@ -411,17 +426,18 @@ class _CachedTrainer:
                 else:
                     stale += 1
                 mgr.save()
-                self.state.set(finetune_epoch=epoch + 1, best=best, history=history)
+                stopped = bool(cfg.early_stopping and stale >= cfg.early_stopping)
+                self.state.set(finetune_epoch=epoch + 1, best=best, history=history, stale=stale, stopped=stopped)
                 _say(f"  fine-tune epoch {epoch + 1}/{cfg.finetune_epochs}: val_acc {rec['val_accuracy']:.4f} "
                      f"val_loss {rec['val_loss']:.4f} ({rec['seconds']:.0f} s){'  *best' if improved else ''}",
                      self.verbose)
-                if cfg.early_stopping and stale >= cfg.early_stopping:
+                if stopped:
                     _say(f"  early stopping: no val improvement for {stale} epochs", self.verbose)
                     break
             self.model.load_weights(best_w)
             _say(f"Best: fine-tune epoch {best['epoch']} (val acc {best['val_accuracy']:.4f})", self.verbose)
             timings["finetune_s"] = round(timings.get("finetune_s", 0) + time.time() - t, 1)
-        self.state.set(timings=timings, done=True)
+        self.state.set(timings=timings)
         return self.model, history, [n_head] if cfg.finetune_epochs > 0 else [], timings
 
     def _set_trainable(self) -> None:
@@ -431,13 +447,6 @@ class _CachedTrainer:
         for layer in self.model.layers:
             layer.trainable = (layer.name in top_names
                                and not isinstance(layer, keras.layers.BatchNormalization))
-
-    def predict_split(self, split: str) -> np.ndarray:
-        acts = getattr(self, "acts", None)
-        if acts is not None:
-            return self.top.predict(acts[split][0], batch_size=128, verbose=0)
-        return self.model.predict(np.stack([preprocess(p, self.size) for p in self.data[split][0]])
-                                  .astype(np.float32), batch_size=self.cfg.batch_size, verbose=0)
 
 
 def _activation_sequence(views, labels, batch_size, class_weight, rng, keras):
@@ -489,9 +498,11 @@ class _FullTrainer:
         size, aug, seed = self.size, cfg.augment, cfg.seed
         weights = _class_weights(labels) if (training and cfg.class_weights) else None
 
-        def load(i, epoch_seed):
+        def load(i, position):
+            # `position` (Dataset.counter) restarts each epoch; with the reshuffled order it still gives an
+            # image a different augmentation every epoch, deterministically for a given seed.
             i = int(i)
-            rng = np.random.default_rng([seed, int(epoch_seed), i]) if training else None
+            rng = np.random.default_rng([seed, int(position), i]) if training else None
             return _load_pixels(paths[i], size, rng, aug).astype(np.float32)
 
         idx = tf.data.Dataset.range(len(paths))
@@ -524,23 +535,56 @@ class _FullTrainer:
         # Legacy-h5 weights: the Keras-v3 '.weights.h5' loader cannot assign into MirroredStrategy's
         # on-read (BatchNorm moving statistics) variables.
         best_w = ckdir / "best_weights.h5"
+        state = _State(self.run_dir / "state.json")
+        best = state.get("best_val_accuracy")
         callbacks = [
             keras.callbacks.BackupAndRestore(str(ckdir / "backup")),
+            # After a resume the best value so far must carry over, or a worse epoch would overwrite it.
             keras.callbacks.ModelCheckpoint(str(best_w), monitor="val_accuracy", save_best_only=True,
-                                            save_weights_only=True),
+                                            save_weights_only=True, initial_value_threshold=best),
+            _history_callback(keras, state),
         ]
         if cfg.early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping))
-        h = self.model.fit(self._dataset("train", True), validation_data=self._dataset("val", False),
-                           epochs=cfg.epochs, callbacks=callbacks, verbose=1 if self.verbose else 0)
+        self.model.fit(self._dataset("train", True), validation_data=self._dataset("val", False),
+                       epochs=cfg.epochs, callbacks=callbacks, verbose=1 if self.verbose else 0)
         if best_w.exists():
             self.model.load_weights(best_w)
-        history = [{"phase": "full", "epoch": e + 1, **{k: float(v[e]) for k, v in h.history.items()}}
-                   for e in range(len(h.history.get("loss", [])))]
+        # fit()'s own History holds only this process's epochs; the state file has all of them.
+        history = sorted(state.get("history", []), key=lambda r: r["epoch"])
         return self.model, history, [], {"train_s": round(time.time() - t, 1)}
 
-    def predict_split(self, split: str) -> np.ndarray:
-        return self.model.predict(self._dataset(split, False), verbose=0)
+
+def _history_callback(keras, state: _State):
+    """Record each finished epoch (and the best val accuracy) in state.json, so that history.json and the
+    curves cover every epoch even when BackupAndRestore resumed the run part-way."""
+
+    class History(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rec = {"phase": "full", "epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            history = [r for r in state.get("history", []) if r["epoch"] != epoch + 1] + [rec]
+            best = max([r.get("val_accuracy", -1.0) for r in history] + [-1.0])
+            state.set(history=history, best_val_accuracy=best)
+
+    return History()
+
+
+def worker_role() -> tuple[bool, int]:
+    """(is_chief, index) of this process under MultiWorkerMirroredStrategy, from TF_CONFIG: the 'chief'
+    task, or worker 0 when the cluster has no chief; (True, 0) without TF_CONFIG."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True, 0
+    try:
+        conf = json.loads(raw)
+        task = conf.get("task", {})
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise WbcEdgeError(f"TF_CONFIG is not valid JSON with a task type/index ({exc})") from None
+    if kind == "chief":
+        return True, index
+    has_chief = "chief" in conf.get("cluster", {})
+    return (kind == "worker" and index == 0 and not has_chief), index
 
 
 def make_strategy(name: str):
@@ -554,8 +598,6 @@ def make_strategy(name: str):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
-        import os
-
         if "TF_CONFIG" not in os.environ:
             raise WbcEdgeError("--distribute multiworker needs the TF_CONFIG environment variable "
                                "(cluster spec + this worker's task); see the README")
