@@ -201,6 +201,26 @@ def test_split_manifest_limit_and_plot(models, sample_root, sample_split_csv, tm
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_split_manifest_is_verified(models, sample_root, sample_split_csv, tmp_path):
+    """A manifest whose files are missing under --data, or whose split lacks a class, is a DatasetError
+    (as in evaluate), not images silently "skipped"."""
+    from wbc_edge.data import SplitManifest
+    from wbc_edge.errors import DatasetError
+
+    manifest = SplitManifest.load(sample_split_csv)
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    (root / manifest.paths("test")[0]).unlink()
+    cfg = dict(split_manifest=sample_split_csv, split="test", runs=1, warmup=0, batch_throughput_images=0,
+               ttfp=False)
+    with pytest.raises(DatasetError, match=r"1 of \d+ files in the split manifest are missing"):
+        run_bench(BenchConfig([models["float32"]], data=root, **cfg))
+    no_baso = tmp_path / "no_basophil.csv"
+    SplitManifest([r for r in manifest.rows if not (r.split == "test" and r.label == "basophil")]).save(no_baso)
+    with pytest.raises(DatasetError, match="split 'test' has no images of class.*basophil"):
+        run_bench(BenchConfig([models["float32"]], data=sample_root, **{**cfg, "split_manifest": no_baso}))
+
+
 def test_no_float32_model_falls_back_to_first_and_says_so(models, sample_root):
     r = run_bench(BenchConfig([models["int8"], models["permuted"]], data=sample_root, runs=1, warmup=0,
                               batch_throughput_images=0, ttfp=False, min_agreement=99))
@@ -220,6 +240,18 @@ def test_bench_errors_are_one_line(cli, models, sample_root, tmp_path):
     empty.mkdir()
     res = cli("bench", models["int8"], "--data", empty)
     assert res.exit_code == 1 and res.output.startswith("Error: ")
+
+
+def test_cli_fails_loudly_when_a_command_module_is_broken(monkeypatch):
+    """Every command module exists: one that cannot be imported is an error, not a missing command."""
+    import importlib
+
+    import wbc_edge.cli  # noqa: F401 - loaded, so that monkeypatch restores it afterwards
+
+    monkeypatch.setitem(sys.modules, "wbc_edge.cli.bench_cmd", None)  # its import now raises ImportError
+    monkeypatch.delitem(sys.modules, "wbc_edge.cli")
+    with pytest.raises(ImportError, match="wbc_edge.cli.bench_cmd"):
+        importlib.import_module("wbc_edge.cli")
 
 
 def test_bench_group_dispatch(cli):
@@ -409,6 +441,15 @@ def test_android_script_with_fake_adb(models, tmp_path):
     log = (tmp_path / "adb.log").read_text()
     assert "--num_threads=4 --num_runs=50 --warmup_runs=5 --use_xnnpack=true" in log
     assert (out / "Pixel_7_wbc_int8_t4.txt").read_text().count("\r") == 0
+
+
+def test_markdown_of_an_android_result():
+    """A result converted from benchmark_model has no data (None): to_markdown renders it anyway."""
+    r = to_result(parse_benchmark_model((DATA / "newer_info_prefix.txt").read_text()), device="Pixel 7",
+                  abi="arm64-v8a", threads=4)
+    assert r["data"] is None
+    text = to_markdown(r)
+    assert "**Pixel 7**" in text and "- Data: none" in text and "| 7.86 |" in text, text
 
 
 def test_merge_ours_and_android(cli, models, sample_root, tmp_path):

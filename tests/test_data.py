@@ -25,6 +25,7 @@ from wbc_edge.data import (
     SplitManifest,
     group_duplicates,
     hash_distance,
+    label_conflicts,
     make_split,
     scan_dataset,
     split_dataset,
@@ -312,6 +313,14 @@ def test_label_conflict_and_too_few_groups(tmp_path):
     scan = scan_dataset(root, progress=False)
     with pytest.raises(DatasetError, match=r"label conflict.*eosinophil/eo_000.png.*neutrophil/copy.png"):
         make_split(scan.records)
+    # the one detection make_split and `data check` share
+    groups = scan.duplicates(NEAR_DUP_THRESHOLD)
+    ((gid, items),) = label_conflicts(scan.records, groups)
+    assert items == [("eosinophil/eo_000.png", "eosinophil"), ("neutrophil/copy.png", "neutrophil")]
+    assert groups.group_of["neutrophil/copy.png"] == gid
+    res = run_cli("data", "check", str(root), "--no-progress")
+    assert "LABEL CONFLICTS (same image in two classes): 1" in res.output
+    assert f"{gid}: eosinophil/eo_000.png (eosinophil), neutrophil/copy.png (neutrophil)" in res.output
 
     root = make_tree(tmp_path / "small", {"basophil": 5, "monocyte": 2})
     scan = scan_dataset(root, progress=False)

@@ -250,6 +250,25 @@ def test_confusion_matrix_validation():
         confusion_matrix([0], [0], 0)
 
 
+def test_compute_metrics_validates_inputs_once(monkeypatch):
+    import wbc_edge.evaluate as ev
+
+    calls = []
+    real = ev._check_pair
+    monkeypatch.setattr(ev, "_check_pair", lambda *a: calls.append(1) or real(*a))
+    m = compute_metrics([0, 1, 1], [0, 1, 0], ["a", "b"], bootstrap=0)
+    assert len(calls) == 1 and m.confusion == [[1, 0], [1, 1]]
+
+
+def test_evaluate_cli_help_names_the_default_out_dir():
+    from click.testing import CliRunner
+
+    from wbc_edge.cli import main
+
+    res = CliRunner().invoke(main, ["evaluate", "--help"], terminal_width=200)
+    assert res.exit_code == 0 and "eval_<DATA folder name>_<split>/ in MODEL's folder" in res.output
+
+
 def test_labels_validation():
     with pytest.raises(ValueError, match="duplicates"):
         compute_metrics([0], [0], ["a", "a"])

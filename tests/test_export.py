@@ -157,6 +157,24 @@ def test_android_bundle_good_and_tampered(full_export, tmp_path):
     assert check_android_bundle(bad) == ["README.md: missing"]
 
 
+def test_android_bundle_with_corrupt_contract_is_a_problem_not_a_crash(full_export, tmp_path):
+    """A contract field of the wrong type (input_size "abc") is reported by the checker (was ValueError)."""
+    from wbc_edge.contract import ModelContract, embed_contract, read_contract
+    from wbc_edge.export import check_android_bundle
+    from wbc_edge.export_android import check_android_bundle as check_from_android
+
+    assert check_android_bundle is check_from_android  # one function, both import paths
+    bad = tmp_path / "contract"
+    shutil.copytree(full_export.android_dir, bad)
+    model = bad / "wbc_int8.tflite"
+    c = read_contract(model)
+    corrupt = ModelContract(**{**dataclasses.asdict(c), "input_size": "abc"})
+    model.write_bytes(embed_contract(model.read_bytes(), corrupt))
+    problems = check_android_bundle(bad)
+    assert any("embedded contract field 'input_size' must be a positive integer" in p for p in problems), \
+        problems
+
+
 # --------------------------------------------------------------------------------------------- further runs
 
 def test_rerun_is_byte_identical_and_model_file_source(full_export, tiny_run_dir, sample_root, tmp_path):
@@ -221,6 +239,31 @@ def test_interrupted_write_keeps_old_file(tiny_run_dir, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (out / "wbc_float32.tflite").read_bytes() == b"old model"
     assert sorted(p.name for p in out.iterdir()) == ["wbc_float32.tflite"]  # no temp file, no stale manifest
+
+
+def test_forced_rerun_removes_the_stale_file_of_a_variant_whose_conversion_fails(tiny_run_dir, tmp_path,
+                                                                                 monkeypatch):
+    """--force over a previous export: a variant that fails before its file is written must not leave the
+    previous run's wbc_<v>.tflite next to a manifest that marks it failed."""
+    import wbc_edge.export as export_mod
+    from wbc_edge.export import ExportConfig, ExportFailed, export_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "wbc_float32.tflite").write_bytes(b"previous export's model")
+
+    def crash(*_a, **_k):
+        raise RuntimeError("converter exploded\nsecond line of a long TF message")
+
+    monkeypatch.setattr(export_mod, "_saved_model", lambda *_a, **_k: None)
+    monkeypatch.setattr(export_mod, "_convert", crash)
+    with pytest.raises(ExportFailed) as ei:
+        export_model(ExportConfig(tiny_run_dir, out_dir=out, variants=("float32",), parity_limit=5, force=True,
+                                  verbose=False))
+    (e,) = ei.value.result.manifest["variants"]
+    assert e["status"] == "failed" and e["reason"] == "conversion error: RuntimeError: converter exploded"
+    assert ei.value.result.files == {}
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
 
 # --------------------------------------------------------------------------------------------- cheap checks

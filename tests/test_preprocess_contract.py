@@ -89,6 +89,48 @@ def test_contract_round_trip_and_strip():
     assert read_contract(fake) is None
 
 
+@pytest.mark.parametrize("field,value,expect", [
+    ("input_size", "abc", "'input_size' must be a positive integer"),
+    ("input_size", None, "'input_size' must be a positive integer"),
+    ("input_size", 0, "'input_size' must be a positive integer"),
+    ("labels", ["a", 1], "labels must be a list of strings"),
+    ("labels", "abcde", "labels must be a list of strings"),
+    ("input_dtype", None, "'input_dtype' must be a string"),
+    ("output_dtype", 8, "'output_dtype' must be a string"),
+    ("input_scale", "1.0", "'input_scale' must be a number or null"),
+    ("output_scale", [], "'output_scale' must be a number or null"),
+    ("input_zero_point", 0.5, "'input_zero_point' must be an integer or null"),
+    ("output_zero_point", "0", "'output_zero_point' must be an integer or null"),
+    ("pixel_range", [0], "'pixel_range' must be two integers"),
+    ("pixel_range", None, "'pixel_range' must be two integers"),
+    ("pixel_range", [0, "255"], "'pixel_range' must be two integers"),
+])
+def test_contract_field_types_are_validated(field, value, expect):
+    """Corrupt metadata is a one-line ModelFileError naming the file, not a TypeError/ValueError later."""
+    import json
+
+    raw = json.loads(ModelContract(input_scale=1.0, input_zero_point=0).to_json())
+    raw[field] = value
+    with pytest.raises(ModelFileError, match=expect) as ei:
+        ModelContract.from_json(json.dumps(raw), source="m.tflite")
+    msg = str(ei.value)
+    assert msg.startswith("m.tflite: ") and "\n" not in msg
+    # valid values of every kind still load (None scales / zero points, an int scale becomes float)
+    raw = json.loads(ModelContract().to_json())
+    raw.update(input_scale=1, input_zero_point=0, output_scale=None, output_zero_point=None)
+    c = ModelContract.from_json(json.dumps(raw))
+    assert c.input_scale == 1.0 and isinstance(c.input_scale, float) and c.pixel_range == (0, 255)
+
+
+def test_first_line():
+    from wbc_edge.errors import first_line
+
+    assert first_line(ValueError("  one\ntwo\n")) == "one"
+    assert first_line(ValueError()) == "ValueError"
+    assert first_line("\n  text line  \nmore") == "text line"
+    assert first_line("") == ""
+
+
 def test_contract_errors(tmp_path):
     with pytest.raises(ModelFileError, match="not a TFLite model"):
         read_contract(b"PK\x03\x04 a zip, not a model")

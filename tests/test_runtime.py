@@ -449,6 +449,17 @@ def test_error_contract_input_size_mismatch(models, tmp_path):
     _one_line_naming(ei.value, p)
 
 
+@pytest.mark.parametrize("changes", [{"input_size": "abc"}, {"input_size": None}, {"input_dtype": None},
+                                     {"output_scale": "x"}])
+def test_error_contract_field_of_wrong_type(models, tmp_path, changes):
+    """Corrupt metadata values: a one-line ModelFileError naming the file (was ValueError / TypeError)."""
+    p = _with_contract(models, tmp_path, "wrongtype.tflite", **changes)
+    (field,) = changes
+    with pytest.raises(ModelFileError, match=f"embedded contract field '{field}' must be") as ei:
+        Classifier(p)
+    _one_line_naming(ei.value, p)
+
+
 def test_error_contract_dtype_mismatch(models, tmp_path):
     p = _with_contract(models, tmp_path, "dtype.tflite", input_dtype="float32")
     with pytest.raises(ModelFileError, match="input dtype float32") as ei:

@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import sha256_file
-from .classes import CLASS_INDEX, CLASSES, canonical_class
+from .classes import CLASSES
 from .errors import BadImageError, DatasetError, ModelFileError, WbcEdgeError
 
 __all__ = ["BenchConfig", "run_bench", "to_markdown", "plot", "merge", "write_outputs", "system_info",
@@ -423,7 +423,7 @@ def _load_data(cfg: BenchConfig, notes: list[str]) -> tuple[list[str], np.ndarra
     root = Path(cfg.data)
     if not root.is_dir():
         raise DatasetError(f"{root}: data folder not found")
-    from .data import SplitManifest, scan_dataset
+    from .data import SplitManifest, require_all_classes, scan_dataset
 
     info: dict[str, Any] = {"root": str(root), "split_manifest": None, "split": None}
     if cfg.split_manifest is not None:
@@ -431,6 +431,8 @@ def _load_data(cfg: BenchConfig, notes: list[str]) -> tuple[list[str], np.ndarra
         paths, labels = manifest.files(cfg.split, root)
         if not paths:
             raise DatasetError(f"{cfg.split_manifest}: split '{cfg.split}' is empty")
+        require_all_classes(labels, f"{cfg.split_manifest}: split '{cfg.split}'")
+        manifest.verify(root)  # a manifest paired with the wrong data folder fails here, not as "skipped"
         info.update(split_manifest=str(cfg.split_manifest), split=cfg.split,
                     sha256=sha256_file(cfg.split_manifest), sha256_of="split manifest file")
         rels = manifest.paths(cfg.split)
@@ -612,17 +614,6 @@ def _ttfp(cfg: BenchConfig, kind: str, model: Path, image: str) -> dict:
 
 # --------------------------------------------------------------------------------------------- parity
 
-def _to_class_order(probs: np.ndarray, labels: Sequence[str], path: Path) -> np.ndarray:
-    """Reorder a model's output columns into CLASSES order using the model's own labels."""
-    canon = [canonical_class(x) for x in labels]
-    if None in canon or sorted(canon) != sorted(CLASSES):
-        raise ModelFileError(f"{path}: labels {list(labels)} are not the wbc-edge classes {list(CLASSES)}")
-    out = np.zeros((probs.shape[0], len(CLASSES)), dtype=np.float32)
-    for j, c in enumerate(canon):
-        out[:, CLASS_INDEX[c]] = probs[:, j]
-    return out
-
-
 def _parity(m: _Model, ref: _Model, labels: np.ndarray, rels: list[str]) -> dict:
     from .evaluate import agreement, compute_metrics, per_class_recall_delta, prob_error
 
@@ -767,7 +758,8 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
                     for a in range(0, n, 32):
                         chunks.append(clf.predict_pixels(px[a:a + 32]))
                         rep.advance(min(32, n - a))
-                    m.probs = _to_class_order(np.concatenate(chunks), clf.labels, m.path)
+                    # model output columns -> CLASSES order, by the model's own (embedded) labels
+                    m.probs = np.concatenate(chunks)[:, clf.output_order()]
                     del clf
                 else:
                     pix_file = tmp / f"pixels_{m.input_size}.npy"
@@ -778,7 +770,10 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
                         rec = _run_keras_worker(cfg, m.path, pix_file, t, tmp, probs=first,
                                                 timing=cfg.keras_timing)
                         if first:
-                            m.probs = _to_class_order(np.load(tmp / "keras_probs.npy"), list(CLASSES), m.path)
+                            m.probs = np.load(tmp / "keras_probs.npy")  # float32, CLASSES order
+                            if m.probs.shape[1] != len(CLASSES):
+                                raise ModelFileError(f"{m.path}: outputs {m.probs.shape[1]} classes, "
+                                                     f"expected {len(CLASSES)} ({', '.join(CLASSES)})")
                             rep.advance(n)
                             first = False
                         if cfg.keras_timing:
@@ -943,7 +938,8 @@ def to_markdown(result: dict) -> str:
             lines += [""] + [f"- {n}" for n in result["notes"]]
         return "\n".join(lines) + "\n"
 
-    s, sw, d = result["system"], result["software"], result["data"]
+    s, sw = result["system"], result["software"]
+    d = result.get("data") or {}  # None in a result converted from benchmark_model (random inputs)
     lines = ["# wbc-edge bench", ""]
     lines.append(f"- Device: **{s.get('device')}** - {s.get('cpu')} ({s.get('arch')}), {s.get('os')}, "
                  f"{s.get('usable_cpus')} usable CPUs; flags: {', '.join(s.get('cpu_flags') or []) or '-'}")
@@ -951,13 +947,16 @@ def to_markdown(result: dict) -> str:
                  f"{sw.get('runtime_backend')} {sw.get('runtime_backend_version')}"
                  + (f", TensorFlow {sw['tensorflow']}" if sw.get("tensorflow") else "")
                  + f"; XNNPACK {'on' if result['config'].get('use_xnnpack', True) else 'OFF'}")
-    if d.get("split_manifest"):
-        what = f"split `{d['split']}` of {d['split_manifest']} (root {d['root']})"
+    if not d:
+        lines.append("- Data: none (latency on random inputs only, no accuracy)")
     else:
-        what = f"all valid images under {d.get('root')}"
-    lines.append(f"- Data: {what}: {d.get('n_images')} images"
-                 + (f" (limit {d['limit']})" if d.get("limit") else "")
-                 + f"; sha256 {str(d.get('sha256'))[:16]}… ({d.get('sha256_of')})")
+        if d.get("split_manifest"):
+            what = f"split `{d['split']}` of {d['split_manifest']} (root {d['root']})"
+        else:
+            what = f"all valid images under {d.get('root')}"
+        lines.append(f"- Data: {what}: {d.get('n_images')} images"
+                     + (f" (limit {d['limit']})" if d.get("limit") else "")
+                     + f"; sha256 {str(d.get('sha256'))[:16]}… ({d.get('sha256_of')})")
     ref = result.get("reference") or {}
     if ref:
         lines.append(f"- Reference: **{ref.get('name')}** ({ref.get('path')}), {ref.get('how')}")

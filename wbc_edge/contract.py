@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -69,12 +70,58 @@ class ModelContract:
             raise ModelFileError(f"{source}: embedded contract has no labels")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in raw.items() if k in known}
+        if not isinstance(kwargs["labels"], list) or not all(isinstance(x, str) for x in kwargs["labels"]):
+            raise ModelFileError(f"{source}: embedded labels must be a list of strings")
+        for name, value in kwargs.items():
+            problem = _field_problem(name, value)
+            if problem:
+                raise ModelFileError(f"{source}: embedded contract field '{name}' must be {problem}, got "
+                                     f"{_short(value)}")
         if "pixel_range" in kwargs:
             kwargs["pixel_range"] = tuple(kwargs["pixel_range"])
-        contract = cls(**kwargs)
-        if not isinstance(contract.labels, list) or not all(isinstance(x, str) for x in contract.labels):
-            raise ModelFileError(f"{source}: embedded labels must be a list of strings")
-        return contract
+        for name in ("input_scale", "output_scale"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = float(kwargs[name])
+        return cls(**kwargs)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+_STR_FIELDS = ("variant", "channel_order", "layout", "normalisation", "preprocess", "input_dtype",
+               "output_dtype", "output")
+
+
+def _field_problem(name: str, v) -> str | None:
+    """What a contract field's JSON value must be, when it is not that (None when it is fine)."""
+    if name == "input_size":
+        return None if _is_int(v) and v > 0 else "a positive integer"
+    if name in _STR_FIELDS:
+        return None if isinstance(v, str) else "a string"
+    if name in ("input_scale", "output_scale"):
+        return None if v is None or _is_number(v) else "a number or null"
+    if name in ("input_zero_point", "output_zero_point"):
+        return None if v is None or _is_int(v) else "an integer or null"
+    if name == "pixel_range":
+        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v)
+        return None if ok else "two integers [low, high]"
+    if name in ("source_model_sha256", "split_manifest_sha256"):
+        return None if v is None or isinstance(v, str) else "a string or null"
+    if name == "versions":
+        return None if isinstance(v, dict) else "an object"
+    if name == "contract_version":
+        return None if _is_int(v) else "an integer"
+    return None
+
+
+def _short(v) -> str:
+    text = json.dumps(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def is_tflite(data: bytes) -> bool:

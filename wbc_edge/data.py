@@ -34,9 +34,9 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
-from .atomic import write_bytes
+from .atomic import sha256_file, write_bytes
 from .classes import CLASS_INDEX, CLASSES, canonical_class
-from .errors import BadImageError, DatasetError
+from .errors import BadImageError, DatasetError, first_line
 from .preprocess import load_image
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def _examine(path: str) -> tuple:
     except OSError as exc:
         return ("bad", f"cannot read ({exc.strerror or exc})")
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not kill the scan
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(str(exc))
         detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         return ("bad", f"unexpected error while decoding ({detail})")
 
@@ -666,13 +666,8 @@ class SplitManifest:
             if not os.path.isfile(full):
                 missing.append(r.path)
                 continue
-            if check_sha256:
-                h = hashlib.sha256()
-                with open(full, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-                if h.hexdigest() != r.sha256:
-                    changed.append(r.path)
+            if check_sha256 and sha256_file(full) != r.sha256:
+                changed.append(r.path)
         if missing:
             raise DatasetError(f"{base}: {len(missing)} of {len(self.rows)} files in the split manifest are "
                                f"missing, first: {missing[0]}")
@@ -699,6 +694,22 @@ def require_all_classes(labels, where: str, why: str = "to compute metrics") -> 
         raise DatasetError(f"{where} has no images of class(es) {', '.join(absent)} "
                            f"({len(labels)} images); every class must be present {why} - "
                            "re-split the data (wbc-edge data split) or add images")
+
+
+def label_conflicts(records: Sequence[ImageRecord],
+                    groups: DuplicateGroups) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Duplicate groups whose files are filed under more than one class (one picture, two labels).
+
+    [(group id, [(path, label), ...]), ...] in group order; only paths of `records` are considered.
+    `make_split` refuses such a dataset; `wbc-edge data check` lists them.
+    """
+    label_of = {r.path: r.label for r in records}
+    out = []
+    for gid, paths in groups.members.items():
+        items = [(p, label_of[p]) for p in paths if p in label_of]
+        if len({label for _, label in items}) > 1:
+            out.append((gid, items))
+    return out
 
 
 def _straddling_groups(rows: Iterable[ManifestRow]) -> list[str]:
@@ -747,18 +758,19 @@ def make_split(records: Sequence[ImageRecord], *, seed: int = 42, test_fraction:
     by_path = {r.path: r for r in records}
 
     # Label conflicts: one picture, two classes.
+    conflicts = label_conflicts(records, groups)
+    if conflicts:
+        gid, items = conflicts[0]
+        labels = sorted({label for _, label in items})
+        listed = ", ".join(f"{p} ({label})" for p, label in items[:4])
+        more = f" and {len(items) - 4} more" if len(items) > 4 else ""
+        raise DatasetError(f"label conflict: the same image (group {gid}) is filed under "
+                           f"{' and '.join(labels)}: {listed}{more}; delete the wrong copy")
     class_groups: dict[str, list[tuple[str, int]]] = {c: [] for c in CLASSES}
     for gid, paths in groups.members.items():
         paths = [p for p in paths if p in by_path]
-        if not paths:
-            continue
-        labels = sorted({by_path[p].label for p in paths})
-        if len(labels) > 1:
-            listed = ", ".join(f"{p} ({by_path[p].label})" for p in paths[:4])
-            more = f" and {len(paths) - 4} more" if len(paths) > 4 else ""
-            raise DatasetError(f"label conflict: the same image (group {gid}) is filed under "
-                               f"{' and '.join(labels)}: {listed}{more}; delete the wrong copy")
-        class_groups[labels[0]].append((gid, len(paths)))
+        if paths:
+            class_groups[by_path[paths[0]].label].append((gid, len(paths)))
     missing = [p for p in by_path if p not in groups.group_of]
     if missing:
         raise DatasetError(f"record {missing[0]} is not in the duplicate groups given (stale groups?)")

@@ -25,3 +25,16 @@ class DatasetError(WbcEdgeError):
 
 class ModelFileError(WbcEdgeError):
     """A model file is missing, not a model of the expected kind, or inconsistent with its metadata."""
+
+
+def first_line(exc_or_text: BaseException | str) -> str:
+    """The first non-blank line of an exception's message (or of a text), stripped.
+
+    For an exception with an empty message this is its type name, so that a reason is never blank; for a
+    text it is "" when the text is blank.  Keeps wrapped library errors (TensorFlow, Pillow, the TFLite
+    interpreter) within the one-line message contract.
+    """
+    text = str(exc_or_text).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(exc_or_text).__name__ if isinstance(exc_or_text, BaseException) else ""

@@ -76,7 +76,11 @@ def _check_pair(y_true: Any, y_pred: Any, num_classes: int) -> tuple[np.ndarray,
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """(C, C) int64 counts; entry [i, j] = samples of true class i predicted as class j (rows = true)."""
     num_classes = int(num_classes)
-    t, p = _check_pair(y_true, y_pred, num_classes)
+    return _confusion(*_check_pair(y_true, y_pred, num_classes), num_classes)
+
+
+def _confusion(t: np.ndarray, p: np.ndarray, num_classes: int) -> np.ndarray:
+    """confusion_matrix of index arrays already checked by `_check_pair`."""
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes).astype(np.int64)
 
@@ -192,7 +196,7 @@ def compute_metrics(y_true: Any, y_pred: Any, labels: Sequence[str] = CLASSES, *
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
     c = len(labels)
     t, p = _check_pair(y_true, y_pred, c)
-    cm = confusion_matrix(t, p, c)
+    cm = _confusion(t, p, c)
 
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)

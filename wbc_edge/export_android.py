@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import atomic
 from .contract import ModelContract, read_contract
+from .errors import first_line
 from .preprocess import PREPROCESS_VERSION
 
 MODEL_FILE = "wbc_int8.tflite"
@@ -207,9 +208,9 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
     if contract is None:
         problems.append(f"{MODEL_FILE}: no embedded wbc-edge contract")
     try:
-        inp, out = _tensor_details(d / MODEL_FILE)
+        inp, out = tensor_details(d / MODEL_FILE)
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"{MODEL_FILE}: cannot be loaded by the interpreter ({str(exc).splitlines()[0]})")
+        problems.append(f"{MODEL_FILE}: cannot be loaded by the interpreter ({first_line(exc)})")
         return problems
     num_out = int(out["shape"][-1])
     for what, labels in (("labels.txt", labels_txt),
@@ -246,11 +247,15 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
     return problems
 
 
-def _tensor_details(path: Path) -> tuple[dict, dict]:
+def tensor_details(model: bytes | str | os.PathLike) -> tuple[dict, dict]:
+    """(input details, output details) of a one-input, one-output .tflite model (bytes or a path)."""
     from .runtime import load_backend
 
     backend = load_backend()
-    interp = backend.interpreter_cls(model_path=str(path))
+    if isinstance(model, (bytes, bytearray)):
+        interp = backend.interpreter_cls(model_content=bytes(model))
+    else:
+        interp = backend.interpreter_cls(model_path=str(model))
     interp.allocate_tensors()
     ins, outs = interp.get_input_details(), interp.get_output_details()
     if len(ins) != 1 or len(outs) != 1:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import WbcEdgeError
+from .errors import WbcEdgeError, first_line
 from .tfcompat import import_tf
 
 _RANGE_VARS = {"output", "post_activation", "pre_activation"}
@@ -103,7 +103,7 @@ def quantize_for_training(model):
             annotated.set_weights(model.get_weights())
             qmodel = q.quantize_apply(annotated)
     except (ValueError, RuntimeError) as exc:
-        raise WbcEdgeError(f"tfmot cannot quantize this model: {str(exc).splitlines()[0]}") from None
+        raise WbcEdgeError(f"tfmot cannot quantize this model: {first_line(exc)}") from None
     pinned = False
     for layer in qmodel.layers:
         if type(layer).__name__ == "QuantizeLayer":

@@ -24,7 +24,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadImageError
+from .errors import BadImageError, first_line
 
 PREPROCESS_VERSION = "wbc-edge-preprocess-1 (EXIF transpose, RGB, alpha over white, PIL bilinear resize)"
 DEFAULT_SIZE = 224
@@ -72,7 +72,7 @@ def load_image(src: str | os.PathLike | Image.Image, *, max_pixels: int | None =
     except UnidentifiedImageError:
         raise BadImageError(path, "not an image (cannot identify image file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"image too large, decompression bomb refused ({_one_line(exc)})") from None
+        raise BadImageError(path, f"image too large, decompression bomb refused ({first_line(exc)})") from None
     except PermissionError:
         raise BadImageError(path, "permission denied") from None
     except FileNotFoundError:
@@ -81,16 +81,11 @@ def load_image(src: str | os.PathLike | Image.Image, *, max_pixels: int | None =
         if exc.errno == errno.ELOOP:
             raise BadImageError(path, "symlink loop (the link points back to itself)") from None
         if exc.errno is not None:  # the OS could not read the file (EIO, EACCES on a parent, ...)
-            raise BadImageError(path, f"cannot read file ({exc.strerror or _one_line(exc)})") from None
+            raise BadImageError(path, f"cannot read file ({exc.strerror or first_line(exc)})") from None
         # Pillow's decoders raise errno-less OSErrors: "image file is truncated", "broken data stream", ...
-        raise BadImageError(path, f"corrupt or truncated image ({_one_line(exc)})") from None
+        raise BadImageError(path, f"corrupt or truncated image ({first_line(exc)})") from None
     except (SyntaxError, ValueError, struct.error, EOFError) as exc:
-        raise BadImageError(path, f"corrupt image ({type(exc).__name__}: {_one_line(exc)})") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+        raise BadImageError(path, f"corrupt image ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

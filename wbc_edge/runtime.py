@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .contract import ModelContract, is_tflite, read_contract
-from .errors import ModelFileError, WbcEdgeError
+from .errors import ModelFileError, WbcEdgeError, first_line
 from .preprocess import ImageSource, preprocess
 
 __all__ = ["Classifier", "Prediction", "load_backend", "find_images", "IMAGE_SUFFIXES"]
@@ -187,7 +187,7 @@ class Classifier:
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: not a loadable TFLite model (corrupt or truncated?): "
-                                 f"{_first_line(exc)}") from None
+                                 f"{first_line(exc)}") from None
         self.interpreter = interp
         self.input_details = interp.get_input_details()
         self.output_details = interp.get_output_details()
@@ -364,11 +364,6 @@ def _quant(details: dict) -> tuple[float, int]:
     return float(scale), int(zp)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _read_model_bytes(path: Path) -> bytes:
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
@@ -377,7 +372,7 @@ def _read_model_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read model file ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: cannot read model file ({first_line(exc)})") from None
     if not is_tflite(data):
         raise ModelFileError(f"{path}: not a TFLite model ({_what_is(data)}; expected a .tflite flatbuffer "
                              "with the 'TFL3' identifier)")
@@ -412,7 +407,7 @@ def _read_contract(path: Path, data: bytes) -> ModelContract | None:
             msg = msg[len("<bytes>: "):]
         raise ModelFileError(f"{path}: {msg}") from None
     except (TypeError, ValueError) as exc:  # a contract with unknown/invalid field values
-        raise ModelFileError(f"{path}: embedded contract is invalid ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: embedded contract is invalid ({first_line(exc)})") from None
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

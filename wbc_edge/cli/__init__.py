@@ -15,7 +15,7 @@ import traceback
 import click
 
 from .. import __version__
-from ..errors import WbcEdgeError
+from ..errors import WbcEdgeError, first_line
 
 
 class _Group(click.Group):
@@ -37,9 +37,8 @@ class _Group(click.Group):
                 where = f"{exc.filename}: " if exc.filename else ""
                 click.echo(f"Error: {where}{exc.strerror or _one_line(str(exc))}", err=True)
             else:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                click.echo(f"Error: unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)",
-                           err=True)
+                click.echo(f"Error: unexpected {type(exc).__name__}: {first_line(str(exc))} (run with --debug "
+                           "for the traceback)", err=True)
             sys.exit(1)
 
 
@@ -68,18 +67,13 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _register() -> None:
-    import importlib
+# Imported after `main` exists; each module imports only click at module level (heavy imports are inside
+# the command bodies), and a broken command module fails here, loudly.
+from .bench_cmd import bench  # noqa: E402
+from .data_cmd import data  # noqa: E402
+from .export_cmd import export  # noqa: E402
+from .predict_cmd import predict  # noqa: E402
+from .train_cmd import evaluate, train  # noqa: E402
 
-    for mod_name, attr in (("data_cmd", "data"), ("train_cmd", "train"), ("train_cmd", "evaluate"),
-                           ("export_cmd", "export"), ("predict_cmd", "predict"), ("bench_cmd", "bench")):
-        try:
-            mod = importlib.import_module(f"{__name__}.{mod_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(mod_name):
-                continue  # command module not written yet
-            raise
-        main.add_command(getattr(mod, attr))
-
-
-_register()
+for _command in (data, train, evaluate, export, predict, bench):
+    main.add_command(_command)

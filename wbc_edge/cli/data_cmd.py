@@ -19,18 +19,11 @@ def data() -> None:
     """Inspect a dataset folder (ImageFolder layout ROOT/<class>/<image>) and write the split."""
 
 
-def _label_conflicts(scan, groups) -> list[tuple[str, list[str]]]:
-    by_path = {r.path: r.label for r in scan.records}
-    out = []
-    for gid, paths in groups.merged.items():
-        if len({by_path[p] for p in paths}) > 1:
-            out.append((gid, [f"{p} ({by_path[p]})" for p in paths]))
-    return out
-
-
 @data.command("check")
 @click.argument("root", type=_ROOT)
-@click.option("--strict", is_flag=True, help="Fail (exit 1) on the first bad file instead of skipping it.")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 1) if any file is bad, naming the first in path order, instead of skipping "
+                   "bad files (every file is still decoded first).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write everything found (all bad files, all duplicate groups) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
@@ -38,12 +31,13 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
     """Counts per class, bad files, duplicate groups, image sizes."""
     from ..atomic import write_json
     from ..classes import CLASSES
-    from ..data import HASH_BITS, NEAR_DUP_THRESHOLD, scan_dataset
+    from ..data import HASH_BITS, NEAR_DUP_THRESHOLD, label_conflicts, scan_dataset
 
     t0 = time.perf_counter()
     scan = scan_dataset(root, strict=strict, progress=not no_progress)
     groups = scan.duplicates(NEAR_DUP_THRESHOLD)
-    conflicts = _label_conflicts(scan, groups)
+    conflicts = [(gid, [f"{p} ({label})" for p, label in items])
+                 for gid, items in label_conflicts(scan.records, groups)]
     total_s = time.perf_counter() - t0
 
     echo = click.echo
@@ -141,7 +135,8 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
               help="Fraction of all images (per class) for test.")
 @click.option("--val-fraction", default=0.1, show_default=True, type=_FRACTION,
               help="Fraction of all images (per class) for validation, carved out of train.")
-@click.option("--strict", is_flag=True, help="Fail on the first bad file instead of skipping it.")
+@click.option("--strict", is_flag=True,
+              help="Fail if any file is bad, naming the first in path order, instead of skipping bad files.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def split(root: str, out: str, seed: int, test_fraction: float, val_fraction: float, strict: bool,

@@ -37,9 +37,9 @@ ANDROID_DEFAULT = "android_assets"
               help="int8 variants fail below this top-1 agreement with Keras (%).")
 @click.option("--min-float-agreement", type=click.FloatRange(0, 100), default=99.0, show_default=True,
               help="float32/float16/dynamic fail below this top-1 agreement with Keras (%).")
-@click.option("--qat-epochs", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--qat-epochs", type=click.IntRange(1), default=2, show_default=True,
               help="QAT fine-tune epochs.")
-@click.option("--qat-images", type=click.IntRange(1), default=512, show_default=True,
+@click.option("--qat-images", type=click.IntRange(1), default=2048, show_default=True,
               help="Train-split images (stratified) used for the QAT fine-tune.")
 @click.option("--save-qat-model", is_flag=True, help="Also save the QAT Keras model as qat_model.h5.")
 @click.option("--android", "android_dir", is_flag=False, flag_value=ANDROID_DEFAULT, default=None,

@@ -69,7 +69,8 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
 @click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False),
               help="Split CSV (default: split.csv beside MODEL).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Where metrics.json / confusion.json / confusion.png go (default: beside MODEL).")
+              help="Where metrics.json / confusion.json / confusion.png go "
+                   "(default: eval_<DATA folder name>_<split>/ in MODEL's folder).")
 @click.option("--quiet", is_flag=True)
 def evaluate(model, data, split, split_manifest, out_dir, quiet):
     """Score a Keras MODEL (.keras) on DATA: accuracy (95 % bootstrap CI), balanced accuracy, macro-F1,
@@ -79,4 +80,4 @@ def evaluate(model, data, split, split_manifest, out_dir, quiet):
     metrics, saved = evaluate_keras(model, data, split=split, split_manifest=split_manifest, out_dir=out_dir,
                                     progress=not quiet)
     click.echo(metrics.format_table())
-    click.echo("Saved: " + ", ".join(str(p) for p in (saved.values() if isinstance(saved, dict) else saved)))
+    click.echo("Saved: " + ", ".join(str(p) for p in saved.values()))
