@@ -1060,13 +1060,12 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
                     lat["threads"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     try:
-        placed: list[tuple[float, float]] = []
+        # A colour-coded legend rather than labels next to the points: int8/QAT (and float32/float16)
+        # nearly coincide, and stacked labels would end up next to the wrong point.
         for name, x, y, _ in sorted(pts, key=lambda t: t[1]):
-            ax.scatter([x], [y], s=40)
-            # stack the labels of points that (nearly) coincide instead of overprinting them
-            near = sum(1 for px, py in placed if abs(np.log(x / px)) < 0.12 and abs(y - py) < 1.0)
-            placed.append((x, y))
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4 + 11 * near), fontsize=9)
+            ax.scatter([x], [y], s=45, label=f"{name}: {y:.2f} %, {x:.2f} ms")
+        if pts:
+            ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
         xs = [x for _, x, _, _ in pts]
         ys = [y for _, _, y, _ in pts]
         if ys:
@@ -1074,7 +1073,12 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
             bottom = max(0.0, lo - max(2.0, 0.2 * (100 - lo)))
             ax.set_ylim(bottom, max(ys) + 0.15 * (max(ys) - bottom) + 0.3)
         if xs and min(xs) > 0 and max(xs) / min(xs) > 8:
+            from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50 ms
+            ax.xaxis.set_major_formatter(ScalarFormatter())  # plain numbers instead of 10^0 ...
+            ax.xaxis.set_minor_formatter(NullFormatter())    # minor labels overprinted each other
         thr = sorted({t for *_, t in pts})
         ax.set_xlabel(f"p50 latency per image (ms, {', '.join(map(str, thr))} thread(s))")
         ax.set_ylabel("accuracy (%)")
