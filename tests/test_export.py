@@ -34,7 +34,7 @@ def full_export(tiny_run_dir, tmp_path_factory):
     from wbc_edge.export import ExportConfig, export_model
 
     base = tmp_path_factory.mktemp("export_all")
-    cfg = ExportConfig(tiny_run_dir, out_dir=base / "out", variants=ALL, calibration_size=20, qat_images=16,
+    cfg = ExportConfig(tiny_run_dir, out_dir=base / "out", variants=ALL, calibration_size=20, qat_images=16, qat_epochs=1,
                        qat_batch_size=8, save_qat_model=True, android_dir=base / "android", **RELAXED)
     return export_model(cfg)
 
