@@ -382,3 +382,20 @@ def test_import_without_tensorflow_and_matplotlib():
     assert res["leaked"] == []
     assert res["msgs"] == ["plots need matplotlib: pip install 'wbc-edge[train]'"] * 3
     assert res["files"] == ["confusion.json", "metrics.json"]
+
+
+def test_parity_and_gate_reasons_against_hand_computed_values():
+    from wbc_edge.evaluate import gate_reasons, parity
+
+    y = np.array([0, 1, 2, 3])
+    ref = np.eye(5)[[0, 1, 2, 3]].astype(np.float32)       # reference: 4/4 right
+    var = np.eye(5)[[0, 1, 2, 4]].astype(np.float32)       # variant: last one wrong
+    p, m, r = parity(var, ref, y)
+    assert p["n"] == 4 and p["accuracy"] == 0.75 and p["reference_accuracy"] == 1.0
+    assert p["delta_accuracy_pp"] == pytest.approx(-25.0) and p["agreement_pct"] == pytest.approx(75.0)
+    assert p["max_abs_dprob"] == 1.0 and p["mean_abs_dprob"] == pytest.approx(2 / 20)
+    assert m.accuracy == 0.75 and r.accuracy == 1.0
+    assert gate_reasons(-25.0, 75.0, max_drop_pp=30, min_agreement_pct=70) == []
+    assert gate_reasons(-25.0, 75.0, max_drop_pp=20, min_agreement_pct=80) == [
+        "accuracy drop 25.00 pp > 20 pp", "top-1 agreement 75.00% < 80%"]
+    assert gate_reasons(-25.0, 75.0) == []  # no limits, no failure

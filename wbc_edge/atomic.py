@@ -37,6 +37,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             # mkstemp creates 0600 files; artifacts get the usual permissions (0666 minus the umask).
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)  # make the rename itself durable (power loss), where the OS allows
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             if tmp_path.is_dir():
@@ -48,6 +49,19 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if isinstance(exc, OSError) and exc.filename in (None, str(tmp_path)):
             exc.filename = str(path)  # "disk full" names the artifact, not a temp file that no longer exists
         raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_umask() -> int:

@@ -615,48 +615,39 @@ def _ttfp(cfg: BenchConfig, kind: str, model: Path, image: str) -> dict:
 # --------------------------------------------------------------------------------------------- parity
 
 def _parity(m: _Model, ref: _Model, labels: np.ndarray, rels: list[str]) -> dict:
-    from .evaluate import agreement, compute_metrics, per_class_recall_delta, prob_error
+    from .evaluate import parity, per_class_recall_delta
 
-    pred = m.probs.argmax(1)
-    ref_pred = ref.probs.argmax(1)
-    met = compute_metrics(labels, pred, list(CLASSES), bootstrap=0)
-    ref_met = compute_metrics(labels, ref_pred, list(CLASSES), bootstrap=0)
-    err = prob_error(m.probs, ref.probs)
+    summary, met, ref_met = parity(m.probs, ref.probs, labels, list(CLASSES))
+    pred, ref_pred = m.probs.argmax(1), ref.probs.argmax(1)
     dis = np.nonzero(pred != ref_pred)[0]
     listed = [{"path": rels[i], "true": CLASSES[int(labels[i])],
                "reference_label": CLASSES[int(ref_pred[i])],
                "reference_conf": float(ref.probs[i, ref_pred[i]]),
                "variant_label": CLASSES[int(pred[i])], "variant_conf": float(m.probs[i, pred[i]])}
               for i in dis[:MAX_DISAGREEMENTS_LISTED]]
-    return {"n": int(len(labels)), "accuracy": met.accuracy, "balanced_accuracy": met.balanced_accuracy,
-            "macro_f1": met.macro_f1, "reference_accuracy": ref_met.accuracy,
-            "delta_accuracy_pp": 100.0 * (met.accuracy - ref_met.accuracy),
-            "agreement_pct": 100.0 * agreement(pred, ref_pred),
+    return {**summary,
             "per_class_recall_delta_pp": {k: 100.0 * v
                                           for k, v in per_class_recall_delta(met, ref_met).items()},
-            "mean_abs_dprob": err["mean_abs"], "max_abs_dprob": err["max_abs"],
             "per_class": met.per_class, "confusion": met.confusion,
             "n_disagreements": int(len(dis)), "disagreements": listed}
 
 
 def gate_failures(result: dict) -> list[dict]:
     """[{variant, reason, delta_accuracy_pp, agreement_pct}] for each non-reference variant over the gate."""
+    from .evaluate import gate_reasons
+
     cfg = result.get("config", {})
-    drop, agree = cfg.get("max_accuracy_drop"), cfg.get("min_agreement")
     out = []
     for v in result.get("variants", []):
         p = v.get("parity")
         if v.get("is_reference") or not p:
             continue
-        reasons = []
-        if drop is not None and -p["delta_accuracy_pp"] > float(drop) + 1e-9:
-            reasons.append(f"accuracy drop {-p['delta_accuracy_pp']:.2f} pp > {float(drop):g} pp "
-                           f"({p['accuracy']:.2%} vs reference {p['reference_accuracy']:.2%})")
-        if agree is not None and p["agreement_pct"] < float(agree) - 1e-9:
-            reasons.append(f"top-1 agreement {p['agreement_pct']:.2f}% < {float(agree):g}% "
-                           f"({p['n_disagreements']} of {p['n']} images differ)")
+        reasons = gate_reasons(p["delta_accuracy_pp"], p["agreement_pct"], max_drop_pp=cfg.get("max_accuracy_drop"),
+                               min_agreement_pct=cfg.get("min_agreement"))
         if reasons:
-            out.append({"variant": v["name"], "reason": "; ".join(reasons),
+            reason = (f"{'; '.join(reasons)} ({p['accuracy']:.2%} vs reference {p['reference_accuracy']:.2%}; "
+                      f"{p['n_disagreements']} of {p['n']} images differ)")
+            out.append({"variant": v["name"], "reason": reason,
                         "delta_accuracy_pp": p["delta_accuracy_pp"], "agreement_pct": p["agreement_pct"]})
     return out
 

@@ -268,6 +268,37 @@ def per_class_recall_delta(m_variant: Metrics, m_reference: Metrics) -> dict[str
 # -------------------------------------------------------------------------------------------------- plots
 
 
+def parity(probs: Any, ref_probs: Any, y_true: Any, labels: Sequence[str] = CLASSES
+           ) -> tuple[dict, Metrics, Metrics]:
+    """A variant against its reference on the same images - the numbers export's gate and bench's table share.
+
+    Returns (summary, variant metrics, reference metrics); summary holds n, accuracy, balanced_accuracy,
+    macro_f1, reference_accuracy, delta_accuracy_pp, agreement_pct, mean_abs_dprob, max_abs_dprob.
+    """
+    probs, ref_probs = np.asarray(probs), np.asarray(ref_probs)
+    pred, ref_pred = probs.argmax(1), ref_probs.argmax(1)
+    m = compute_metrics(y_true, pred, labels, bootstrap=0)
+    ref = compute_metrics(y_true, ref_pred, labels, bootstrap=0)
+    err = prob_error(probs, ref_probs)
+    summary = {"n": m.n, "accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy,
+               "macro_f1": m.macro_f1, "reference_accuracy": ref.accuracy,
+               "delta_accuracy_pp": 100.0 * (m.accuracy - ref.accuracy),
+               "agreement_pct": 100.0 * agreement(pred, ref_pred),
+               "mean_abs_dprob": err["mean_abs"], "max_abs_dprob": err["max_abs"]}
+    return summary, m, ref
+
+
+def gate_reasons(delta_accuracy_pp: float, agreement_pct: float, *, max_drop_pp: float | None = None,
+                 min_agreement_pct: float | None = None) -> list[str]:
+    """Why a variant fails its parity gate (empty list = passes); None disables a limit."""
+    reasons = []
+    if max_drop_pp is not None and -delta_accuracy_pp > float(max_drop_pp) + 1e-9:
+        reasons.append(f"accuracy drop {-delta_accuracy_pp:.2f} pp > {float(max_drop_pp):g} pp")
+    if min_agreement_pct is not None and agreement_pct < float(min_agreement_pct) - 1e-9:
+        reasons.append(f"top-1 agreement {agreement_pct:.2f}% < {float(min_agreement_pct):g}%")
+    return reasons
+
+
 def _pyplot():
     """Import pyplot on the Agg backend, or raise WbcEdgeError if matplotlib is not installed."""
     try:

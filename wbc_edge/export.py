@@ -366,34 +366,25 @@ def _calibration_batch(pixels: np.ndarray, transform: Callable | None) -> np.nda
 
 def _parity(probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray, variant: str,
             cfg: ExportConfig) -> dict:
-    from .evaluate import agreement, compute_metrics, prob_error
+    from .evaluate import gate_reasons, parity
 
-    m = compute_metrics(labels, probs.argmax(1), list(CLASSES), bootstrap=0)
-    ref = compute_metrics(labels, ref_probs.argmax(1), list(CLASSES), bootstrap=0)
-    agree = 100.0 * agreement(probs.argmax(1), ref_probs.argmax(1))
-    err = prob_error(probs, ref_probs)
-    delta = 100.0 * (m.accuracy - ref.accuracy)
-    reasons = []
+    p, _, _ = parity(probs, ref_probs, labels, list(CLASSES))
     if variant in INT8_VARIANTS:
         gate = {"max_accuracy_drop_pp": cfg.max_int8_drop, "min_agreement_pct": cfg.min_int8_agreement}
-        if -delta > cfg.max_int8_drop + 1e-9:
-            reasons.append(f"accuracy drop {-delta:.2f} pp > {cfg.max_int8_drop:g} pp")
-        if agree < cfg.min_int8_agreement - 1e-9:
-            reasons.append(f"top-1 agreement {agree:.2f}% < {cfg.min_int8_agreement:g}%")
     else:
         gate = {"min_agreement_pct": cfg.min_float_agreement}
-        if agree < cfg.min_float_agreement - 1e-9:
-            reasons.append(f"top-1 agreement {agree:.2f}% < {cfg.min_float_agreement:g}%")
+    reasons = gate_reasons(p["delta_accuracy_pp"], p["agreement_pct"], max_drop_pp=gate.get("max_accuracy_drop_pp"),
+                           min_agreement_pct=gate["min_agreement_pct"])
     return {
-        "n": int(len(labels)),
-        "accuracy": m.accuracy,
-        "keras_accuracy": ref.accuracy,
-        "delta_accuracy_pp": round(delta, 4),
-        "agreement_pct": round(agree, 4),
-        "mean_abs_dprob": err["mean_abs"],
-        "max_abs_dprob": err["max_abs"],
-        "balanced_accuracy": m.balanced_accuracy,
-        "macro_f1": m.macro_f1,
+        "n": p["n"],
+        "accuracy": p["accuracy"],
+        "keras_accuracy": p["reference_accuracy"],  # export's reference is always the Keras model
+        "delta_accuracy_pp": round(p["delta_accuracy_pp"], 4),
+        "agreement_pct": round(p["agreement_pct"], 4),
+        "mean_abs_dprob": p["mean_abs_dprob"],
+        "max_abs_dprob": p["max_abs_dprob"],
+        "balanced_accuracy": p["balanced_accuracy"],
+        "macro_f1": p["macro_f1"],
         "gate": gate,
         "passed": not reasons,
         "reasons": reasons,
