@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import import_blocker
 from click.testing import CliRunner
 
 from wbc_edge import bench
@@ -309,16 +310,8 @@ def models_size(models) -> int:
 # runtime-only mode: no TensorFlow, no matplotlib
 # ------------------------------------------------------------------------------------------------------
 
-_RUNTIME_ONLY = textwrap.dedent("""
-    import json, sys
-    BLOCK = ("tensorflow", "tf_keras", "keras", "matplotlib")
-
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCK:
-                raise ImportError("blocked for this test: " + name)
-
-    sys.meta_path.insert(0, Blocker())
+_RUNTIME_ONLY = import_blocker() + textwrap.dedent("""
+    import json
     from wbc_edge.cli import main
     try:
         main(sys.argv[1:], standalone_mode=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import import_blocker
 
 from wbc_edge.classes import CLASSES
 from wbc_edge.evaluate import (
@@ -339,18 +340,8 @@ def test_save_metrics(tmp_path, hand):
 
 # ------------------------------------------------------------------------------------------ import hygiene
 
-_BLOCKED_IMPORT = textwrap.dedent("""
-    import sys, json, tempfile, pathlib, importlib.abc
-
-    BLOCKED = ("tensorflow", "tf_keras", "keras", "matplotlib")
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED or name.startswith("tensorflow"):
-                raise ImportError(f"blocked for test: {name}")
-            return None
-
-    sys.meta_path.insert(0, Block())
+_BLOCKED_IMPORT = import_blocker() + textwrap.dedent("""
+    import json, tempfile, pathlib
 
     import wbc_edge.evaluate as ev
     from wbc_edge.errors import WbcEdgeError
@@ -369,7 +360,7 @@ _BLOCKED_IMPORT = textwrap.dedent("""
             call()
         except WbcEdgeError as e:
             msgs.append(str(e))
-    leaked = sorted(k for k in sys.modules if k.split(".")[0] in BLOCKED)
+    leaked = sorted(k for k in sys.modules if k.split(".")[0] in BLOCK)
     print(json.dumps({"msgs": msgs, "leaked": leaked, "files": sorted(p.name for p in out.iterdir())}))
 """)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import import_blocker
 from PIL import Image
 
 from wbc_edge.contract import ModelContract, embed_contract, read_contract, strip_contract
@@ -19,14 +20,7 @@ from wbc_edge.preprocess import preprocess, preprocess_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
-BLOCK_TF = textwrap.dedent("""
-    import sys, importlib.abc
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "matplotlib"):
-                raise ImportError("blocked: " + name)
-    sys.meta_path.insert(0, Block())
-""")
+BLOCK_TF = import_blocker()
 
 
 def test_preprocess_and_contract_import_without_tensorflow(sample_files):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_train_config
 from click.testing import CliRunner
 from PIL import Image
 
@@ -487,14 +488,7 @@ def _manifest_without_test_class(sample_split_csv: Path, out: Path, cls: str) ->
 
 
 def _tiny_cfg(sample_root, out, split_csv, **kw):
-    from wbc_edge.model import ModelConfig
-    from wbc_edge.train import TrainConfig
-
-    base = dict(data_root=str(sample_root), out_dir=str(out), split_manifest=str(split_csv),
-                model=ModelConfig(alpha=0.35, input_size=96, weights="none"),
-                head_epochs=1, finetune_epochs=0, aug_views=0, batch_size=8)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(sample_root, out, split_csv, **{**dict(head_epochs=1, finetune_epochs=0, aug_views=0), **kw})
 
 
 def test_split_missing_a_class_is_refused_by_train_and_evaluate(tmp_path, sample_root, sample_split_csv):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import import_blocker
 from PIL import Image
 
 from wbc_edge import runtime
@@ -91,16 +92,8 @@ def _one_line_naming(exc: BaseException, path) -> str:
 # (a) no TensorFlow anywhere on the runtime / predict path
 # ------------------------------------------------------------------------------------------------------
 
-_NO_TF_SCRIPT = textwrap.dedent("""
-    import json, sys
-    BLOCK = tuple(sys.argv[1].split(",")) if sys.argv[1] else ()
-
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCK:
-                raise ImportError("blocked for this test: " + name)
-
-    sys.meta_path.insert(0, Blocker())
+_NO_TF_SCRIPT = import_blocker('tuple(sys.argv[1].split(",")) if sys.argv[1] else ()') + textwrap.dedent("""
+    import json
     model, image = sys.argv[2], sys.argv[3]
     import wbc_edge.runtime as rt
     clf = rt.Classifier(model)
@@ -154,16 +147,7 @@ _FAKE_TFLITE_RUNTIME = textwrap.dedent("""
         pass
 """)
 
-_BACKEND_SCRIPT = textwrap.dedent("""
-    import sys
-    BLOCK = tuple(sys.argv[1].split(","))
-
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCK:
-                raise ImportError("blocked for this test: " + name)
-
-    sys.meta_path.insert(0, Blocker())
+_BACKEND_SCRIPT = import_blocker('tuple(sys.argv[1].split(","))') + textwrap.dedent("""
     from wbc_edge import runtime
     from wbc_edge.errors import WbcEdgeError
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_train_config
 
 from wbc_edge.errors import ModelFileError, WbcEdgeError
 
@@ -18,14 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_cfg(sample_root, out, split_csv, **kw):
-    from wbc_edge.model import ModelConfig
-    from wbc_edge.train import TrainConfig
-
-    base = dict(data_root=str(sample_root), out_dir=str(out), split_manifest=str(split_csv),
-                model=ModelConfig(alpha=0.35, input_size=96, weights="none"),
-                head_epochs=2, finetune_epochs=2, aug_views=1, batch_size=8)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(sample_root, out, split_csv, **kw)
 
 
 @pytest.fixture(scope="module")
