@@ -35,8 +35,13 @@ def full_export(tiny_run_dir, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("export_all")
     cfg = ExportConfig(tiny_run_dir, out_dir=base / "out", variants=ALL, calibration_size=20, qat_images=16, qat_epochs=1,
-                       qat_batch_size=8, save_qat_model=True, android_dir=base / "android", **RELAXED)
+                       qat_batch_size=8, save_qat_model=True, android_dir=base / "android",
+                       parity_domains=(f"lab={sample_root_for_export(tiny_run_dir)}",), **RELAXED)
     return export_model(cfg)
+
+
+def sample_root_for_export(run_dir: Path) -> str:
+    return json.loads((run_dir / "run.json").read_text())["config"]["data_root"]
 
 
 # --------------------------------------------------------------------------------------------- shared export
@@ -78,9 +83,14 @@ def test_contract_round_trip_matches_interpreter(full_export, tiny_run_dir):
 
     model_sha = _sha(tiny_run_dir / "model.keras")
     split_sha = _sha(tiny_run_dir / "split.csv")
+    from wbc_edge.tflite_metadata import check_standard_metadata, read_standard_metadata
+
     for variant, path in full_export.files.items():
         c = read_contract(path)
         assert c is not None and c.variant == variant
+        # standard TFLite metadata (MediaPipe Tasks) next to our contract
+        assert check_standard_metadata(path) == [], variant
+        assert read_standard_metadata(path)["name"].endswith(f"({variant})")
         assert c.labels == list(CLASSES) and c.input_size == 96
         assert c.preprocess == PREPROCESS_VERSION
         assert c.source_model_sha256 == model_sha and c.split_manifest_sha256 == split_sha
@@ -113,6 +123,15 @@ def test_manifest_records_sources_and_versions(full_export, tiny_run_dir, sample
     assert {"tensorflow", "tf_keras", "numpy"} <= set(m["versions"])
     assert m["android"]["status"] == "ok" and m["android"]["source_variant"] in ("int8", "qat_int8")
     assert all(e["flatbuffer_sha256"] for e in m["variants"])
+    # int8 calibration and QAT draw half their images from the augmented distribution (seeded) ...
+    assert m["calibration"]["augmented"] == {"preset": "robust", "images": 10}
+    qat = next(e for e in m["variants"] if e["variant"] == "qat_int8")
+    assert qat["qat"]["augmented_images"] == 8
+    # ... and every variant is also checked for agreement on each --parity-data domain (all its images).
+    assert m["parity_domains"]["lab"]["n"] == 40
+    for e in m["variants"]:
+        d = e["parity_domains"]["lab"]
+        assert d["n"] == 40 and 0 <= d["agreement_pct"] <= 100 and "max_accuracy_drop_pp" not in d["gate"]
 
 
 def test_qat_model_saved_as_h5(full_export):

@@ -1,24 +1,109 @@
-"""Train-time augmentation on uint8 pixels (numpy only), the single implementation used by every training mode.
+"""Train-time augmentation on uint8 pixels (numpy + Pillow), the single implementation every training mode uses.
 
-WBC crops have no canonical orientation, so the 8 dihedral transforms (flips + 90 degree rotations) are free
-label-preserving data; a mild colour/stain jitter covers lab-to-lab staining differences.  Augmentation is
-applied to the output of `preprocess` and only ever at train time - never in calibration or evaluation.
+Why these transforms: a model trained on one analyser (PBC, CellaVision DM96) misreads other labs' crops
+mostly because of **cell scale** (PBC cells fill about a third of the crop; other labs crop tightly), then
+acquisition (low resolution, soft focus, JPEG) and only then colour (see DOMAIN_SHIFT.md).  So the robust
+preset zooms over a wide range first, degrades the image like a cheap camera second, and recolours it in
+stain space (HED) and in white balance third - strongly enough that a colour cast stops meaning "eosinophil",
+with an occasional grey view so the classes must be told apart by nucleus shape and granule texture.
+
+Order follows the physics: stain (the sample) -> magnification and framing -> optics (blur) -> sensor
+(resolution, white balance, exposure, gamma, noise) -> JPEG.  Every draw comes from the `rng` passed in, so a
+(seed, view, image) triple always gives the same pixels.  Augmentation is applied to the output of
+`preprocess` and only at train time - never in evaluation, calibration of the reference, or the runtime.
+
+`shifted_view` is different on purpose: a fixed, seeded family of *held-out* shifts (tight crops, colour
+cross-talk, vignetting, sharpening, strong casts) used only to build the "shifted val" set that model
+selection looks at, so that selection rewards robustness without ever seeing a real foreign domain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+from PIL import Image, ImageFilter
+
+from .errors import WbcEdgeError
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Strengths of each transform; a probability of 0 (or a range of width 0) switches it off."""
+
     dihedral: bool = True
-    brightness: float = 0.10   # multiplicative, +-10 %
-    contrast: float = 0.10     # around the image mean, +-10 %
-    saturation: float = 0.10   # towards/away from grey, +-10 %
-    stain: float = 0.05        # independent per-channel gain, +-5 % (stain hue shift)
+    # geometry / scale: zoom > 1 magnifies (the cell fills more of the crop), < 1 shrinks (border padding).
+    zoom_p: float = 0.0
+    zoom_min: float = 1.0
+    zoom_max: float = 1.0
+    translate: float = 0.0      # max shift as a fraction of the crop side
+    # acquisition
+    blur_p: float = 0.0
+    blur_sigma: float = 0.0     # Gaussian sigma drawn from [0.3, blur_sigma] px
+    lowres_p: float = 0.0
+    lowres_min: int = 56        # downsample to this many px (drawn in [lowres_min, lowres_max]) and back
+    lowres_max: int = 140
+    jpeg_p: float = 0.0
+    jpeg_quality_min: int = 30  # quality drawn in [jpeg_quality_min, 90]
+    noise_p: float = 0.0
+    noise_sigma: float = 0.0    # Gaussian sensor noise, sigma drawn from [1, noise_sigma] grey levels
+    # colour
+    brightness: float = 0.10    # multiplicative, +-
+    contrast: float = 0.10      # around the image mean, +-
+    saturation: float = 0.10    # towards/away from grey, +-
+    stain: float = 0.05         # independent per-channel gain, +-
+    hed_p: float = 0.0
+    hed_scale: float = 0.0      # stain-space jitter: each of H, E, D optical densities scaled by 1 +- this
+    hed_bias: float = 0.0       # ... and shifted by +- this (optical density units)
+    hue_p: float = 0.0
+    hue: float = 0.0            # hue rotation, +- this fraction of the colour wheel
+    gamma: float = 0.0          # gamma drawn log-uniformly in [1/(1+g), 1+g]
+    tint_p: float = 0.0
+    tint: float = 0.0           # white-balance cast: up to this much blue cut (yellow) or boost (blue)
+    grey_p: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> AugmentConfig:
+        for name, value in asdict(self).items():
+            if name.endswith("_p") and not 0.0 <= value <= 1.0:
+                raise WbcEdgeError(f"augmentation: {name} must be a probability in [0, 1], got {value}")
+        if not 0 < self.zoom_min <= self.zoom_max:
+            raise WbcEdgeError(f"augmentation: need 0 < zoom_min <= zoom_max, got {self.zoom_min}, {self.zoom_max}")
+        if not 8 <= self.lowres_min <= self.lowres_max:
+            raise WbcEdgeError(f"augmentation: need 8 <= lowres_min <= lowres_max, got "
+                               f"{self.lowres_min}, {self.lowres_max}")
+        if not 1 <= self.jpeg_quality_min <= 90:
+            raise WbcEdgeError(f"augmentation: jpeg_quality_min must be 1..90, got {self.jpeg_quality_min}")
+        return self
+
+
+#: Named recipes.  `basic` is the original recipe (dihedral + mild colour); the others add one family each
+#: (the ablation), `robust` is everything and the training default.
+_COLOUR = dict(brightness=0.25, contrast=0.25, saturation=0.45, stain=0.08, hed_p=0.8, hed_scale=0.25,
+               hed_bias=0.04, hue_p=0.6, hue=0.07, gamma=0.4, tint_p=0.6, tint=0.4, grey_p=0.12)
+_SCALE = dict(zoom_p=0.85, zoom_min=0.8, zoom_max=2.8, translate=0.08, blur_p=0.4, blur_sigma=2.0,
+              lowres_p=0.4, jpeg_p=0.3, noise_p=0.3, noise_sigma=6.0)
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(dihedral=False, brightness=0.0, contrast=0.0, saturation=0.0, stain=0.0),
+    "basic": AugmentConfig(),
+    "colour": AugmentConfig(**_COLOUR),
+    "scale": AugmentConfig(**_SCALE),
+    "robust": AugmentConfig(**_COLOUR, **_SCALE),
+}
+DEFAULT_PRESET = "robust"
+
+
+def preset(name: str, **overrides) -> AugmentConfig:
+    """A named recipe, optionally with some strengths changed (`preset("robust", zoom_max=2.0)`)."""
+    if name not in PRESETS:
+        raise WbcEdgeError(f"unknown augmentation preset {name!r} (choose from {', '.join(PRESETS)})")
+    try:
+        return replace(PRESETS[name], **overrides).validate()
+    except TypeError as exc:
+        raise WbcEdgeError(f"augmentation: {exc}") from None
 
 
 def augment(pixels: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
@@ -29,15 +114,152 @@ def augment(pixels: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = A
         x = np.rot90(x, k % 4, axes=(0, 1))
         if k >= 4:
             x = x[:, ::-1]
-    f = x.astype(np.float32)
+    f = np.ascontiguousarray(x, dtype=np.float32)
+    if cfg.hed_p and rng.random() < cfg.hed_p:
+        f = _hed_jitter(f, rng, cfg.hed_scale, cfg.hed_bias)
+    if cfg.hue_p and rng.random() < cfg.hue_p:
+        f = _hue_rotate(f, rng.uniform(-cfg.hue, cfg.hue))
+    if cfg.zoom_p and (rng.random() < cfg.zoom_p or cfg.translate):
+        zoom = float(np.exp(rng.uniform(np.log(cfg.zoom_min), np.log(cfg.zoom_max)))) \
+            if rng.random() < cfg.zoom_p else 1.0
+        shift = rng.uniform(-cfg.translate, cfg.translate, size=2) * f.shape[0]
+        f = _zoom(f, zoom, shift)
+    if cfg.blur_p and rng.random() < cfg.blur_p:
+        f = _pil_filter(f, ImageFilter.GaussianBlur(rng.uniform(0.3, max(cfg.blur_sigma, 0.3))))
+    if cfg.lowres_p and rng.random() < cfg.lowres_p:
+        f = _lowres(f, int(rng.integers(cfg.lowres_min, cfg.lowres_max + 1)), rng)
+    if cfg.tint_p and rng.random() < cfg.tint_p:
+        f = f * _tint_gains(rng, cfg.tint)
+    if cfg.stain:
+        f = f * rng.uniform(1 - cfg.stain, 1 + cfg.stain, size=3).astype(np.float32)
     if cfg.brightness:
-        f *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+        f = f * rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
     if cfg.contrast:
         mean = f.mean()
         f = (f - mean) * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + mean
     if cfg.saturation:
         grey = f.mean(axis=2, keepdims=True)
         f = (f - grey) * rng.uniform(1 - cfg.saturation, 1 + cfg.saturation) + grey
-    if cfg.stain:
-        f *= rng.uniform(1 - cfg.stain, 1 + cfg.stain, size=3).astype(np.float32)
+    if cfg.gamma:
+        g = float(np.exp(rng.uniform(-np.log1p(cfg.gamma), np.log1p(cfg.gamma))))
+        f = 255.0 * (np.clip(f, 0, 255) / 255.0) ** g
+    if cfg.grey_p and rng.random() < cfg.grey_p:
+        f = np.repeat(f @ np.float32([[0.299], [0.587], [0.114]]), 3, axis=2)
+    if cfg.noise_p and rng.random() < cfg.noise_p:
+        f = f + np.float32(rng.uniform(1.0, max(cfg.noise_sigma, 1.0))) * rng.standard_normal(f.shape, dtype=np.float32)
+    out = _to_uint8(f)
+    if cfg.jpeg_p and rng.random() < cfg.jpeg_p:
+        out = _jpeg(out, int(rng.integers(cfg.jpeg_quality_min, 91)))
+    return out
+
+
+def shifted_view(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A held-out domain shift for the "shifted val" set (never used in training).
+
+    Always a tight crop (the cell fills 60-100 % of the frame, the largest real factor), then a random pick
+    of shifts that training does not apply in this form: a colour cross-talk matrix (another camera's
+    colour response), a strong cast, vignetting, unsharp-mask sharpening, low resolution + blur.
+    """
+    f = np.ascontiguousarray(pixels, dtype=np.float32)
+    f = _zoom(f, float(rng.uniform(1.8, 3.0)), rng.uniform(-0.05, 0.05, size=2) * f.shape[0])
+    if rng.random() < 0.7:  # another camera's colour response: a random mixing matrix near identity
+        mix = np.eye(3, dtype=np.float32) + rng.uniform(-0.18, 0.18, size=(3, 3)).astype(np.float32)
+        f = f @ (mix / mix.sum(axis=0, keepdims=True)).T
+    if rng.random() < 0.6:
+        f = f * _tint_gains(rng, 0.5)
+    if rng.random() < 0.4:  # vignetting: darker corners
+        h, w = f.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (0.5 * max(h, w)) ** 2
+        f = f * (1.0 - rng.uniform(0.15, 0.35) * r2)[..., None]
+    if rng.random() < 0.5:
+        f = _lowres(f, int(rng.integers(64, 112)), rng)
+        f = _pil_filter(f, ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    elif rng.random() < 0.5:
+        f = _pil_filter(f, ImageFilter.UnsharpMask(radius=2, percent=int(rng.integers(80, 200)), threshold=2))
+    return _to_uint8(f)
+
+
+# -- building blocks ------------------------------------------------------------------------------------------
+
+# Ruifrok & Johnston stain vectors (haematoxylin, eosin, DAB) as in scikit-image's rgb_from_hed.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
+
+
+def _hed_jitter(f: np.ndarray, rng: np.random.Generator, scale: float, bias: float) -> np.ndarray:
+    """Scale and shift each stain's optical density (Tellez et al. 2018 style HED augmentation)."""
+    od = -np.log(np.clip(f, 1.0, 255.0) / 255.0)
+    hed = od @ _HED_FROM_RGB
+    a = rng.uniform(1 - scale, 1 + scale, size=3).astype(np.float32)
+    b = rng.uniform(-bias, bias, size=3).astype(np.float32)
+    od = np.maximum(hed * a + b, 0.0) @ _RGB_FROM_HED
+    return 255.0 * np.exp(-od)
+
+
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+
+
+def _hue_rotate(f: np.ndarray, turn: float) -> np.ndarray:
+    """Rotate hue by `turn` of the wheel: a rotation of the chroma plane in YIQ (one 3x3 matrix, so it costs
+    a matrix product instead of an HSV round trip; luma is kept)."""
+    c, s = np.cos(2 * np.pi * turn), np.sin(2 * np.pi * turn)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float32)
+    return f @ (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).T
+
+
+def _border_colour(f: np.ndarray) -> tuple[float, float, float]:
+    edge = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]])
+    return tuple(float(v) for v in np.median(edge, axis=0))
+
+
+def _zoom(f: np.ndarray, zoom: float, shift: np.ndarray) -> np.ndarray:
+    """Magnify by `zoom` about the (shifted) centre; area uncovered by a zoom-out takes the border colour."""
+    h, w = f.shape[:2]
+    fill = _border_colour(f)
+    inv = 1.0 / zoom
+    cx, cy = w / 2 + shift[0], h / 2 + shift[1]
+    data = (inv, 0.0, cx - inv * w / 2, 0.0, inv, cy - inv * h / 2)
+    im = Image.fromarray(_to_uint8(f)).transform((w, h), Image.Transform.AFFINE, data,
+                                                 resample=Image.Resampling.BILINEAR,
+                                                 fillcolor=tuple(int(round(v)) for v in fill))
+    return np.asarray(im, dtype=np.float32)
+
+
+def _pil_filter(f: np.ndarray, flt) -> np.ndarray:
+    return np.asarray(Image.fromarray(_to_uint8(f)).filter(flt), dtype=np.float32)
+
+
+def _lowres(f: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = f.shape[:2]
+    if side >= min(h, w):
+        return f
+    im = Image.fromarray(_to_uint8(f)).resize((side, side), Image.Resampling.BOX)
+    up = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.NEAREST)[int(rng.integers(3))]
+    return np.asarray(im.resize((w, h), up), dtype=np.float32)
+
+
+def _tint_gains(rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A white-balance cast: warm (yellow background, blue cut) or cool (blue/purple), with a green-magenta
+    component, as seen between microscope lamps and cameras."""
+    t = rng.uniform(-1.0, 1.0)
+    m = rng.uniform(-0.5, 0.5)
+    if t > 0:   # warm: up to `strength` less blue
+        gains = [1.0 + 0.1 * t * strength, 1.0 + 0.05 * t * strength, 1.0 - t * strength]
+    else:       # cool: more blue, less red
+        gains = [1.0 + 0.5 * t * strength, 1.0 + 0.1 * t * strength, 1.0 - 0.5 * t * strength]
+    gains = np.array(gains, dtype=np.float32) * np.array([1 + 0.1 * m, 1 - 0.1 * m, 1 + 0.1 * m], np.float32)
+    return gains / gains.max() * rng.uniform(0.95, 1.1)
+
+
+def _jpeg(px: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(px).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _to_uint8(f: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.rint(f), 0, 255).astype(np.uint8))

@@ -33,6 +33,9 @@ What is measured (see benchmarks/README.md for how to run it on a host, a Raspbe
   fresh `python` process that imports, loads and classifies one image file - the runtime path
   (`wbc_edge.runtime.Classifier`, the int8 variant if present) vs the Keras path (`load_model` + one call).
 - **Gate**: `max_accuracy_drop` (pp) and `min_agreement` (%) per non-reference variant; `result["gate"]`.
+- **Clients** (optional, `clients=("mediapipe",)`): each .tflite run through MediaPipe Tasks ImageClassifier
+  as an app would, compared by class name with the runtime; `result["clients"]`, see
+  `wbc_edge.bench_mediapipe` (MediaPipe is imported only then).
 
 Result: a JSON-able dict, `schema_version` 1 (keys documented in `RESULT_KEYS` / `VARIANT_KEYS` /
 `LATENCY_KEYS` / `ROW_KEYS`).  `rows` is the flat table (one row per variant x thread count) that
@@ -77,7 +80,7 @@ MERGE_KIND = "wbc-edge-bench-merge"
 
 #: Top-level keys of a run_bench result (and of a converted benchmark_model result).
 RESULT_KEYS = ("schema_version", "kind", "source", "created", "system", "software", "config", "data",
-               "reference", "variants", "rows", "ttfp", "memory", "gate", "notes", "timings")
+               "reference", "variants", "rows", "ttfp", "memory", "gate", "clients", "domains", "notes", "timings")
 #: Keys of each entry of result["variants"].
 VARIANT_KEYS = ("name", "path", "kind", "is_reference", "variant", "input_size", "input_dtype", "size_mb",
                 "sha256", "labels", "parity", "export_parity", "latency")
@@ -125,6 +128,7 @@ class BenchConfig:
     keras_timing: time the .keras reference (its probabilities are computed either way).
     device_name: a label for `merge` tables (default: the CPU model).
     python: the interpreter for subprocesses (default: sys.executable).
+    clients: also run each .tflite through these clients ("mediapipe": MediaPipe Tasks ImageClassifier).
     """
 
     models: Sequence[str | os.PathLike]
@@ -144,11 +148,17 @@ class BenchConfig:
     keras_timing: bool = True
     device_name: str | None = None
     python: str | None = None
+    clients: Sequence[str] = ()
+    #: Other labs' labelled ImageFolders ("ROOT" or "NAME=ROOT"): every .tflite's agreement with the
+    #: reference is also measured (and gated by min_agreement) on each of them (wbc_edge.crossdomain).
+    domains: Sequence[str] = ()
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["models"] = [str(m) for m in self.models]
         d["threads"] = [int(t) for t in self.threads]
+        d["clients"] = [str(c) for c in self.clients]
+        d["domains"] = [str(x) for x in self.domains]
         for k in ("data", "reference", "split_manifest"):
             d[k] = None if d[k] is None else str(d[k])
         return d
@@ -632,6 +642,22 @@ def _parity(m: _Model, ref: _Model, labels: np.ndarray, rels: list[str]) -> dict
             "n_disagreements": int(len(dis)), "disagreements": listed}
 
 
+def _domains(cfg: BenchConfig, models: list, ref, rep: Reporter) -> dict | None:
+    """Per-domain accuracy and agreement with the reference on cfg.domains (None without domains)."""
+    if not cfg.domains:
+        return None
+    from .crossdomain import CrossDomainConfig, Domain, run_report
+
+    doms = []
+    for spec in cfg.domains:
+        name, sep, root = str(spec).partition("=")
+        doms.append(Domain(root=root, name=name) if sep else Domain(root=name))
+    paths = [str(m.path) for m in models if m.kind == "tflite" or m.is_reference]
+    rep.log(f"Other domains: {', '.join(d.label for d in doms)}")
+    return run_report(CrossDomainConfig(models=paths, domains=doms, reference=str(ref.path), progress=True,
+                                        min_agreement=cfg.min_agreement), log=rep.log)
+
+
 def gate_failures(result: dict) -> list[dict]:
     """[{variant, reason, delta_accuracy_pp, agreement_pct}] for each non-reference variant over the gate."""
     from .evaluate import gate_reasons
@@ -649,6 +675,9 @@ def gate_failures(result: dict) -> list[dict]:
                       f"{p['n_disagreements']} of {p['n']} images differ)")
             out.append({"variant": v["name"], "reason": reason,
                         "delta_accuracy_pp": p["delta_accuracy_pp"], "agreement_pct": p["agreement_pct"]})
+    for f in ((result.get("domains") or {}).get("gate") or {}).get("failures", []):
+        out.append({"variant": Path(f["model"]).name, "reason": f"on {f['domain']}: {f['reason']}",
+                    "delta_accuracy_pp": None, "agreement_pct": None})
     return out
 
 
@@ -666,6 +695,11 @@ def _validate(cfg: BenchConfig) -> None:
         raise WbcEdgeError(f"limit must be >= 1, got {cfg.limit}")
     if cfg.split not in ("train", "val", "test"):
         raise WbcEdgeError(f"split must be train, val or test, got {cfg.split!r}")
+    from .bench_mediapipe import CLIENTS
+
+    unknown = [c for c in cfg.clients if c not in CLIENTS]
+    if unknown:
+        raise WbcEdgeError(f"unknown client(s) {', '.join(unknown)} (known: {', '.join(CLIENTS)})")
 
 
 def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
@@ -678,6 +712,10 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
     t_start = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     _validate(cfg)
+    if "mediapipe" in cfg.clients:
+        from .bench_mediapipe import import_mediapipe
+
+        import_mediapipe()  # fail before any work when it is not installed
     threads = list(dict.fromkeys(int(t) for t in cfg.threads))
     notes: list[str] = []
     models, ref = _resolve_models(cfg, notes)
@@ -701,7 +739,7 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
     n = len(paths)
     per_variant = cfg.warmup + cfg.runs + cfg.batch_throughput_images
     total = (n * len(sizes) + n * len(models) + per_variant * len(threads) * len(models)
-             + (2 if want_ttfp else 0))
+             + (2 if want_ttfp else 0) + n * len([m for m in models if m.kind == "tflite"]) * len(cfg.clients))
     where = f"split {cfg.split} of {cfg.split_manifest}" if cfg.split_manifest else str(cfg.data)
     rep.log(f"{len(models)} model(s) x {len(threads)} thread setting(s) on {n} images ({where})")
     rep.start(total)
@@ -802,6 +840,15 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
             else:
                 notes.append("time to first prediction: no .keras reference, only the runtime path was timed")
             rep.advance(1)
+
+        # 4b. clients (MediaPipe Tasks): the same files as an app runs them
+        clients = None
+        if "mediapipe" in cfg.clients:
+            from .bench_mediapipe import run_mediapipe_client
+
+            rep.stage("mediapipe client")
+            clients = {"mediapipe": run_mediapipe_client(models, paths, labels, rels, cache,
+                                                         advance=rep.advance)}
     finally:
         rep.finish()
 
@@ -836,7 +883,8 @@ def run_bench(cfg: BenchConfig, *, reporter: Reporter | None = None,
         "system": sysinfo, "software": software, "config": cfg.to_dict(), "data": data_info,
         "reference": reference, "variants": variants, "rows": [], "ttfp": ttfp,
         "memory": {"process_peak_rss_mb": _peak_rss_mb(), "note": RSS_NOTE},
-        "gate": None, "notes": notes + [LATENCY_NOTE, XNNPACK_NOTE],
+        "gate": None, "clients": clients, "domains": _domains(cfg, models, ref, rep),
+        "notes": notes + [LATENCY_NOTE, XNNPACK_NOTE],
         "timings": {"preprocess_s": preprocess_s, "total_s": None},
     }
     result["rows"] = _rows(result)
@@ -1017,6 +1065,21 @@ def to_markdown(result: dict) -> str:
         tb = [[t["path"], Path(t["model"]).name, _f(t.get("wall_s"), ".2f"), _f(t.get("in_process_s"), ".2f"),
                t.get("error") or t.get("what", "")] for t in result["ttfp"]]
         lines += _table(["Path", "Model", "wall s", "in-process s", "what"], tb) + [""]
+
+    if (result.get("clients") or {}).get("mediapipe"):
+        from .bench_mediapipe import markdown_section
+
+        lines += markdown_section(result["clients"]["mediapipe"])
+
+    if result.get("domains"):
+        lines += ["## Other domains (all images; agreement with the reference)", ""]
+        tb = []
+        for d in result["domains"]["domains"]:
+            for model, r in d["results"].items():
+                tb.append([Path(model).name, d["name"], str(r["n"]), _f(100 * r["accuracy"], ".1f"),
+                           _f(100 * r["balanced_accuracy"], ".1f"),
+                           _f(r.get("agreement_pct"), ".2f"), str(r.get("flips", "-"))])
+        lines += _table(["Variant", "Domain", "n", "Acc %", "Bal. acc %", "Agree %", "Flips"], tb) + [""]
 
     g = result.get("gate") or {}
     if g.get("checked"):

@@ -56,6 +56,10 @@ class ModelContract:
     split_manifest_sha256: str | None = None
     versions: dict = field(default_factory=dict)
     contract_version: int = CONTRACT_VERSION
+    #: Confidence calibration (wbc_edge.calibration), None in models exported before it existed:
+    #: calibrated p = softmax(log(p) / temperature); below abstain_threshold the prediction is "uncertain".
+    temperature: float | None = None
+    abstain_threshold: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -79,7 +83,7 @@ class ModelContract:
                                      f"{_short(value)}")
         if "pixel_range" in kwargs:
             kwargs["pixel_range"] = tuple(kwargs["pixel_range"])
-        for name in ("input_scale", "output_scale"):
+        for name in ("input_scale", "output_scale", "temperature", "abstain_threshold"):
             if kwargs.get(name) is not None:
                 kwargs[name] = float(kwargs[name])
         return cls(**kwargs)
@@ -114,6 +118,10 @@ def _field_problem(name: str, v) -> str | None:
         return None if v is None or isinstance(v, str) else "a string or null"
     if name == "versions":
         return None if isinstance(v, dict) else "an object"
+    if name == "temperature":
+        return None if v is None or (_is_number(v) and v > 0) else "a positive number or null"
+    if name == "abstain_threshold":
+        return None if v is None or (_is_number(v) and 0 <= v <= 1) else "a number in [0, 1] or null"
     if name == "contract_version":
         return None if _is_int(v) else "an integer"
     return None

@@ -18,7 +18,10 @@ Variants (file `wbc_<variant>.tflite` in the output folder):
               uint8 conversion.
 
 Every file carries a `wbc_edge.contract.ModelContract` (labels, input size, dtypes, quantisation read back
-from the converted model, preprocess version, source model / split sha256, library versions).  Conversion
+from the converted model, preprocess version, source model / split sha256, library versions) and the
+standard TFLite metadata (`wbc_edge.tflite_metadata`: labels file, RGB input, normalisation), so MediaPipe
+Tasks ImageClassifier takes it as it is.  `flatbuffer_sha256` in manifest.json is the flatbuffer with that
+metadata (the file minus the contract zip).  Conversion
 uses `model.export(dir)` + `TFLiteConverter.from_saved_model` (5-10x faster than from_keras_model).
 
 Parity gate: each file is run with the TFLite interpreter on the parity split (default: test) and compared
@@ -61,6 +64,8 @@ from .contract import ModelContract, embed_contract
 from .errors import DatasetError, ModelFileError, WbcEdgeError, first_line
 from .export_android import bundle_metadata, check_android_bundle, tensor_details, write_bundle
 from .preprocess import PREPROCESS_VERSION, preprocess_batch
+from .tflite_metadata import add_standard_metadata, metadata_summary
+from .sampling import stratified_indices
 
 __all__ = ["ExportConfig", "ExportResult", "ExportFailed", "export_model", "VARIANTS", "DEFAULT_VARIANTS",
            "INT8_VARIANTS", "variant_file", "stratified_indices", "check_android_bundle", "MANIFEST_NAME"]
@@ -113,6 +118,13 @@ class ExportConfig:
     split_manifest: str | os.PathLike | None = None
     calibration_size: int = 300           # representative images for int8 PTQ (and QAT range init)
     calibration_split: str = "train"
+    #: Augmentation preset (wbc_edge.augment) applied to a share of the calibration and QAT images, so the
+    #: int8 ranges cover other labs' pixels too, not only clean PBC (None: clean images only).
+    calibration_augment: str | None = "robust"
+    calibration_augmented_fraction: float = 0.5
+    #: Extra labelled ImageFolder roots ("ROOT" or "NAME=ROOT") on which every variant must also agree with
+    #: the Keras model (same agreement thresholds; all images, clean).
+    parity_domains: Sequence[str] = ()
     parity_split: str = "test"
     parity_limit: int | None = None       # stratified subset of the parity split; None = all of it
     max_int8_drop: float = 1.0            # percentage points of accuracy an int8 variant may lose
@@ -163,37 +175,6 @@ class ExportResult:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-def stratified_indices(labels: Sequence[int] | np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """A deterministic stratified sample of `n` indices (sorted); all indices when n is None or >= len.
-
-    Per class, proportional to its share (largest remainder), at least one per class when n allows, drawn
-    with numpy's default_rng(seed).
-    """
-    labels = np.asarray(labels)
-    total = len(labels)
-    if n is None or n >= total:
-        return np.arange(total)
-    if n <= 0:
-        return np.arange(0)
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = counts * n / total
-    alloc = np.floor(quota).astype(int)
-    if n >= len(classes):
-        alloc = np.maximum(alloc, 1)
-    alloc = np.minimum(alloc, counts)
-    while alloc.sum() < n:
-        room = np.where(alloc < counts, quota - alloc, -np.inf)
-        alloc[int(np.argmax(room))] += 1
-    while alloc.sum() > n:
-        alloc[int(np.argmax(np.where(alloc > 1, alloc - quota, -np.inf)))] -= 1
-    rng = np.random.default_rng(seed)
-    picks: list[int] = []
-    for c, k in zip(classes, alloc, strict=True):
-        idx = np.flatnonzero(labels == c)
-        picks.extend(rng.permutation(idx)[:k].tolist())
-    return np.sort(np.array(picks, dtype=np.int64))
-
 
 def check_input_quantisation(input_details: dict) -> str | None:
     """None when a uint8 input takes raw pixels (scale exactly 1.0, zero point 0), else the problem."""
@@ -286,6 +267,16 @@ def _validate(cfg: ExportConfig) -> list[str]:
     splits = ("train", "val", "test")
     if cfg.parity_split not in splits or cfg.calibration_split not in splits:
         raise WbcEdgeError(f"splits must be one of {', '.join(splits)}")
+    if not 0.0 <= cfg.calibration_augmented_fraction <= 1.0:
+        raise WbcEdgeError(f"--calibration-augmented-fraction must be in [0, 1], got "
+                           f"{cfg.calibration_augmented_fraction}")
+    if cfg.calibration_augment is not None:
+        from .augment import preset
+
+        preset(cfg.calibration_augment)  # an unknown name fails before anything is converted
+    for spec in cfg.parity_domains:
+        if not Path(_domain_root(spec)).is_dir():
+            raise WbcEdgeError(f"--parity-data {spec}: not a directory (expected an ImageFolder root or NAME=ROOT)")
     if cfg.calibration_size < 1:
         raise WbcEdgeError(f"--calibration-size must be >= 1, got {cfg.calibration_size}")
     if cfg.parity_limit is not None and cfg.parity_limit < 1:
@@ -348,6 +339,31 @@ def _convert(saved_model_dir: Path, variant: str, calibration: np.ndarray | None
         return bytes(conv.convert())
 
 
+def _domain_root(spec: str) -> str:
+    name, sep, root = str(spec).partition("=")
+    return root if sep else name
+
+
+def _domain_name(spec: str) -> str:
+    name, sep, root = str(spec).partition("=")
+    return name if sep else Path(name).resolve().name
+
+
+def augment_share(pixels: np.ndarray, preset_name: str | None, fraction: float, seed: int) -> tuple[np.ndarray, int]:
+    """Replace a seeded `fraction` of the images by an augmented view (in place on a copy); returns
+    (pixels, how many).  Used for int8 calibration and QAT only - never for the Keras reference or parity."""
+    if not preset_name or fraction <= 0 or len(pixels) == 0:
+        return pixels, 0
+    from .augment import augment, preset
+
+    aug = preset(preset_name)
+    out = pixels.copy()
+    pick = np.random.default_rng([seed, 77]).permutation(len(pixels))[:int(round(fraction * len(pixels)))]
+    for i in pick:
+        out[i] = augment(out[i], np.random.default_rng([seed, 78, int(i)]), aug)
+    return out, int(len(pick))
+
+
 def _calibration_batch(pixels: np.ndarray, transform: Callable | None) -> np.ndarray:
     """float32 copy of the calibration pixels with one 0 and one 255 pixel in the first image.
 
@@ -364,12 +380,34 @@ def _calibration_batch(pixels: np.ndarray, transform: Callable | None) -> np.nda
 
 # --------------------------------------------------------------------------------------------- parity
 
+def _parity_domains(cfg: ExportConfig, model, size: int, say) -> dict:
+    """name -> (pixels, labels, Keras probabilities) for each --parity-data root (every valid image)."""
+    from .evaluate_model import collect_inputs
+
+    out = {}
+    for spec in cfg.parity_domains:
+        name, root = _domain_name(spec), _domain_root(spec)
+        inputs = collect_inputs(root, "all", None, progress=False)
+        pixels = preprocess_batch(inputs.paths, size)
+        ref = np.concatenate([model(pixels[s:s + cfg.batch_size].astype(np.float32), training=False).numpy()
+                              for s in range(0, len(pixels), cfg.batch_size)]).astype(np.float32)
+        out[name] = (pixels, inputs.labels, ref)
+        say(f"Parity domain {name}: {len(pixels)} images, Keras accuracy "
+            f"{float(np.mean(ref.argmax(1) == inputs.labels)):.2%}")
+    return out
+
+
 def _parity(probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray, variant: str,
-            cfg: ExportConfig) -> dict:
+            cfg: ExportConfig, agreement_only: bool = False) -> dict:
+    """Parity of a variant with the Keras model.  Off-domain (`agreement_only`) only agreement is gated:
+    on a foreign set of ~100 images one image is 1 pp, so an accuracy-drop gate would be noise."""
     from .evaluate import gate_reasons, parity
 
     p, _, _ = parity(probs, ref_probs, labels, list(CLASSES))
-    if variant in INT8_VARIANTS:
+    if agreement_only:
+        gate = {"min_agreement_pct": cfg.min_int8_agreement if variant in INT8_VARIANTS
+                else cfg.min_float_agreement}
+    elif variant in INT8_VARIANTS:
         gate = {"max_accuracy_drop_pp": cfg.max_int8_drop, "min_agreement_pct": cfg.min_int8_agreement}
     else:
         gate = {"min_agreement_pct": cfg.min_float_agreement}
@@ -449,7 +487,10 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         idx = stratified_indices(clabels, cfg.calibration_size, cfg.seed)
         t = time.perf_counter()
         cal_pixels = preprocess_batch([cpaths[i] for i in idx], size)
+        cal_pixels, n_aug = augment_share(cal_pixels, cfg.calibration_augment, cfg.calibration_augmented_fraction,
+                                          cfg.seed)
         cal_info = {"split": cfg.calibration_split, "size": int(len(idx)), "seed": cfg.seed,
+                    "augmented": {"preset": cfg.calibration_augment, "images": n_aug},
                     "per_class": {CLASSES[c]: int(np.sum(clabels[idx] == c)) for c in range(len(CLASSES))},
                     "pinned_pixels": "image 0: pixel (0,0) = 0, pixel (0,1) = 255 (input range 0..255)",
                     "transform": None if cfg.calibration_transform is None
@@ -469,6 +510,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     ref_acc = float(np.mean(ref_probs.argmax(1) == par_labels))
     say(f"Keras reference on {len(par_paths)} '{cfg.parity_split}' images: accuracy {ref_acc:.2%} "
         f"({time.perf_counter() - t:.1f} s)")
+    domains = _parity_domains(cfg, model, size, say)
 
     out = inp.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -476,8 +518,13 @@ def export_model(cfg: ExportConfig) -> ExportResult:
     num_threads = cfg.num_threads or min(4, os.cpu_count() or 1)
     entries: list[dict] = []
     files: dict[str, Path] = {}
+    from .confidence import load_calibration
+
+    confidence = load_calibration(inp.model_path.parent)  # calibration.json beside model.keras, if fitted
     base_contract = dict(labels=list(CLASSES), input_size=size, preprocess=PREPROCESS_VERSION,
-                         source_model_sha256=model_sha, split_manifest_sha256=split_sha, versions=vers)
+                         source_model_sha256=model_sha, split_manifest_sha256=split_sha, versions=vers,
+                         temperature=confidence.temperature if confidence else None,
+                         abstain_threshold=confidence.abstain_threshold if confidence else None)
     qat_info = None
     tmp_root = Path(tempfile.mkdtemp(prefix="wbc_export_"))
     try:
@@ -493,11 +540,15 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                     say(f"[{variant}] quantization-aware fine-tune ...")
                     tpaths, tlabels = manifest_obj.files("train", inp.data_root)
                     tidx = stratified_indices(tlabels, cfg.qat_images, cfg.seed + 1)
+                    qat_pixels, n_qat_aug = augment_share(preprocess_batch([tpaths[i] for i in tidx], size),
+                                                          cfg.calibration_augment,
+                                                          cfg.calibration_augmented_fraction, cfg.seed + 1)
                     qmodel, qat_info = train_qat(
-                        model, cal_pixels, preprocess_batch([tpaths[i] for i in tidx], size),
+                        model, cal_pixels, qat_pixels,
                         np.asarray(tlabels)[tidx],
                         epochs=cfg.qat_epochs, batch_size=cfg.qat_batch_size,
                         learning_rate=cfg.qat_learning_rate, seed=cfg.seed, log=say)
+                    qat_info["augmented_images"] = n_qat_aug
                     if cfg.save_qat_model:
                         save_qat_model(qmodel, out / "qat_model.h5")
                         qat_info["saved"] = "qat_model.h5"
@@ -540,6 +591,9 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                                               "zero point 0)")
                     contract.output = ("softmax probabilities as uint8: p = (q - output_zero_point) * "
                                        "output_scale, one per label, in label order")
+                # Standard TFLite metadata (MediaPipe Tasks / Task Library / Android Studio) inside the
+                # flatbuffer, then our contract zip after it (wbc_edge.tflite_metadata).
+                flat = add_standard_metadata(flat, contract, source=variant_file(variant))
                 data = embed_contract(flat, contract)
                 path = out / variant_file(variant)
                 atomic.write_bytes(path, data)
@@ -547,6 +601,7 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                 entry.update({
                     "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                     "flatbuffer_bytes": len(flat), "flatbuffer_sha256": hashlib.sha256(flat).hexdigest(),
+                    "tflite_metadata": metadata_summary(flat),
                     "input": {"shape": [int(d) for d in in_det["shape"]], "dtype": contract.input_dtype,
                               "scale": in_scale, "zero_point": in_zp},
                     "output": {"shape": [int(d) for d in out_det["shape"]], "dtype": contract.output_dtype,
@@ -556,8 +611,17 @@ def export_model(cfg: ExportConfig) -> ExportResult:
                 tp = time.perf_counter()
                 probs = _Predictor(path, num_threads)(par_pixels)
                 entry["parity"] = _parity(probs, ref_probs, par_labels, variant, cfg)
-                entry["parity_seconds"] = round(time.perf_counter() - tp, 2)
                 reasons = ([problem] if problem else []) + entry["parity"]["reasons"]
+                if domains:
+                    entry["parity_domains"] = {}
+                    for name, (d_pixels, d_labels, d_ref) in domains.items():
+                        d = _parity(_Predictor(path, num_threads)(d_pixels), d_ref, d_labels, variant, cfg,
+                                    agreement_only=True)
+                        entry["parity_domains"][name] = d
+                        reasons += [f"{name}: {r}" for r in d["reasons"]]
+                        say(f"[{variant}]   {name}: agreement {d['agreement_pct']:.2f}% on {d['n']} images, "
+                            f"accuracy {d['accuracy']:.2%} (Keras {d['keras_accuracy']:.2%})")
+                entry["parity_seconds"] = round(time.perf_counter() - tp, 2)
                 if reasons:
                     entry["status"], entry["reason"] = "failed", "; ".join(reasons)
                 p = entry["parity"]
@@ -601,8 +665,11 @@ def export_model(cfg: ExportConfig) -> ExportResult:
         "versions": vers,
         "converter": "tf.lite.TFLiteConverter.from_saved_model (SavedModel from tf_keras Model.export)",
         "calibration": cal_info,
+        "confidence": confidence.to_dict() if confidence else None,
         "parity_reference": {"split": cfg.parity_split, "n": int(len(par_paths)), "limit": cfg.parity_limit,
                              "keras_accuracy": ref_acc, "interpreter_threads": num_threads},
+        "parity_domains": {name: {"n": int(len(d[1])), "keras_accuracy": float(np.mean(d[2].argmax(1) == d[1]))}
+                           for name, d in domains.items()},
         "variants": entries,
         "android": android,
         "warnings": warnings,

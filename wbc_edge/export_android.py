@@ -63,10 +63,100 @@ def bundle_metadata(model_bytes: bytes, contract: ModelContract, input_details: 
             "meaning": "softmax probabilities, one per label, in labels.txt order; argmax = prediction",
         },
         "preprocess_reference": PREPROCESS_VERSION,
+        "tflite_metadata": _tflite_metadata_summary(model_bytes),
         "source_model_sha256": contract.source_model_sha256,
         "split_manifest_sha256": contract.split_manifest_sha256,
         "parity": parity,
     }
+
+
+def _tflite_metadata_summary(model_bytes: bytes) -> dict | None:
+    """The standard TFLite metadata summary of the model (None without it, or without `flatbuffers`)."""
+    try:
+        from .tflite_metadata import metadata_summary
+
+        return metadata_summary(model_bytes)
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a runtime-only install without flatbuffers / model schema
+        from .errors import WbcEdgeError
+
+        if isinstance(exc, WbcEdgeError) and "needs" in str(exc):
+            return None
+        raise
+
+
+def bundle_metadata_refresh(bundle_dir: str | os.PathLike, model_bytes: bytes) -> bool:
+    """After the bundle's model file was rewritten (e.g. `wbc-edge metadata add`): update wbc_model.json's
+    sha256 / bytes / tflite_metadata and regenerate README.md, atomically.  True when anything changed."""
+    d = Path(bundle_dir)
+    path = d / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        from .errors import ModelFileError
+
+        raise ModelFileError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    new = dict(meta, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes),
+               tflite_metadata=_tflite_metadata_summary(model_bytes))
+    readme = readme_text(new)
+    old_readme = (d / README_FILE).read_text(encoding="utf-8") if (d / README_FILE).is_file() else None
+    if new == meta and readme == old_readme:
+        return False
+    atomic.write_bytes(path, (json.dumps(new, indent=2) + "\n").encode("utf-8"))
+    atomic.write_bytes(d / README_FILE, readme.encode("utf-8"))
+    return True
+
+
+def _mediapipe_section(meta: dict) -> str:
+    size = meta["input"]["shape"][1]
+    if meta.get("tflite_metadata"):
+        state = (f"`{MODEL_FILE}` carries the standard TFLite metadata (`TFLITE_METADATA`: RGB image input\n"
+                 "with NormalizationOptions mean 0 / std 1 = raw pixels, `labels.txt` as the output's\n"
+                 "TENSOR_AXIS_LABELS file), so MediaPipe returns class **names** and needs no other file.")
+    else:
+        state = (f"**This `{MODEL_FILE}` has no standard TFLite metadata yet** (it predates it): MediaPipe would\n"
+                 "return no class names. Add it first: `wbc-edge metadata add android_assets/"
+                 f"{MODEL_FILE}`\n(or re-export), then check with `wbc-edge metadata show`.")
+    return f"""## The short path: MediaPipe Tasks `ImageClassifier`
+
+{state}
+MediaPipe scales the bitmap to {size}x{size} itself (bilinear, no antialiasing), which differs slightly from
+the reference resize; `wbc-edge bench --client mediapipe` measures by how much (on the 40 PBC samples it
+changed no top-1 label of the 224 px models).
+
+```kotlin
+// build.gradle.kts: implementation("com.google.mediapipe:tasks-vision:latest.release")  (pin the one you test)
+import android.content.Context
+import android.graphics.Bitmap
+import com.google.mediapipe.framework.image.BitmapImageBuilder
+import com.google.mediapipe.tasks.core.BaseOptions
+import com.google.mediapipe.tasks.vision.core.RunningMode
+import com.google.mediapipe.tasks.vision.imageclassifier.ImageClassifier
+
+class WbcMediaPipeClassifier(context: Context) {{
+    private val classifier = ImageClassifier.createFromOptions(context,
+        ImageClassifier.ImageClassifierOptions.builder()
+            .setBaseOptions(BaseOptions.builder().setModelAssetPath("{MODEL_FILE}").build())
+            .setRunningMode(RunningMode.IMAGE)
+            .setMaxResults(3)                      // top 3, highest score first
+            .build())
+
+    /** Returns (label, probability) of the most likely class. */
+    fun classify(bitmap: Bitmap): Pair<String, Float> {{
+        val argb = if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap
+                   else bitmap.copy(Bitmap.Config.ARGB_8888, false)
+        val result = classifier.classify(BitmapImageBuilder(argb).build())
+        val best = result.classificationResult().classifications()[0].categories()[0]
+        return best.categoryName() to best.score()   // name from labels.txt inside the model
+    }}
+
+    fun close() = classifier.close()
+}}
+```
+
+## The raw interpreter (LiteRT), full control of the resize
+"""
 
 
 def readme_text(meta: dict) -> str:
@@ -87,9 +177,11 @@ sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers belo
 - Output: `{meta['output']['shape']}` {meta['output']['dtype']}; probability = (q - zero_point) * scale =
   (q - {meta['output']['zero_point']}) * {meta['output']['scale']:g}; labels in order: {labels}.
 - The .tflite file also carries its contract (labels, input size, quantisation) in a zip appended to the
-  flatbuffer; LiteRT ignores it.  Keep the file uncompressed in the APK
-  (`androidResources {{ noCompress += "tflite" }}`) so it can be memory-mapped.
+  flatbuffer (with `labels.txt`: the standard TFLite "associated files" layout); LiteRT ignores it.  Keep
+  the file uncompressed in the APK (`androidResources {{ noCompress += "tflite" }}`) so it can be
+  memory-mapped.
 
+{_mediapipe_section(meta)}
 ```kotlin
 // build.gradle.kts: implementation("com.google.ai.edge.litert:litert:1.0.1")
 //   (the same API as the older org.tensorflow:tensorflow-lite artifact)

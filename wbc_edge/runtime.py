@@ -27,9 +27,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .contract import ModelContract, is_tflite, read_contract
+from .contract import ModelContract, is_tflite, read_contract, strip_contract
 from .errors import ModelFileError, WbcEdgeError, first_line
 from .preprocess import ImageSource, preprocess
+from .tflite_check import flatbuffer_problem
 
 __all__ = ["Classifier", "Prediction", "load_backend", "find_images", "IMAGE_SUFFIXES"]
 
@@ -107,13 +108,16 @@ def _dist_version(dist: str, module) -> str:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's result.  `probabilities` is float32, one per label, in label order."""
+    """One image's result.  `probabilities` is float32, one per label, in label order - calibrated by the
+    model's temperature when it carries one.  `uncertain`: the confidence is below the abstain threshold
+    (the model's recommended one, or the caller's `min_confidence`): show "unsure", not the label."""
 
     label: str
     index: int
     probabilities: np.ndarray = field(repr=False)
     confidence: float
     labels: tuple[str, ...] = field(repr=False)
+    uncertain: bool = False
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable (label, probability), highest first; ties keep label order."""
@@ -122,14 +126,15 @@ class Prediction:
 
     def to_dict(self, k: int = 3) -> dict:
         return {"label": self.label, "index": self.index, "confidence": self.confidence,
+                "uncertain": self.uncertain,
                 "top_k": [{"label": lab, "probability": p} for lab, p in self.top_k(k)],
                 "probabilities": {lab: float(self.probabilities[i]) for i, lab in enumerate(self.labels)}}
 
 
-def _prediction(probs: np.ndarray, labels: tuple[str, ...]) -> Prediction:
+def _prediction(probs: np.ndarray, labels: tuple[str, ...], threshold: float = 0.0) -> Prediction:
     idx = int(np.argmax(probs))  # first maximum: the same tie rule as top_k's stable sort
     return Prediction(label=labels[idx], index=idx, probabilities=probs, confidence=float(probs[idx]),
-                      labels=labels)
+                      labels=labels, uncertain=bool(probs[idx] < threshold))
 
 
 # --- the classifier -----------------------------------------------------------------------------------
@@ -147,6 +152,8 @@ class Classifier:
             contract they must equal the contract's labels (anything else would relabel the outputs).
         use_xnnpack: False selects `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES` (reference kernels),
             where the backend supports it.
+        min_confidence: flag predictions below this (calibrated) confidence as uncertain; None = the
+            model's recommended abstain threshold (0 for models without calibration).
 
     Raises ModelFileError (one line, naming the file) for a missing / non-TFLite / corrupt file, a model
     without metadata and without `labels`, or a model inconsistent with its metadata.
@@ -158,7 +165,8 @@ class Classifier:
     """
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int | None = None,
-                 labels: Sequence[str] | None = None, use_xnnpack: bool = True):
+                 labels: Sequence[str] | None = None, use_xnnpack: bool = True,
+                 min_confidence: float | None = None):
         t0 = time.perf_counter()
         path = Path(model_path)
         self.model_path = path
@@ -169,6 +177,11 @@ class Classifier:
 
         data = _read_model_bytes(path)
         contract = _read_contract(path, data)
+        # Bounds-check the flatbuffer first: tflite-runtime 2.14 (32-bit Pi OS) does not verify it and a
+        # truncated file would crash the process (wbc_edge.tflite_check).
+        problem = flatbuffer_problem(strip_contract(data))
+        if problem:
+            raise ModelFileError(f"{path}: not a loadable TFLite model (corrupt or truncated?): {problem}")
         del data
 
         backend = load_backend()
@@ -186,6 +199,10 @@ class Classifier:
             interp = backend.interpreter_cls(**kwargs)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
+            if "find op for builtin opcode" in str(exc):  # e.g. tflite-runtime 2.14 on a dynamic-range model
+                raise ModelFileError(f"{path}: {backend.name} {backend.version} cannot run this model (an op "
+                                     f"version it does not know: {first_line(exc)}); use ai-edge-litert, or "
+                                     "another variant (int8 / float32)") from None
             raise ModelFileError(f"{path}: not a loadable TFLite model (corrupt or truncated?): "
                                  f"{first_line(exc)}") from None
         self.interpreter = interp
@@ -193,6 +210,11 @@ class Classifier:
         self.output_details = interp.get_output_details()
         self.contract: ModelContract | None = contract
         self._validate(path, contract, labels)
+        if min_confidence is not None and not 0.0 <= float(min_confidence) <= 1.0:
+            raise WbcEdgeError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
+        self.temperature = float(contract.temperature) if contract and contract.temperature else 1.0
+        self.abstain_threshold = (float(min_confidence) if min_confidence is not None else
+                                  float(contract.abstain_threshold or 0.0) if contract else 0.0)
         self._lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
 
@@ -336,8 +358,20 @@ class Classifier:
 
     def predict(self, image: ImageSource) -> Prediction:
         """A file path, PIL image or uint8 ndarray -> Prediction.  Undecodable files raise BadImageError."""
-        probs = self.predict_pixels(self.preprocess(image)[None])[0]
-        return _prediction(probs, self.labels)
+        return self.prediction(self.predict_pixels(self.preprocess(image)[None])[0])
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """Raw output probabilities (N, C) or (C,) -> temperature-scaled ones (unchanged without a temperature)."""
+        if self.temperature == 1.0:
+            return probs
+        from .calibration import apply_temperature
+
+        probs = np.asarray(probs)
+        return apply_temperature(probs[None] if probs.ndim == 1 else probs, self.temperature).reshape(probs.shape)
+
+    def prediction(self, raw_probs: np.ndarray) -> Prediction:
+        """One image's raw output probabilities -> Prediction (calibrated, with the uncertain flag)."""
+        return _prediction(self.calibrated(raw_probs), self.labels, self.abstain_threshold)
 
     def predict_batch(self, images: Iterable[ImageSource]) -> list[Prediction]:
         """`predict` over several images (one invoke each); the first bad image raises BadImageError."""

@@ -31,7 +31,8 @@ import numpy as np
 
 from . import atomic
 from .atomic import sha256_file
-from .augment import AugmentConfig, augment
+from .augment import DEFAULT_PRESET, AugmentConfig, augment, preset, shifted_view
+from .confidence import save_calibration
 from .classes import CLASSES
 from .data import require_all_classes
 from .errors import DatasetError, WbcEdgeError
@@ -41,6 +42,8 @@ from .tfcompat import import_tf, versions
 
 #: The split of an unfinished run (becomes RUN_DIR/split.csv when the run finishes).
 PENDING_SPLIT = "checkpoints/split.csv"
+#: Fixed seed of the shifted-val set (the same for every training seed, so selection is comparable).
+SHIFTED_VAL_SEED = 20261201
 
 
 @dataclass
@@ -58,10 +61,16 @@ class TrainConfig:
     learning_rate: float = 1e-3           # Adam, head phase / full mode
     head_epochs: int = 15                 # cached mode: head on frozen features (paper: 15 epochs, Adam)
     finetune_epochs: int = 8              # cached mode: top blocks on cached activations
-    finetune_learning_rate: float = 1e-4
+    finetune_learning_rate: float = 1e-4  # peak of the warm-up + cosine schedule
+    finetune_warmup: float = 1.0          # cached mode: epochs of linear learning-rate warm-up
+    swa: bool = True                      # cached mode: also try the average of the second half's epochs
     finetune_from: int = 13               # first MobileNetV2 block that is fine-tuned (13 .. 16)
-    aug_views: int = 2                    # cached mode: augmented views cached per train image
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    aug_views: int = 4                    # cached mode: augmented views cached per train image
+    aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
+    augment: AugmentConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
+    shifted_val: bool = True              # select the model on clean val + held-out shifted val
+    shared_cache: str | None = None       # cached mode: folder where seed-independent activations (clean and
+                                          # shifted-val views) are shared between runs (pretrained init only)
     class_weights: bool = True
     early_stopping: int | None = None     # patience in epochs (on val accuracy); None = off
     limit_per_class: int | None = None    # quick runs: at most this many images per class and split
@@ -74,7 +83,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict) -> TrainConfig:
         raw = dict(raw)
         raw["model"] = ModelConfig(**raw.get("model", {}))
-        raw["augment"] = AugmentConfig(**raw.get("augment", {}))
+        raw["augment"] = AugmentConfig(**raw.get("augment", {})).validate()
         return cls(**raw)
 
 
@@ -235,6 +244,10 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
     metrics = compute_metrics(y_true, probs.argmax(1), list(CLASSES))
     save_metrics(metrics, run, prefix="test_", extra={"split": "test", "n": len(y_true)})
     timings["test_eval_s"] = round(time.time() - t_eval, 1)
+    calibration = _fit_calibration(trainer, model, data, cfg)
+    save_calibration(run, calibration)
+    _say(f"Confidence: temperature {calibration.temperature:.3f} (val ECE {calibration.ece_before:.3f} -> "
+         f"{calibration.ece_after:.3f}), abstain below {calibration.abstain_threshold:.3f}", verbose)
     timings["total_s"] = round(time.time() - t0, 1)
     run_info = {
         "config": cfg.to_dict(),
@@ -246,6 +259,7 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
         "test": {"accuracy": metrics.accuracy, "balanced_accuracy": metrics.balanced_accuracy,
                  "macro_f1": metrics.macro_f1, "accuracy_ci95": list(metrics.accuracy_ci95)},
         "model_sha256": sha256_file(run / "model.keras"),
+        "calibration": calibration.to_dict(),
     }
     atomic.write_json(run / "run.json", run_info)
     (run / PENDING_SPLIT).unlink(missing_ok=True)  # the run is finished
@@ -254,6 +268,23 @@ def train(cfg: TrainConfig, *, force: bool = False, verbose: bool = True) -> Tra
     return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings)
 
 
+
+
+def _fit_calibration(trainer, model, data: dict, cfg: TrainConfig):
+    """Temperature on clean val, abstain threshold on shifted val (see wbc_edge.calibration)."""
+    from .calibration import fit_calibration
+    from .confidence import shifted_val_pixels
+    from .evaluate_model import predict_keras
+
+    y_val = data["val"][1]
+    probs = getattr(trainer, "val_probs", None)
+    if not probs:  # full mode: no activation cache, run the model
+        probs = [predict_keras(model, data["val"][0], batch_size=cfg.batch_size, progress=False)]
+        if cfg.shifted_val:
+            px = shifted_val_pixels(data["val"][0], cfg.model.input_size).astype(np.float32)
+            probs.append(model.predict(px, batch_size=cfg.batch_size, verbose=0))
+    shifted = probs[1] if len(probs) > 1 else None
+    return fit_calibration(probs[0], y_val, shifted, y_val if shifted is not None else None)
 
 
 def _history_columns(history: list[dict]) -> dict:
@@ -302,8 +333,47 @@ class _CachedTrainer:
     def _cache_file(self, split: str, view: int) -> Path:
         return self.cache_dir / f"act_{split}_v{view}.npy"
 
+    def _shared_file(self, split: str, view: int) -> Path | None:
+        """Where a seed-independent view's activations are shared between runs, or None.
+
+        Clean views and the fixed-seed shifted val do not depend on the training seed or the augmentation
+        recipe - only on the frozen bottom (pretrained weights, alpha, size, cut) and the images - so seeds
+        and ablations of one recipe can reuse them.  Never with random init (the bottom differs per seed).
+        """
+        cfg = self.cfg
+        weights = resolve_weights(cfg.model.weights, cfg.model.alpha)
+        if not cfg.shared_cache or weights is None or (split == "train" and view > 0):
+            return None
+        import hashlib
+
+        from .preprocess import PREPROCESS_VERSION
+
+        kind = "shifted" if view > 0 else "clean"
+        ident = json.dumps({"weights": weights if weights == "imagenet" else sha256_file(weights),
+                            "alpha": cfg.model.alpha, "size": cfg.model.input_size, "cut": cfg.finetune_from,
+                            "view": kind, "shifted_seed": SHIFTED_VAL_SEED, "preprocess": PREPROCESS_VERSION,
+                            "paths": [str(Path(p).resolve()) for p in self.data[split][0]]}, sort_keys=True)
+        return Path(cfg.shared_cache) / f"act_{split}_{kind}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npy"
+
     def extract(self, split: str, view: int) -> np.ndarray:
         """Bottom activations for a split/view, cached in a memmap; resumes from the last full chunk."""
+        shared = self._shared_file(split, view)
+        shape = (len(self.data[split][0]),) + tuple(int(d) for d in self.bottom.output_shape[1:])
+        if shared is not None and shared.exists():
+            arr = np.load(shared, mmap_mode="r")
+            if arr.shape == shape:
+                _say(f"  cache {split} view {view}: reusing {shared}", self.verbose)
+                return arr
+        arr = self._extract(split, view)
+        if shared is not None:
+            import shutil
+
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.atomic_path(shared) as tmp:
+                shutil.copyfile(self._cache_file(split, view), tmp)
+        return arr
+
+    def _extract(self, split: str, view: int) -> np.ndarray:
         paths, _ = self.data[split]
         path = self._cache_file(split, view)
         key = f"extract_{split}_v{view}"
@@ -322,25 +392,46 @@ class _CachedTrainer:
             return arr
         chunk = 256
         t = time.time()
-        for start in range(done, len(paths), chunk):
-            stop = min(start + chunk, len(paths))
-            px = np.stack([
-                _load_pixels(paths[i], self.size,
-                             None if view == 0 else np.random.default_rng([self.cfg.seed, view, i]),
-                             self.cfg.augment)
-                for i in range(start, stop)]).astype(np.float32)
-            arr[start:stop] = self.bottom.predict(px, batch_size=self.cfg.batch_size, verbose=0).astype(np.float16)
-            arr.flush()
-            self.state.set(**{key: stop})
-            if self.verbose:
-                rate = (stop - done) / max(time.time() - t, 1e-6)
-                eta = (len(paths) - stop) / max(rate, 1e-6)
-                print(f"  cache {split} view {view}: {stop}/{len(paths)} images  {rate:.1f} img/s  "
-                      f"ETA {eta / 60:.1f} min", flush=True)
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Decoding + augmenting (~20 ms per image for the robust preset) runs in threads while TensorFlow
+        # predicts the previous chunk; Pillow and numpy release the GIL for most of it.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            def submit(lo):
+                hi = min(lo + chunk, len(paths))
+                return [pool.submit(self._view_pixels, split, view, i) for i in range(lo, hi)]
+
+            pending = submit(done)
+            for start in range(done, len(paths), chunk):
+                stop = min(start + chunk, len(paths))
+                px = np.stack([f.result() for f in pending]).astype(np.float32)
+                pending = submit(stop) if stop < len(paths) else []
+                arr[start:stop] = self.bottom.predict(px, batch_size=self.cfg.batch_size,
+                                                      verbose=0).astype(np.float16)
+                arr.flush()
+                self.state.set(**{key: stop})  # resumable per chunk
+                if self.verbose:
+                    rate = (stop - done) / max(time.time() - t, 1e-6)
+                    eta = (len(paths) - stop) / max(rate, 1e-6)
+                    print(f"\r  cache {split} view {view}: {stop}/{len(paths)} images  {rate:.1f} img/s  "
+                          f"ETA {eta / 60:.1f} min", end="\n" if stop == len(paths) else "", flush=True)
         return arr
 
+    def _view_pixels(self, split: str, view: int, i: int) -> np.ndarray:
+        """View 0 is the clean image; train views >= 1 are augmented (seeded by seed, view, image); val
+        view 1 is the held-out shifted view, seeded independently of the training seed so that every seed's
+        model is selected on the same shifted val."""
+        path = self.data[split][0][i]
+        if view == 0:
+            return _load_pixels(path, self.size, None, self.cfg.augment)
+        if split == "train":
+            return _load_pixels(path, self.size, np.random.default_rng([self.cfg.seed, view, i]), self.cfg.augment)
+        return shifted_view(preprocess(path, self.size), np.random.default_rng([SHIFTED_VAL_SEED, i]))
+
     def _views(self, split: str) -> int:
-        return 1 + (self.cfg.aug_views if split == "train" else 0)
+        if split == "train":
+            return 1 + self.cfg.aug_views
+        return 2 if self.cfg.shifted_val else 1
 
     # -- phases ---------------------------------------------------------------------------------------
     def run(self):
@@ -377,18 +468,29 @@ class _CachedTrainer:
             for e in range(len(h.history["loss"])):
                 history.append({"phase": "head", "epoch": e + 1,
                                 **{k: float(v[e]) for k, v in h.history.items()}})
-            self.model.save_weights(head_w)
+            with atomic.atomic_path(head_w) as tmp:
+                self.model.save_weights(tmp)
             timings["head_s"] = round(time.time() - t, 1)
             self.state.set(head_done=True, history=history, timings=timings)
         else:
             self.model.load_weights(head_w)
         n_head = sum(1 for h in history if h["phase"] == "head")
 
-        # Phase 2: fine-tune the top blocks on cached activations.
+        # Phase 2: fine-tune the top blocks on cached activations: linear warm-up then cosine decay (steadier
+        # than a constant rate: the first large steps no longer wreck the head's solution), and the weights of
+        # the second half's epochs averaged (SWA; valid as is because BatchNorm stays frozen).  The model kept
+        # is whichever of head-only, each epoch and the average scores best on the selection criterion.
         if cfg.finetune_epochs > 0:
             t = time.time()
             self._set_trainable()
-            self.top.compile(optimizer=keras.optimizers.Adam(cfg.finetune_learning_rate),
+            steps = math.ceil(len(y_train) / cfg.batch_size)
+            warm = int(round(cfg.finetune_warmup * steps))
+            total = cfg.finetune_epochs * steps
+            schedule = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=cfg.finetune_learning_rate * (0.1 if warm else 1.0),
+                decay_steps=max(total - warm, 1), alpha=0.01,
+                warmup_target=cfg.finetune_learning_rate if warm else None, warmup_steps=warm)
+            self.top.compile(optimizer=keras.optimizers.Adam(schedule),
                              loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             ckpt = tf.train.Checkpoint(model=self.top, optimizer=self.top.optimizer)
             mgr = tf.train.CheckpointManager(ckpt, str(self.run_dir / "checkpoints" / "finetune"), max_to_keep=1)
@@ -396,49 +498,110 @@ class _CachedTrainer:
             if start_epoch and mgr.latest_checkpoint:
                 ckpt.restore(mgr.latest_checkpoint)
                 _say(f"Fine-tune phase: resuming after epoch {start_epoch}", self.verbose)
-            best = self.state.get("best", {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0})
             best_w = self.run_dir / "checkpoints" / "best.weights.h5"
-            if best["epoch"] == 0:
-                self.model.save_weights(best_w)  # head-only model is the baseline to beat
-                val = self.top.evaluate(acts["val"][0], y_val, batch_size=128, verbose=0, return_dict=True)
-                best = {"val_accuracy": float(val["accuracy"]), "val_loss": float(val["loss"]), "epoch": 0}
-            _say(f"Fine-tune phase: blocks >= {cfg.finetune_from} + head, {cfg.finetune_epochs} epochs "
-                 f"(baseline val acc {best['val_accuracy']:.4f}) ...", self.verbose)
+            swa_file = self.run_dir / "checkpoints" / "swa.npz"
+            best = self.state.get("best")
+            if best is None:
+                # The head-only model is the baseline to beat.  Saved only when no fine-tune state exists,
+                # so a resume can never overwrite it with partly fine-tuned weights.
+                with atomic.atomic_path(best_w) as tmp:
+                    self.model.save_weights(tmp)
+                best = {**self._score(acts, y_val), "epoch": 0}
+                self.state.set(best=best)
+            _say(f"Fine-tune phase: blocks >= {cfg.finetune_from} + head, {cfg.finetune_epochs} epochs, "
+                 f"warm-up {warm} steps + cosine from lr {cfg.finetune_learning_rate:g} "
+                 f"(head-only {self._describe(best)}) ...", self.verbose)
             stale = int(self.state.get("stale", 0))
             stopped = bool(self.state.get("stopped", False))
+            swa_from = cfg.finetune_epochs // 2 + 1  # epochs swa_from..finetune_epochs are averaged
             for epoch in range(start_epoch, 0 if stopped else cfg.finetune_epochs):
                 seq = _activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
                                           np.random.default_rng([cfg.seed, 1000 + epoch]), keras)
                 te = time.time()
                 h = self.top.fit(seq, epochs=1, verbose=2 if self.verbose else 0, shuffle=False)
-                val = self.top.evaluate(acts["val"][0], y_val, batch_size=128, verbose=0, return_dict=True)
+                score = self._score(acts, y_val)
                 rec = {"phase": "finetune", "epoch": n_head + epoch + 1, "loss": float(h.history["loss"][0]),
-                       "accuracy": float(h.history["accuracy"][0]), "val_loss": float(val["loss"]),
-                       "val_accuracy": float(val["accuracy"]), "seconds": round(time.time() - te, 1)}
+                       "accuracy": float(h.history["accuracy"][0]), **score,
+                       "seconds": round(time.time() - te, 1)}
                 history.append(rec)
-                improved = (rec["val_accuracy"] > best["val_accuracy"]
-                            or (rec["val_accuracy"] == best["val_accuracy"] and rec["val_loss"] < best["val_loss"]))
+                improved = score["select"] > best["select"]
                 if improved:
-                    best = {"val_accuracy": rec["val_accuracy"], "val_loss": rec["val_loss"], "epoch": epoch + 1}
+                    best = {**score, "epoch": epoch + 1}
                     with atomic.atomic_path(best_w) as tmp:
                         self.model.save_weights(tmp)
                     stale = 0
                 else:
                     stale += 1
+                if cfg.swa and epoch + 1 >= swa_from:
+                    self._swa_add(swa_file, epoch + 1 - swa_from)
                 mgr.save()
                 stopped = bool(cfg.early_stopping and stale >= cfg.early_stopping)
                 self.state.set(finetune_epoch=epoch + 1, best=best, history=history, stale=stale, stopped=stopped)
-                _say(f"  fine-tune epoch {epoch + 1}/{cfg.finetune_epochs}: val_acc {rec['val_accuracy']:.4f} "
-                     f"val_loss {rec['val_loss']:.4f} ({rec['seconds']:.0f} s){'  *best' if improved else ''}",
-                     self.verbose)
+                _say(f"  fine-tune epoch {epoch + 1}/{cfg.finetune_epochs}: {self._describe(score)} "
+                     f"({rec['seconds']:.0f} s){'  *best' if improved else ''}", self.verbose)
                 if stopped:
-                    _say(f"  early stopping: no val improvement for {stale} epochs", self.verbose)
+                    _say(f"  early stopping: no improvement of the selection score for {stale} epochs", self.verbose)
                     break
-            self.model.load_weights(best_w)
-            _say(f"Best: fine-tune epoch {best['epoch']} (val acc {best['val_accuracy']:.4f})", self.verbose)
+            chosen = f"fine-tune epoch {best['epoch']}"
+            if cfg.swa and swa_file.exists() and not stopped:
+                with np.load(swa_file) as z:
+                    self.model.set_weights([z[f"w{i}"] for i in range(len(z.files) - 1)])
+                    n_avg = int(z["count"])
+                swa = self._score(acts, y_val)
+                _say(f"  average of epochs {swa_from}..{cfg.finetune_epochs} (SWA, {n_avg}): "
+                     f"{self._describe(swa)}", self.verbose)
+                timings["swa"] = {**swa, "epochs": [swa_from, cfg.finetune_epochs]}
+                if swa["select"] >= best["select"]:
+                    best, chosen = {**swa, "epoch": "swa"}, f"the average of epochs {swa_from}..{cfg.finetune_epochs}"
+                else:
+                    self.model.load_weights(best_w)
+            else:
+                self.model.load_weights(best_w)
+            timings["selected"] = best
+            _say(f"Selected: {chosen} ({self._describe(best)})", self.verbose)
             timings["finetune_s"] = round(timings.get("finetune_s", 0) + time.time() - t, 1)
         self.state.set(timings=timings)
+        # Probabilities of the selected model on clean and shifted val, for the confidence calibration.
+        self.val_probs = [self.top.predict(a, batch_size=128, verbose=0) for a in acts["val"]]
         return self.model, history, [n_head] if cfg.finetune_epochs > 0 else [], timings
+
+    def _score(self, acts: dict, y_val: np.ndarray) -> dict:
+        """Selection criterion on the val split: clean accuracy, and - with the shifted val - the mean of
+        clean accuracy and shifted balanced accuracy, so the model kept is good in-domain *and* robust."""
+        from .evaluate import compute_metrics
+
+        out = {}
+        probs = self.top.predict(acts["val"][0], batch_size=128, verbose=0)
+        out["val_loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-7, 1.0))))
+        out["val_accuracy"] = float(np.mean(probs.argmax(1) == y_val))
+        out["select"] = out["val_accuracy"]
+        if len(acts["val"]) > 1:
+            shifted = self.top.predict(acts["val"][1], batch_size=128, verbose=0).argmax(1)
+            out["shifted_val_balanced_accuracy"] = compute_metrics(y_val, shifted, CLASSES,
+                                                                   bootstrap=0).balanced_accuracy
+            out["select"] = 0.5 * (out["val_accuracy"] + out["shifted_val_balanced_accuracy"])
+        return out
+
+    @staticmethod
+    def _describe(score: dict) -> str:
+        text = f"val acc {score['val_accuracy']:.4f}"
+        if "shifted_val_balanced_accuracy" in score:
+            text += f", shifted val bal. acc {score['shifted_val_balanced_accuracy']:.4f}"
+        return text + f", select {score['select']:.4f}"
+
+    def _swa_add(self, swa_file: Path, k: int) -> None:
+        """Fold the current weights into the running average (k = how many are already in it)."""
+        import io
+
+        now = self.model.get_weights()
+        if k > 0 and swa_file.exists():
+            with np.load(swa_file) as z:
+                avg = [z[f"w{i}"] + (w - z[f"w{i}"]) / (k + 1) for i, w in enumerate(now)]
+        else:
+            avg, k = now, 0
+        buf = io.BytesIO()
+        np.savez(buf, count=k + 1, **{f"w{i}": w for i, w in enumerate(avg)})
+        atomic.write_bytes(swa_file, buf.getvalue())
 
     def _set_trainable(self) -> None:
         """Top blocks + head trainable; BatchNorm layers frozen (inference mode) for stable small-batch fine-tuning."""
@@ -488,6 +651,12 @@ class _FullTrainer:
         self.strategy = make_strategy(cfg.distribute)
         with self.strategy.scope():
             self.model = build_model(cfg.model)
+            if resolve_weights(cfg.model.weights, cfg.model.alpha) is not None:
+                # Pretrained init: BatchNorm stays in inference mode (frozen statistics), as in cached mode -
+                # small CPU batches would otherwise replace ImageNet's statistics with noisy PBC-only ones.
+                for layer in self.model.layers:
+                    if isinstance(layer, self.keras.layers.BatchNormalization):
+                        layer.trainable = False
             self.model.compile(optimizer=self.keras.optimizers.Adam(cfg.learning_rate),
                                loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         self.size = cfg.model.input_size

@@ -1,12 +1,13 @@
-"""Run `wbc_edge.runtime` on some images and print/save JSON; compare two such runs (x86 vs aarch64).
+"""Run `wbc_edge.runtime` on some images and print/save JSON; compare two such runs (x86 vs aarch64 / armv7l).
 
     python benchmarks/arm/check_runtime.py run MODEL.tflite IMAGE_OR_FOLDER... [--out run.json]
-    python benchmarks/arm/check_runtime.py compare x86.json arm.json --json-out R.json --md-out R.md
+    python benchmarks/arm/check_runtime.py compare x86.json arm.json --arch armv7l --json-out R.json --md-out R.md
 
 `run` makes TensorFlow / Keras unimportable first (a sys.meta_path finder), so it proves the runtime works
 with numpy + Pillow + LiteRT alone, exactly as on a Raspberry Pi.  It needs only the standard library,
 numpy, Pillow and a TFLite interpreter (no click), and imports wbc_edge from this repository.
-Used by run_emulated.sh under qemu-aarch64 and natively.
+Used by run_emulated.sh under qemu-aarch64 / qemu-arm and natively.  A model the ARM interpreter cannot load
+(e.g. a dynamic-range model on tflite-runtime 2.14) is recorded as such ("error") instead of crashing.
 """
 
 from __future__ import annotations
@@ -53,7 +54,19 @@ def cmd_run(args) -> int:
     import PIL
 
     files = runtime.find_images(args.images)
-    clf = runtime.Classifier(args.model, num_threads=args.threads)
+    model = Path(args.model)
+    try:
+        clf = runtime.Classifier(args.model, num_threads=args.threads)
+    except runtime.WbcEdgeError as exc:
+        backend = runtime.load_backend()
+        rec = {"machine": platform.machine(), "platform": platform.platform(), "python": sys.version.split()[0],
+               "numpy": np.__version__, "pillow": PIL.__version__, "backend": backend.name,
+               "backend_version": backend.version, "model": model.name,
+               "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(), "error": str(exc), "results": []}
+        text = json.dumps(rec, indent=1)
+        Path(args.out).write_text(text + "\n") if args.out else print(text)
+        print(f"{rec['machine']}: cannot load {model.name}: {exc}", file=sys.stderr)
+        return 3
     out_det = clf.output_details[0]
     scale, zp = out_det["quantization"]
     results, latencies = [], []
@@ -63,7 +76,6 @@ def cmd_run(args) -> int:
         latencies.append(time.perf_counter() - t)
         results.append({"image": _rel(Path(f)), "label": pred.label,
                         "probabilities": [float(p) for p in pred.probabilities]})
-    model = Path(args.model)
     rec = {
         "machine": platform.machine(), "platform": platform.platform(), "python": sys.version.split()[0],
         "numpy": np.__version__, "pillow": PIL.__version__,
@@ -89,8 +101,13 @@ def cmd_run(args) -> int:
     return 0
 
 
-def compare(x86: dict, arm: dict) -> dict:
+def compare(x86: dict, arm: dict, arch: str = "aarch64") -> dict:
     import numpy as np
+
+    if arm.get("error"):
+        return {"passed": False, "problems": [f"the {arch} run could not load the model: {arm['error']}"],
+                "images": 0, "top1_agreement": 0, "max_abs_prob_diff": None, "exactly_equal": False,
+                "tolerance": None, "tolerance_rule": None, "per_image": []}
 
     integer_out = x86["output_dtype"] in ("uint8", "int8", "int16")
     tol = float(x86["output_scale"]) * 1.0001 if integer_out else 1e-5
@@ -113,20 +130,24 @@ def compare(x86: dict, arm: dict) -> dict:
         same = a[key]["label"] == b[key]["label"]
         top1_same += same
         max_diff = max(max_diff, d)
-        per_image.append({"image": key, "x86": a[key]["label"], "aarch64": b[key]["label"],
+        per_image.append({"image": key, "x86": a[key]["label"], arch: b[key]["label"],
                           "max_abs_diff": d})
     n = len(per_image)
     if top1_same != n:
         problems.append(f"top-1 differs on {n - top1_same} of {n} image(s)")
     if max_diff > tol:
         problems.append(f"max |dprob| {max_diff:.3g} exceeds the tolerance {tol_text}")
-    if arm.get("machine") != "aarch64":
-        problems.append(f"the 'arm' run reports machine {arm.get('machine')!r}, not aarch64")
+    if arm.get("machine") != arch:
+        problems.append(f"the 'arm' run reports machine {arm.get('machine')!r}, not {arch}")
     if arm.get("tensorflow_imported") or x86.get("tensorflow_imported"):
         problems.append("TensorFlow was imported during a run")
     return {"passed": not problems, "problems": problems, "images": n, "top1_agreement": top1_same,
             "max_abs_prob_diff": max_diff, "exactly_equal": max_diff == 0.0, "tolerance": tol,
             "tolerance_rule": tol_text, "per_image": per_image}
+
+
+def _g(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
 
 
 def _meta(run: dict) -> dict:
@@ -136,33 +157,50 @@ def _meta(run: dict) -> dict:
 def cmd_compare(args) -> int:
     x86 = json.loads(Path(args.x86).read_text())
     arm = json.loads(Path(args.arm).read_text())
-    cmp = compare(x86, arm)
+    arch = args.arch
+    cmp = compare(x86, arm, arch)
     pytest_rec = json.loads(Path(args.pytest).read_text()) if args.pytest else None
     if pytest_rec is not None and args.pytest_log:
         pytest_rec["log_tail"] = Path(args.pytest_log).read_text().splitlines()
     out = {"model": x86["model"], "model_sha256": x86["model_sha256"],
            "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-           "emulation": f"qemu-aarch64-static -cpu {args.qemu_cpu} (user mode), /proc/cpuinfo bind-mounted "
-                        "as "
-                        "Cortex-A72; latency numbers under emulation are meaningless",
-           "comparison": cmp, "x86": _meta(x86), "aarch64": _meta(arm),
-           "x86_results": x86["results"], "aarch64_results": arm["results"]}
+           "emulation": (f"qemu-{'aarch64' if arch == 'aarch64' else 'arm'}-static -cpu {args.qemu_cpu} (user "
+                         f"mode), /proc/cpuinfo bind-mounted as "
+                         f"{'Cortex-A72' if arch == 'aarch64' else 'a Raspberry Pi 2 (Cortex-A7, 32-bit)'}; "
+                         "latency numbers under emulation are meaningless"),
+           "comparison": cmp, "x86": _meta(x86), arch: _meta(arm),
+           "x86_results": x86["results"], f"{arch}_results": arm["results"]}
     if pytest_rec is not None:
         out["pytest_under_emulation"] = pytest_rec
+    same = None
+    if args.x86_same_interpreter:
+        # the same interpreter (version) natively on x86: separates "ARM vs x86" from "LiteRT vs tflite-runtime"
+        x86b = json.loads(Path(args.x86_same_interpreter).read_text())
+        same = compare(x86b, arm, arch)
+        same = {k: same[k] for k in ("passed", "problems", "images", "top1_agreement", "max_abs_prob_diff",
+                                     "exactly_equal")}
+        same["per_image_identical"] = sum(
+            1 for a, b in zip(sorted(x86b["results"], key=lambda r: r["image"]),  # noqa: B905
+                              sorted(arm["results"], key=lambda r: r["image"])) if a["probabilities"] == b["probabilities"])
+        same["x86"] = _meta(x86b)
+        out["x86_same_interpreter"] = same
     Path(args.json_out).write_text(json.dumps(out, indent=1) + "\n")
 
     pytest_ok = pytest_rec is None or pytest_rec.get("rc") == 0
     verdict = "PASS" if cmp["passed"] else "FAIL"
+    if not cmp["passed"] and cmp["images"] and cmp["top1_agreement"] == cmp["images"] and \
+            all("exceeds the tolerance" in p for p in cmp["problems"]):
+        verdict = "FAIL on probabilities (top-1 identical on every image)"
     if not pytest_ok:
         verdict += " (but pytest under emulation failed)"
     lines = [
-        f"# aarch64 (emulated) vs x86: `{x86['model']}` - {verdict}",
+        f"# {arch} (emulated) vs x86: `{x86['model']}` - {verdict}",
         "",
         f"- when: {out['when']}; model sha256 `{x86['model_sha256'][:16]}...`, variant {x86.get('variant')}, "
         f"input {x86['input_size']} px {x86['input_dtype']}, output {x86['output_dtype']}",
         f"- {out['emulation']}",
         f"- images: {cmp['images']}; top-1 agreement {cmp['top1_agreement']}/{cmp['images']}; "
-        f"max |dprob| {cmp['max_abs_prob_diff']:.3g} (tolerance: {cmp['tolerance_rule']})"
+        f"max |dprob| {_g(cmp['max_abs_prob_diff'])} (tolerance: {cmp['tolerance_rule']})"
         + ("; outputs bit-identical" if cmp["exactly_equal"] else ""),
         "",
         "| | machine | python | numpy | backend | TF imported | load s | median predict ms |",
@@ -170,15 +208,22 @@ def cmd_compare(args) -> int:
     ]
     for name, r in (("native", x86), ("emulated", arm)):
         lines.append(f"| {name} | {r['machine']} | {r['python']} | {r['numpy']} | {r['backend']} "
-                     f"{r['backend_version']} | {r['tensorflow_imported']} | {r['load_s']} | "
-                     f"{r['median_predict_ms']} |")
+                     f"{r['backend_version']} | {r.get('tensorflow_imported', '-')} | {r.get('load_s', '-')} | "
+                     f"{r.get('median_predict_ms', '-')} |")
+    if same is not None:
+        xb = same["x86"]
+        lines += ["", f"Same interpreter natively on x86 ({xb['backend']} {xb['backend_version']}, numpy {xb['numpy']}) "
+                      f"vs {arch}: top-1 agreement {same['top1_agreement']}/{same['images']}; max |dprob| "
+                      f"{_g(same['max_abs_prob_diff'])}; {same['per_image_identical']}/{same['images']} images "
+                      "bit-identical."]
     if cmp["problems"]:
         lines += ["", "Problems:"] + [f"- {p}" for p in cmp["problems"]]
     if pytest_rec is not None:
         summary = next((ln for ln in reversed(pytest_rec.get("log_tail", [])) if ln.strip()), "")
         lines += ["", f"pytest tests/test_runtime.py under emulation: exit {pytest_rec['rc']} in "
                       f"{pytest_rec['seconds']} s: `{summary.strip('= ')}`"]
-    lines += ["", "Reproduce: `benchmarks/arm/run_emulated.sh MODEL.tflite IMAGE_OR_FOLDER...`", ""]
+    how = "" if arch == "aarch64" else f"--arch {arch} "
+    lines += ["", f"Reproduce: `sudo benchmarks/arm/run_emulated.sh {how}MODEL.tflite IMAGE_OR_FOLDER...`", ""]
     Path(args.md_out).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0 if cmp["passed"] and pytest_ok else 1
@@ -199,6 +244,8 @@ def main(argv=None) -> int:
     c.add_argument("--json-out", required=True)
     c.add_argument("--md-out", required=True)
     c.add_argument("--qemu-cpu", default="cortex-a72")
+    c.add_argument("--arch", default="aarch64", choices=("aarch64", "armv7l"))
+    c.add_argument("--x86-same-interpreter", help="a `run` JSON made on x86 with the ARM run's interpreter")
     c.add_argument("--pytest")
     c.add_argument("--pytest-log")
     args = ap.parse_args(argv)

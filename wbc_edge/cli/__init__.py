@@ -59,9 +59,12 @@ def main(ctx: click.Context, debug: bool) -> None:
       wbc-edge data check DATA            # counts, bad files, duplicates
       wbc-edge train DATA --out runs/r1   # MobileNetV2, leak-free split
       wbc-edge evaluate runs/r1/model.keras DATA
+      wbc-edge adapt runs/r1 my_lab_images --out runs/my_lab   # a few labelled cells of a new lab
       wbc-edge export runs/r1 --all       # float32/float16/dynamic/int8/QAT .tflite
+      wbc-edge metadata show export/wbc_int8.tflite   # standard TFLite metadata (MediaPipe)
       wbc-edge predict export/wbc_int8.tflite cell.jpg
       wbc-edge bench export/*.tflite --data samples/pbc_sample
+      wbc-edge crossdomain export/*.tflite --data LAB=my_lab_images   # other labs' images
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -69,11 +72,15 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 # Imported after `main` exists; each module imports only click at module level (heavy imports are inside
 # the command bodies), and a broken command module fails here, loudly.
+from .adapt_cmd import adapt  # noqa: E402
 from .bench_cmd import bench  # noqa: E402
+from .calibrate_cmd import calibrate  # noqa: E402
+from .crossdomain_cmd import crossdomain  # noqa: E402
 from .data_cmd import data  # noqa: E402
 from .export_cmd import export  # noqa: E402
+from .metadata_cmd import metadata  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
 from .train_cmd import evaluate, train  # noqa: E402
 
-for _command in (data, train, evaluate, export, predict, bench):
+for _command in (data, train, evaluate, calibrate, adapt, crossdomain, export, metadata, predict, bench):
     main.add_command(_command)

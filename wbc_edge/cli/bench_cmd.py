@@ -34,6 +34,7 @@ def bench() -> None:
       wbc-edge bench export/*.tflite --reference runs/r1/model.keras --data PBC \\
           --split-manifest runs/r1/split.csv --threads 1,2,4 --json out.json --markdown out.md
       wbc-edge bench merge x86.json pi4.json android.json --markdown all.md
+      wbc-edge bench export/*.tflite --data samples/pbc_sample --client mediapipe --runs 5
 
     See `wbc-edge bench run --help` for every option.
     """
@@ -117,10 +118,17 @@ class _BarReporter:
               help="With a .keras reference: compute its probabilities but do not time it.")
 @click.option("--device-name", default=None,
               help="Device label for `bench merge` tables (default: CPU model).")
+@click.option("--domain", "domains", multiple=True, metavar="[NAME=]ROOT",
+              help="Another lab's labelled ImageFolder: accuracy and agreement with the reference of every "
+                   "variant on all its images (gated by --min-agreement too); repeatable.")
+@click.option("--client", "clients", type=click.Choice(["mediapipe"]), multiple=True,
+              help="Also run each .tflite through this client as an app would: 'mediapipe' = MediaPipe Tasks "
+                   "ImageClassifier (needs mediapipe installed; its own venv, see README). Reports class-name "
+                   "accuracy, top-1 agreement with the runtime and how its own resize differs.")
 @click.pass_context
 def run(ctx: click.Context, models, data, reference, split_manifest, split, limit, threads, runs, warmup,
         batch_throughput_images, json_out, md_out, plot_out, max_accuracy_drop, min_agreement, no_xnnpack,
-        ttfp, no_keras_timing, device_name) -> None:
+        ttfp, no_keras_timing, device_name, domains, clients) -> None:
     """Parity with the reference + latency of MODELS (.tflite) on this device.
 
     \b
@@ -135,7 +143,8 @@ def run(ctx: click.Context, models, data, reference, split_manifest, split, limi
                       split=split, limit=limit, threads=threads, runs=runs, warmup=warmup,
                       batch_throughput_images=batch_throughput_images, max_accuracy_drop=max_accuracy_drop,
                       min_agreement=min_agreement, use_xnnpack=not no_xnnpack, ttfp=ttfp,
-                      keras_timing=not no_keras_timing, device_name=device_name)
+                      keras_timing=not no_keras_timing, device_name=device_name, clients=tuple(clients),
+                      domains=tuple(domains))
     result = run_bench(cfg, reporter=_BarReporter())
     write_outputs(result, json_path=json_out, markdown_path=md_out)
     md = to_markdown(result)

@@ -6,6 +6,7 @@ No TensorFlow here: checking a dataset should take seconds, on any machine.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -168,3 +169,35 @@ def split(root: str, out: str, seed: int, test_fraction: float, val_fraction: fl
          f"{time.perf_counter() - t0:.1f} s")
     echo(f"Wrote {out}")
     echo(f"sha256 {rep.sha256}")
+
+
+@data.command("preview-aug")
+@click.argument("root", type=_ROOT)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--augment", "aug_preset", type=click.Choice(["robust", "basic", "colour", "scale", "none"]),
+              default="robust", show_default=True, help="Augmentation recipe (as in `wbc-edge train --augment`).")
+@click.option("--per-class", type=click.IntRange(1, 20), default=2, show_default=True, help="Rows per class.")
+@click.option("--views", type=click.IntRange(1, 16), default=6, show_default=True, help="Augmented views per row.")
+@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def preview_aug(root: str, out: str, aug_preset: str, per_class: int, views: int, input_size: int, seed: int) -> None:
+    """Write a PNG grid: each row an image of ROOT, its clean input, augmented training views and the
+    held-out 'shifted val' view; prints the augmentation cost per view."""
+    from ..augment import preset
+    from ..augment_preview import preview_grid
+    from ..data import scan_dataset
+
+    scan = scan_dataset(root, progress=False)
+    by_class: dict[str, list[str]] = {}
+    for r in scan.records:
+        by_class.setdefault(r.label, []).append(str(Path(scan.root) / r.path))
+    rng = __import__("numpy").random.default_rng(seed)
+    paths, labels = [], []
+    for label in sorted(by_class):
+        files = sorted(by_class[label])
+        for i in rng.permutation(len(files))[:per_class]:
+            paths.append(files[int(i)])
+            labels.append(label)
+    info = preview_grid(paths, labels, preset(aug_preset), out, views=views, size=input_size, seed=seed)
+    click.echo(f"Wrote {out}: {info['images']} images x {info['views']} '{aug_preset}' views "
+               f"({info['ms_per_view']:.1f} ms per augmented view on this CPU)")

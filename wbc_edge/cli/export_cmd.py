@@ -26,6 +26,15 @@ ANDROID_DEFAULT = "android_assets"
               help="Split CSV (default: split.csv beside the model).")
 @click.option("--calibration-size", type=click.IntRange(1), default=300, show_default=True,
               help="Representative images (stratified, seeded, from the train split) for int8 calibration.")
+@click.option("--calibration-augment", type=click.Choice(["robust", "colour", "scale", "basic", "none"]),
+              default="robust", show_default=True,
+              help="Augmentation recipe applied to a share of the int8 calibration (and QAT) images, so the "
+                   "int8 ranges also cover other labs' pixels; 'none' calibrates on clean images only.")
+@click.option("--calibration-augmented-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of the calibration / QAT images that are augmented.")
+@click.option("--parity-data", "parity_domains", multiple=True, metavar="[NAME=]ROOT",
+              help="Also gate agreement with Keras on every image of this labelled ImageFolder (another lab's "
+                   "images); repeatable. Only agreement is gated there (thresholds as below).")
 @click.option("--parity-split", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True,
               help="Split the exported files are compared with Keras on.")
@@ -53,14 +62,16 @@ ANDROID_DEFAULT = "android_assets"
 @click.option("--force", is_flag=True, help="Write into a non-empty --out / over existing bundle files.")
 @click.option("--quiet", is_flag=True)
 def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_dir, data_root, split_manifest,
-           calibration_size, parity_split, parity_limit, max_int8_drop, min_int8_agreement,
+           calibration_size, calibration_augment, calibration_augmented_fraction, parity_domains, parity_split, parity_limit, max_int8_drop, min_int8_agreement,
            min_float_agreement, qat_epochs, qat_images, save_qat_model, android_dir, seed, num_threads, force,
            quiet):
     """Export SOURCE (a RUN_DIR with model.keras + split.csv + run.json, or a .keras file) to TFLite.
 
     Without a variant flag the default set is written: float32, float16 and int8.  Files are
     wbc_<variant>.tflite (float32, float16, dynamic, int8, qat_int8), each with its contract (labels,
-    input size, quantisation, preprocess version, source/split sha256) embedded, plus manifest.json.
+    input size, quantisation, preprocess version, source/split sha256) and the standard TFLite metadata
+    (labels file, RGB input, normalisation: MediaPipe Tasks ImageClassifier uses the files as they are)
+    embedded, plus manifest.json.  `wbc-edge metadata add` adds that metadata to older files.
     int8 files take raw uint8 RGB pixels (scale 1.0, zero point 0) and give uint8 probabilities.
 
     Every file is compared with the Keras model on the parity split; a variant that fails its gate is kept
@@ -77,6 +88,9 @@ def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_di
         variants = tuple(chosen) or ("float32", "float16", "int8")
     cfg = ExportConfig(source=source, out_dir=out_dir, variants=variants, data_root=data_root,
                        split_manifest=split_manifest, calibration_size=calibration_size,
+                       calibration_augment=None if calibration_augment == "none" else calibration_augment,
+                       calibration_augmented_fraction=calibration_augmented_fraction,
+                       parity_domains=tuple(parity_domains),
                        parity_split=parity_split, parity_limit=parity_limit, max_int8_drop=max_int8_drop,
                        min_int8_agreement=min_int8_agreement, min_float_agreement=min_float_agreement,
                        qat_epochs=qat_epochs, qat_images=qat_images,
@@ -89,3 +103,5 @@ def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_di
             click.echo(f"  {v['file']:<24} {v.get('bytes', 0) / 1e6:7.2f} MB  agreement "
                        f"{p.get('agreement_pct', float('nan')):6.2f}%  "
                        f"Δacc {p.get('delta_accuracy_pp', 0):+.2f} pp  {v['status']}")
+            for name, d in (v.get("parity_domains") or {}).items():
+                click.echo(f"  {'':<24} {'':>10}  agreement {d['agreement_pct']:6.2f}%  on {name} (n={d['n']})")

@@ -24,14 +24,19 @@ import click
               help="Comma-separated class names in output order, for a model without embedded metadata "
                    "(for a model with metadata they must equal its embedded labels: never relabelled).")
 @click.option("--no-xnnpack", is_flag=True, help="Use the reference kernels instead of the XNNPACK delegate.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Flag predictions below this calibrated confidence as uncertain (default: the threshold "
+                   "stored in the model, chosen on synthetic other-lab conditions; 0 for older models).")
 @click.pass_context
 def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, as_json: bool,
-            threads: int | None, labels_csv: str | None, no_xnnpack: bool) -> None:
+            threads: int | None, labels_csv: str | None, no_xnnpack: bool, min_confidence: float | None) -> None:
     """Classify IMAGE files (folders: every image inside, recursively) with a .tflite MODEL.
 
     \b
-    Prints a table (file, label, confidence, top-k) or, with --json, JSON lines.  An image that cannot be
-    read is reported on stderr and skipped; the exit status is then 1.
+    Prints a table (file, label, confidence, top-k) or, with --json, JSON lines.  Confidence is calibrated
+    when the model carries a temperature; below the abstain threshold the row is marked "uncertain"
+    ("uncertain": true in JSON) - check such cells by eye.  An image that cannot be read is reported on
+    stderr and skipped; the exit status is then 1.
     """
     from ..errors import BadImageError
     from ..runtime import IMAGE_SUFFIXES, Classifier, find_images
@@ -46,14 +51,18 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     if not files:
         raise click.UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(images)}")
 
-    clf = Classifier(model, num_threads=threads, labels=labels, use_xnnpack=not no_xnnpack)
+    clf = Classifier(model, num_threads=threads, labels=labels, use_xnnpack=not no_xnnpack,
+                     min_confidence=min_confidence)
     k = min(top_k, len(clf.labels))
     names = [str(f) for f in files]
     width = min(max(len("file"), *(len(n) for n in names)), 60)
     label_w = max(len("label"), *(len(x) for x in clf.labels))
     if not as_json:
         click.echo(f"# {clf.describe()}")
-        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  top-{k}")
+        if clf.temperature != 1.0 or clf.abstain_threshold > 0:
+            click.echo(f"# calibrated confidence (temperature {clf.temperature:.3g}); uncertain below "
+                       f"{clf.abstain_threshold:.1%}")
+        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  top-{k}")
 
     failed = 0
     for name, f in zip(names, files):  # noqa: B905 - same length by construction; runs on Python 3.9
@@ -68,7 +77,8 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
             click.echo(json.dumps(rec))
         else:
             tops = ", ".join(f"{lab} {p:.3f}" for lab, p in pred.top_k(k))
-            click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {tops}")
+            flag = "uncertain" if pred.uncertain else ""
+            click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<9}  {tops}")
         sys.stdout.flush()
 
     if failed:

@@ -28,8 +28,23 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=8, show_default=True, help="Cached mode: top-block epochs.")
 @click.option("--finetune-from", type=click.IntRange(13, 16), default=13, show_default=True,
               help="Cached mode: first MobileNetV2 block that is fine-tuned.")
-@click.option("--aug-views", type=click.IntRange(0, 16), default=2, show_default=True,
-              help="Cached mode: augmented views cached per training image.")
+@click.option("--aug-views", type=click.IntRange(0, 16), default=4, show_default=True,
+              help="Cached mode: augmented views cached per training image (each costs one pass of the "
+                   "frozen backbone over the train split).")
+@click.option("--augment", "aug_preset", type=click.Choice(["robust", "basic", "colour", "scale", "none"]),
+              default="robust", show_default=True,
+              help="Augmentation recipe. robust: zoom 0.8-2.8x + blur/low-res/JPEG/noise + stain (HED), hue, "
+                   "white-balance, grey; basic: the original dihedral + mild colour; colour / scale: one family "
+                   "each (for ablations). See `wbc-edge data preview-aug`.")
+@click.option("--finetune-warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Cached mode: epochs of linear learning-rate warm-up before the cosine decay.")
+@click.option("--no-swa", is_flag=True, help="Cached mode: do not average the weights of the second half's epochs.")
+@click.option("--no-shifted-val", is_flag=True,
+              help="Select the model on clean val accuracy only (default: the mean of clean val accuracy and "
+                   "balanced accuracy on a fixed held-out 'shifted val' - tight crops, other cameras' colours).")
+@click.option("--shared-cache", type=click.Path(file_okay=False), default=None,
+              help="Cached mode: share the seed-independent activations (clean views, shifted val) between "
+                   "runs in this folder - several seeds or recipes then pay for them once.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", "learning_rate", type=_POSITIVE, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--finetune-lr", type=_POSITIVE, default=1e-4, show_default=True)
@@ -41,12 +56,13 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
-          finetune_epochs, finetune_from, aug_views, batch_size, learning_rate, finetune_lr, early_stopping,
+          finetune_epochs, finetune_from, aug_views, aug_preset, finetune_warmup, no_swa, no_shifted_val, shared_cache, batch_size, learning_rate, finetune_lr, early_stopping,
           no_class_weights, limit_per_class, distribute, force, quiet):
     """Train MobileNetV2 on an ImageFolder DATA (root/<class>/<image>) with a leak-free split.
 
     Re-running the same command on an interrupted RUN_DIR resumes it.
     """
+    from ..augment import preset
     from ..model import ModelConfig
     from ..train import TrainConfig, train as run_train
 
@@ -54,6 +70,8 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
                       model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
+                      aug_preset=aug_preset, augment=preset(aug_preset), finetune_warmup=finetune_warmup,
+                      swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,
                       batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,
                       early_stopping=early_stopping, class_weights=not no_class_weights,
                       limit_per_class=limit_per_class, distribute=distribute)

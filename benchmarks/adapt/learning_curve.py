@@ -1,0 +1,344 @@
+"""Few-shot adaptation learning curve: the two Zheng 2018 sets as "the new lab".
+
+    nice -n 19 .venv/bin/python benchmarks/adapt/learning_curve.py \
+        --model runs/robust/robust_s42/model.keras --shared ../shared --out benchmarks/adapt/results
+
+For each set (zheng2018_tecom, zheng2018_cellavision), k in --ks labelled images per class (fewer where a class
+has fewer: `wbc_edge.adapt.make_adapt_split` with per_class=k always holds out >= 1 image per class) and each
+seed in --seeds, the rest of the set is the test set.  Arms:
+  pbc       the PBC-trained model adapted with the `wbc-edge adapt` recipe (AdaptConfig defaults), PBC replay
+  imagenet  the same recipe and replay started from ImageNet weights with a new (random) head
+  pbc_noreplay (optional, --arms) the PBC model adapted without replay - what replay buys against forgetting
+  unadapted the PBC model as is, on the same held-out images
+Reported: balanced accuracy over the held-out images (Tecom also over EO/LY/MO/NE only; its one basophil is
+always held out), mean +- sd over seeds; PBC test accuracy (leak-free split, 2,057 images) after adaptation.
+
+Speed: the bottom of the network (below block_13) is frozen and, in cached-mode PBC training, is the ImageNet
+bottom itself - so the bottom activations of every target image (clean + the recipe's augmented views), of
+the replay images and of PBC test are computed once and shared by both inits when their bottoms are equal
+(checked).  Pooled features for the head phase are computed once per init model.  Only the k-subset
+changes between seeds and k.  Caches go to --cache (outside the project: they are derived from the Zheng
+sets, which are never shipped).  Per-run results are appended to OUT/runs.jsonl, so an interrupted run resumes.
+
+No hyper-parameter was chosen on these sets: the recipe is AdaptConfig's defaults, fixed before this ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from wbc_edge.classes import CLASS_INDEX, CLASSES  # noqa: E402
+
+SETS = ("zheng2018_tecom", "zheng2018_cellavision")
+BIG4 = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+WEIGHTS = "weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+PBC_SPLIT = "benchmarks/training/pbc224_cached/split.csv"
+AUG_SEED = 0  # augmented views of the target images: default_rng([AUG_SEED, view, image index in the set])
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for b in iter(lambda: fh.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def cached(path: Path, fn):
+    """np arrays in an .npz, computed once."""
+    if path.exists():
+        with np.load(path) as z:
+            return [z[f"a{i}"] for i in range(len(z.files))]
+    arrs = fn()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrs)})
+    os.replace(tmp, path)
+    return arrs
+
+
+def recall_mean(y, pred, classes) -> float | None:
+    rs = [float(np.mean(pred[y == CLASS_INDEX[c]] == CLASS_INDEX[c])) for c in classes if np.any(y == CLASS_INDEX[c])]
+    return float(np.mean(rs)) if rs else None
+
+
+def score(y, probs) -> dict:
+    pred = probs.argmax(1)
+    present = [c for c in CLASSES if np.any(y == CLASS_INDEX[c])]
+    return {"n": int(len(y)), "accuracy": float(np.mean(pred == y)),
+            "balanced_accuracy": recall_mean(y, pred, present),
+            "balanced_accuracy_big4": recall_mean(y, pred, BIG4),
+            "recall": {c: recall_mean(y, pred, [c]) for c in present}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="runs/robust/robust_s42/model.keras")
+    ap.add_argument("--shared", default="../shared")
+    ap.add_argument("--out", default="benchmarks/adapt/results")
+    ap.add_argument("--cache", default="/tmp/wbc_adapt_cache")
+    ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--sets", nargs="+", default=list(SETS))
+    ap.add_argument("--arms", nargs="+", default=["pbc", "imagenet"],
+                    choices=["pbc", "imagenet", "pbc_noreplay"])
+    ap.add_argument("--pbc-test-arms", nargs="+", default=["pbc", "pbc_noreplay"],
+                    help="arms whose PBC test accuracy is measured after each adaptation")
+    args = ap.parse_args()
+
+    os.chdir(REPO)
+    from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, _replay_pool, bottom_activations, fit_top,
+                                make_adapt_split, pooled_features, predict_top, scan_local)
+    from wbc_edge.data import SplitManifest
+    from wbc_edge.model import ModelConfig, build_model, load_model
+    from wbc_edge.tfcompat import import_tf, versions
+
+    shared = Path(args.shared)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(args.cache)
+    cfg = AdaptConfig(source=args.model, data_root="", out_dir="")  # the recipe: defaults, as `wbc-edge adapt`
+    model_sha = sha256(Path(args.model))
+    cache = cache / model_sha[:12]
+    t_start = time.time()
+    tf, keras = import_tf()
+
+    # The two init models.
+    pbc = SplitNet.of(load_model(args.model))
+    keras.utils.set_random_seed(1234)  # the new head's random init
+    imagenet = SplitNet.of(build_model(ModelConfig(weights=str(shared / WEIGHTS))))
+    nets = {"pbc": pbc, "imagenet": imagenet, "pbc_noreplay": pbc}
+    same_bottom = all(np.array_equal(a, b) for a, b in zip(pbc.bottom.get_weights(), imagenet.bottom.get_weights(),
+                                                            strict=True))
+    log(f"model {args.model} sha256 {model_sha[:16]}...; bottoms identical: {same_bottom}")
+    if not same_bottom:
+        raise SystemExit("the PBC model's bottom differs from ImageNet's: this script assumes a cached-mode model")
+    init_weights = {"pbc": pbc.model.get_weights(), "imagenet": imagenet.model.get_weights()}
+    timing: dict = {}
+
+    # Bottom activations, once: target sets (clean + aug views), replay pool (clean + replay views), PBC test.
+    t = time.time()
+    targets = {}
+    for name in args.sets:
+        root = shared / "data" / name
+        scan = scan_local(root)
+        groups = scan.duplicates()
+        paths = [str(Path(scan.root) / r.path) for r in scan.records]
+        y = np.array([CLASS_INDEX[r.label] for r in scan.records], dtype=np.int64)
+        views = cached(cache / f"{name}_v{cfg.aug_views}.npz", lambda: bottom_activations(
+            pbc, paths, cfg.aug_views, cfg.augment, AUG_SEED, log=log, label=name))
+        targets[name] = {"scan": scan, "groups": groups, "acts": ActSet(views, y)}
+        log(f"{name}: {len(y)} images, per class {dict(zip(CLASSES, np.bincount(y, minlength=5).tolist()))}")
+    pbc_root = shared / "data" / "pbc"
+    rpaths, ry, where = _replay_pool(str(pbc_root), PBC_SPLIT, cfg.replay_images, cfg.seed, False)
+    replay = ActSet(cached(cache / f"replay_{cfg.replay_images}_v{cfg.replay_views}.npz", lambda: bottom_activations(
+        pbc, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1, log=log, label="replay")), ry)
+    tpaths, ty = SplitManifest.load(PBC_SPLIT).files("test", pbc_root)
+    pbc_test = cached(cache / "pbc_test_f32.npz", lambda: [bottom_activations(
+        pbc, [str(p) for p in tpaths], 0, cfg.augment, 0, log=log, label="PBC test")[0]])[0]
+    ty = np.asarray(ty, dtype=np.int64)
+    timing["activations_s"] = round(time.time() - t, 1)
+
+    # Pooled features per init (the head phase's input), once.
+    t = time.time()
+    feats = {}
+    for arm in ("pbc", "imagenet"):
+        net = nets[arm]
+        feats[arm] = {name: cached(cache / f"feats_{arm}_{name}.npz", lambda: [pooled_features(
+            net, targets[name]["acts"])])[0] for name in args.sets}
+        feats[arm]["replay"] = cached(cache / f"feats_{arm}_replay.npz", lambda: [pooled_features(net, replay)])[0]
+    timing["features_s"] = round(time.time() - t, 1)
+
+    # Un-adapted PBC model on every target image, and on PBC test.
+    pbc.model.set_weights(init_weights["pbc"])
+    base_probs = {name: predict_top(pbc, targets[name]["acts"].views[0]) for name in args.sets}
+    base_pbc_test = score(ty, predict_top(pbc, pbc_test))
+    log(f"un-adapted PBC test accuracy {base_pbc_test['accuracy']:.4f}")
+
+    runs_file = out / "runs.jsonl"
+    done = {}
+    if runs_file.exists():
+        for line in runs_file.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("model_sha256") == model_sha:
+                done[(r["set"], r["k"], r["seed"], r["arm"])] = r
+    for name in args.sets:
+        tg = targets[name]
+        for k in args.ks:
+            for seed in args.seeds:
+                split = make_adapt_split(tg["scan"].records, tg["groups"], per_class=k, seed=seed, val_share=0.0)
+                is_train = np.array([r.split == "train" for r in split.rows])  # rows sorted by path == scan order
+                assert [r.path for r in split.rows] == [r.path for r in tg["scan"].records]
+                tr, te = np.flatnonzero(is_train), np.flatnonzero(~is_train)
+                y_te = tg["acts"].labels[te]
+                key0 = (name, k, seed, "unadapted")
+                if key0 not in done:
+                    rec = {"set": name, "k": k, "seed": seed, "arm": "unadapted", "model_sha256": model_sha,
+                           "n_adapt": int(len(tr)), "adapt_per_class": np.bincount(tg["acts"].labels[tr], minlength=5).tolist(),
+                           "test_per_class": np.bincount(y_te, minlength=5).tolist(),
+                           "target": score(y_te, base_probs[name][te]), "pbc_test": base_pbc_test}
+                    done[key0] = rec
+                    with open(runs_file, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                for arm in args.arms:
+                    if (name, k, seed, arm) in done:
+                        continue
+                    init = "imagenet" if arm == "imagenet" else "pbc"
+                    net = nets[arm]
+                    net.model.set_weights(init_weights[init])
+                    acts = tg["acts"]
+                    local = ActSet(acts.views, acts.labels, feats[init][name]).subset(tr)
+                    rep = None if arm == "pbc_noreplay" else ActSet(replay.views, replay.labels, feats[init]["replay"])
+                    t = time.time()
+                    fit = fit_top(net, local, rep, cfg, seed=seed)
+                    fit_s = time.time() - t
+                    rec = {"set": name, "k": k, "seed": seed, "arm": arm, "model_sha256": model_sha,
+                           "n_adapt": int(len(tr)), "adapt_per_class": np.bincount(acts.labels[tr], minlength=5).tolist(),
+                           "test_per_class": np.bincount(y_te, minlength=5).tolist(),
+                           "steps": fit["steps"], "fit_s": round(fit_s, 1),
+                           "target": score(y_te, predict_top(net, acts.views[0][te]))}
+                    if arm in args.pbc_test_arms:
+                        rec["pbc_test"] = score(ty, predict_top(net, pbc_test))
+                    done[(name, k, seed, arm)] = rec
+                    with open(runs_file, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                    pt = f", PBC test {rec['pbc_test']['accuracy']:.4f}" if "pbc_test" in rec else ""
+                    log(f"{name} k={k} seed={seed} {arm}: bal. acc {rec['target']['balanced_accuracy']:.4f} "
+                        f"(EO/LY/MO/NE {rec['target']['balanced_accuracy_big4']:.4f}){pt} [{fit_s:.0f} s]")
+    timing["total_s"] = round(time.time() - t_start, 1)
+    meta = {"model": args.model, "model_sha256": model_sha, "recipe": {k: v for k, v in cfg.to_dict().items()
+                                                                       if k not in ("source", "data_root", "out_dir")},
+            "aug_seed": AUG_SEED, "imagenet_head_seed": 1234, "pbc_split": PBC_SPLIT,
+            "pbc_split_sha256": sha256(Path(PBC_SPLIT)), "replay": {"from": where, "images": len(rpaths)},
+            "versions": versions(), "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                                            "load_avg_at_end": os.getloadavg()},
+            "timing_this_invocation": timing, "ks": args.ks, "seeds": args.seeds, "sets": args.sets}
+    summarize(list(done.values()), meta, out)
+
+
+def _ms(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(records: list[dict], meta: dict, out: Path) -> None:
+    arms = [a for a in ("unadapted", "pbc", "imagenet", "pbc_noreplay") if any(r["arm"] == a for r in records)]
+    table = []
+    for name in meta["sets"]:
+        for k in meta["ks"]:
+            for arm in arms:
+                rs = [r for r in records if r["set"] == name and r["k"] == k and r["arm"] == arm
+                      and r["seed"] in meta["seeds"]]
+                if not rs:
+                    continue
+                row = {"set": name, "k": k, "arm": arm, "seeds": len(rs),
+                       "n_adapt": _ms([r["n_adapt"] for r in rs])[0], "n_test": _ms([r["target"]["n"] for r in rs])[0],
+                       "adapt_per_class": rs[0]["adapt_per_class"], "test_per_class": rs[0]["test_per_class"]}
+                for key in ("balanced_accuracy", "balanced_accuracy_big4", "accuracy"):
+                    row[key] = _ms([r["target"][key] for r in rs])
+                row["pbc_test_accuracy"] = _ms([r["pbc_test"]["accuracy"] for r in rs if "pbc_test" in r])
+                row["fit_s"] = _ms([r.get("fit_s") for r in rs])
+                table.append(row)
+    (out / "learning_curve.json").write_text(json.dumps({"meta": meta, "summary": table}, indent=2) + "\n")
+    (out / "learning_curve.md").write_text(to_markdown(table, meta))
+    try:
+        plot(table, meta, out / "learning_curve.png")
+    except ImportError:
+        pass
+    print(to_markdown(table, meta))
+
+
+def _pct(ms) -> str:
+    m, s = ms
+    return "–" if m is None else f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
+ARM_NAMES = {"unadapted": "PBC model, not adapted", "pbc": "PBC model + adapt (replay)",
+             "imagenet": "ImageNet + same recipe (replay)", "pbc_noreplay": "PBC model + adapt, no replay"}
+
+
+def to_markdown(table: list[dict], meta: dict) -> str:
+    lines = [f"# Few-shot adaptation learning curve (model sha256 `{meta['model_sha256'][:16]}…`)", "",
+             f"Model: `{meta['model']}`. Mean ± sd over seeds {meta['seeds']}; balanced accuracy on the held-out "
+             "images of the set (everything not used for adapting). PBC test: the leak-free test split "
+             "(2,057 images) after adaptation.", ""]
+    for name in meta["sets"]:
+        big4 = name == "zheng2018_tecom"
+        lines += [f"## {name}", "",
+                  "| k / class | arm | adapt images (BA/EO/LY/MO/NE) | test images | bal. acc % |"
+                  + (" bal. acc EO/LY/MO/NE % |" if big4 else "") + " accuracy % | PBC test acc % | fit s |",
+                  "|---:|---|---|---|---:|" + ("---:|" if big4 else "") + "---:|---:|---:|"]
+        for r in table:
+            if r["set"] != name:
+                continue
+            fit = "–" if r["fit_s"][0] is None else f"{r['fit_s'][0]:.0f}"
+            lines.append(f"| {r['k']} | {ARM_NAMES[r['arm']]} | {'/'.join(map(str, r['adapt_per_class']))} | "
+                         f"{'/'.join(map(str, r['test_per_class']))} | {_pct(r['balanced_accuracy'])} |"
+                         + (f" {_pct(r['balanced_accuracy_big4'])} |" if big4 else "")
+                         + f" {_pct(r['accuracy'])} | {_pct(r['pbc_test_accuracy'])} | {fit} |")
+        lines.append("")
+    lines.append("k = labelled images per class used for adapting (fewer where a class has fewer: at least one "
+                 "image per class is always held out). fit s = seconds of the two training phases per run on "
+                 "this 2-core host (activations cached once), while other jobs ran.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: list[dict], meta: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"unadapted": "grey", "pbc": "tab:blue", "imagenet": "tab:orange", "pbc_noreplay": "tab:green"}
+    panels = [("zheng2018_tecom", "balanced_accuracy_big4", "Tecom: bal. acc EO/LY/MO/NE"),
+              ("zheng2018_cellavision", "balanced_accuracy", "CellaVision blog: bal. acc"),
+              (None, "pbc_test_accuracy", "PBC test accuracy after adapting")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=130)
+    for ax, (name, key, title) in zip(axes, panels, strict=True):
+        for arm, colour in colours.items():
+            for set_name, style in ((name, "-"),) if name else (("zheng2018_tecom", "-"), ("zheng2018_cellavision", "--")):
+                rows = sorted((r for r in table if r["set"] == set_name and r["arm"] == arm and r[key][0] is not None),
+                              key=lambda r: r["k"])
+                if not rows:
+                    continue
+                ks = [r["k"] for r in rows]
+                m = np.array([100 * r[key][0] for r in rows])
+                s = np.array([100 * r[key][1] for r in rows])
+                label = ARM_NAMES[arm] + ("" if name else f" ({'Tecom' if 'tecom' in set_name else 'CellaVision'})")
+                ax.errorbar(ks, m, yerr=s, fmt="o" + style, color=colour, capsize=3, label=label)
+        if key != "pbc_test_accuracy":
+            ax.axhline(90, color="k", lw=0.6, ls=":")
+        else:
+            ax.axhline(98.5, color="k", lw=0.6, ls=":")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("labelled images per class (k)")
+        ax.set_xticks(meta["ks"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("%")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""wbc_edge.adapt / `wbc-edge adapt`: the local split (deterministic, stratified, group-aware, tiny classes),
+one-line errors for bad local folders, and an adapted run directory that evaluate and export accept.
+
+The heavy test adapts the tiny fixture model (alpha 0.35, 96 px) on a copy of the shipped samples; the real
+learning curve is benchmarks/adapt/ (not part of the default suite).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from wbc_edge.classes import CLASSES
+from wbc_edge.cli import main
+
+
+def _local_copy(sample_root: Path, dest: Path, per_class: dict[str, int] | None = None) -> Path:
+    """A local ImageFolder with the first n sample images of each class (all when not given)."""
+    for c in CLASSES:
+        n = (per_class or {}).get(c)
+        if n == 0:
+            continue
+        files = sorted(p for p in (sample_root / c).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        (dest / c.capitalize()).mkdir(parents=True)  # folder names are matched case-insensitively
+        for p in files[:n]:
+            shutil.copyfile(p, dest / c.capitalize() / p.name)
+    return dest
+
+
+def _split(root: Path, **kw):
+    from wbc_edge.adapt import make_adapt_split, scan_local
+
+    scan = scan_local(root)
+    return make_adapt_split(scan.records, scan.duplicates(), **kw)
+
+
+# --- the split (numpy + Pillow only) -----------------------------------------------------------------------
+
+def test_split_is_deterministic_stratified_and_keeps_a_test_image_per_class(tmp_path, sample_root):
+    local = _local_copy(sample_root, tmp_path / "lab", {"basophil": 1, "eosinophil": 3})
+    a = _split(local, per_class=5, seed=7)
+    b = _split(local, per_class=5, seed=7)
+    assert a.to_bytes() == b.to_bytes()                       # same seed -> byte-identical split.csv
+    assert _split(local, per_class=5, seed=8).to_bytes() != a.to_bytes()
+    s = a.summary()
+    assert s["train"] == {"basophil": 0, "eosinophil": 2, "lymphocyte": 5, "monocyte": 5, "neutrophil": 5}
+    for c in CLASSES:                                         # every class keeps >= 1 test image
+        assert s["test"][c] >= 1
+        assert s["train"][c] + s["val"][c] + s["test"][c] == {"basophil": 1, "eosinophil": 3}.get(c, 8)
+    assert s["val"]["lymphocyte"] == 1 and s["test"]["lymphocyte"] == 2   # floor(0.5 * 3) val, rest test
+    # Without --per-class: hold out 30 % (>= 1) of each class.
+    h = _split(local, holdout_fraction=0.3, seed=7).summary()
+    assert h["train"]["lymphocyte"] == 6 and h["train"]["eosinophil"] == 2 and h["train"]["basophil"] == 0
+
+
+def test_split_never_separates_duplicates(tmp_path, sample_root):
+    local = _local_copy(sample_root, tmp_path / "lab")
+    src = sorted((local / "Neutrophil").iterdir())[0]
+    for i in range(3):  # three byte-identical copies of one cell
+        shutil.copyfile(src, local / "Neutrophil" / f"copy{i}.jpg")
+    for seed in range(6):
+        rows = _split(local, per_class=4, seed=seed).rows
+        splits = {r.split for r in rows if r.sha256 == rows[[r.path for r in rows].index(
+            "Neutrophil/" + src.name)].sha256}
+        assert len(splits) == 1
+
+
+# --- bad local folders: one line, naming the folder or file, before any model is loaded --------------------
+
+@pytest.mark.parametrize("case, expected", [
+    ("empty", "dataset folder is empty"),
+    ("one_class", "only one class (lymphocyte) has images"),
+    ("unknown", "unknown class folder 'blasts'"),
+    ("corrupt", "Lymphocyte/broken.jpg"),
+    ("too_few", "keep images to adapt with"),
+])
+def test_bad_local_folder_gives_one_line_error(tmp_path, sample_root, case, expected):
+    local = tmp_path / "lab"
+    local.mkdir()
+    if case == "one_class":
+        _local_copy(sample_root, tmp_path / "src", {"lymphocyte": 8})
+        shutil.copytree(tmp_path / "src" / "Lymphocyte", local / "Lymphocyte")
+    elif case == "unknown":
+        _local_copy(sample_root, local, {"basophil": 2, "eosinophil": 2, "lymphocyte": 2, "monocyte": 2,
+                                          "neutrophil": 2})
+        (local / "blasts").mkdir()
+    elif case == "corrupt":
+        _local_copy(sample_root, local)
+        (local / "Lymphocyte" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    elif case == "too_few":  # every class has one image: all are held out, nothing is left to adapt with
+        _local_copy(sample_root, local, {c: 1 for c in CLASSES})
+    fake_model = tmp_path / "model.keras"  # never loaded: the folder is checked first
+    fake_model.write_bytes(b"x")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["adapt", str(fake_model), str(local), "--out", str(out), "--no-replay"])
+    assert res.exit_code == 1, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and expected in lines[0], res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()  # nothing written for a refused folder
+
+
+def test_skip_bad_and_system_files_are_not_errors(tmp_path, sample_root):
+    from wbc_edge.adapt import scan_local
+    from wbc_edge.errors import DatasetError
+
+    local = _local_copy(sample_root, tmp_path / "lab")
+    (local / "Monocyte" / ".DS_Store").write_bytes(b"\0\0")
+    assert len(scan_local(local).records) == 40                 # a .DS_Store is not an error
+    (local / "Monocyte" / "empty.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"Monocyte/empty.png: .*--skip-bad"):
+        scan_local(local)
+    assert len(scan_local(local, skip_bad=True).records) == 40
+
+
+# --- adapting the tiny model: an ordinary run directory ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def adapted_run(tiny_run_dir, sample_root, tmp_path_factory):
+    from wbc_edge.adapt import AdaptConfig, adapt
+
+    base = tmp_path_factory.mktemp("adapt")
+    local = _local_copy(sample_root, base / "lab")
+    cfg = AdaptConfig(source=str(tiny_run_dir), data_root=str(local), out_dir=str(base / "run"), per_class=4,
+                      aug_views=1, head_epochs=2, min_steps=4, finetune_epochs=1, batch_size=8, replay_images=10,
+                      seed=3)
+    res = adapt(cfg, verbose=False)
+    return res, local, cfg
+
+
+def test_adapt_writes_a_run_directory(adapted_run, tiny_run_dir, sample_root):
+    from wbc_edge.atomic import sha256_file
+    from wbc_edge.data import SplitManifest
+
+    res, local, cfg = adapted_run
+    run = res.run_dir
+    for name in ("model.keras", "split.csv", "run.json", "config.json", "history.json", "calibration.json",
+                 "test_metrics.json", "test_confusion.json"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["data_root"] == str(local)           # export / evaluate find the local images here
+    assert info["config"]["mode"] == "adapt"
+    assert info["split_manifest_sha256"] == sha256_file(run / "split.csv")
+    assert info["model_sha256"] == sha256_file(run / "model.keras")
+    assert info["source"]["model_sha256"] == sha256_file(tiny_run_dir / "model.keras")
+    # Replay defaults to the source run's data root and the train split of its split.csv.
+    assert info["replay"]["images"] == 10 and info["replay"]["data_root"] == str(sample_root)
+    assert info["replay"]["split_manifest"] == str(tiny_run_dir / "split.csv")
+    assert info["split_counts"] == {"train": 20, "val": 10, "test": 10}
+    m = SplitManifest.load(run / "split.csv")
+    m.verify(local)
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["temperature"] > 0 and "local val split" in cal["fitted_on"]
+    assert info["heldout"]["n"] == 20
+
+
+def test_adapted_model_equals_the_cached_path_and_differs_from_the_source(adapted_run, tiny_run_dir):
+    from wbc_edge.model import load_model
+    from wbc_edge.preprocess import preprocess
+
+    res, local, _ = adapted_run
+    new, old = load_model(res.model_path), load_model(tiny_run_dir / "model.keras")
+    x = np.stack([preprocess(p, 96) for p in sorted((local / "Monocyte").iterdir())[:4]]).astype(np.float32)
+    assert not np.allclose(new(x).numpy(), old(x).numpy(), atol=1e-4)  # it was trained
+    # The bottom (below block_13) is frozen: identical weights.
+    for name in ("Conv1", "block_6_expand", "block_12_project"):
+        for a, b in zip(new.get_layer(name).get_weights(), old.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_adapted_run_is_accepted_by_evaluate_and_export(adapted_run, tmp_path):
+    from wbc_edge.contract import read_contract
+    from wbc_edge.evaluate_model import evaluate_keras
+    from wbc_edge.export import ExportConfig, export_model
+
+    res, local, _ = adapted_run
+    metrics, _ = evaluate_keras(str(res.model_path), str(local), out_dir=str(tmp_path / "eval"), progress=False)
+    saved = json.loads((res.run_dir / "test_metrics.json").read_text())
+    assert metrics.n == saved["n"] == 10
+    assert abs(metrics.accuracy - saved["accuracy"]) < 1e-9     # the same test split, the same predictions
+    out = export_model(ExportConfig(res.run_dir, out_dir=tmp_path / "export", variants=("float32",),
+                                    verbose=False))
+    tfl = tmp_path / "export" / "wbc_float32.tflite"
+    assert tfl.is_file() and out.manifest["variants"][0]["status"] == "ok"
+    c = read_contract(tfl)
+    cal = json.loads((res.run_dir / "calibration.json").read_text())
+    assert c.temperature == pytest.approx(cal["temperature"])   # adapt's calibration travels with the model
+
+
+def test_adapt_refuses_an_existing_run_without_force(adapted_run, tmp_path):
+    res, local, cfg = adapted_run
+    r = CliRunner().invoke(main, ["adapt", cfg.source, str(local), "--out", str(res.run_dir), "--no-replay"])
+    assert r.exit_code == 1 and "--force" in r.output
+
+
+def test_adapt_with_a_missing_class_and_no_replay(tiny_run_dir, sample_root, tmp_path):
+    """A class missing locally gets no local examples; the run still completes (the head keeps 5 outputs)."""
+    from wbc_edge.adapt import AdaptConfig, adapt
+
+    local = _local_copy(sample_root, tmp_path / "lab", {"basophil": 0})
+    cfg = AdaptConfig(source=str(tiny_run_dir / "model.keras"), data_root=str(local), out_dir=str(tmp_path / "run"),
+                      per_class=3, aug_views=0, head_epochs=1, min_steps=2, finetune_epochs=1, batch_size=8,
+                      replay=False, seed=1)
+    res = adapt(cfg, verbose=False)
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["replay"] is None and info["split_per_class"]["train"]["basophil"] == 0
+    assert info["split_counts"]["train"] == 12

@@ -1,0 +1,140 @@
+"""The augmentation module: determinism, each family doing what it claims, and where it must never run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wbc_edge.augment import PRESETS, AugmentConfig, augment, preset, shifted_view
+from wbc_edge.errors import WbcEdgeError
+
+
+@pytest.fixture(scope="module")
+def cell(sample_files):
+    from wbc_edge.preprocess import preprocess
+
+    return preprocess(sample_files[0][0], 96)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_deterministic_per_seed_and_keep_shape(cell, name):
+    cfg = preset(name)
+    a = augment(cell, np.random.default_rng([1, 2, 3]), cfg)
+    b = augment(cell, np.random.default_rng([1, 2, 3]), cfg)
+    assert a.dtype == np.uint8 and a.shape == cell.shape
+    assert np.array_equal(a, b)
+    if name != "none":
+        others = [augment(cell, np.random.default_rng([1, 2, k]), cfg) for k in range(4, 8)]
+        assert any(not np.array_equal(a, o) for o in others), "different seeds must give different views"
+    else:
+        assert np.array_equal(a, cell)
+
+
+def test_zoom_in_magnifies_the_cell(cell):
+    """A zoom-in must make the dark (stained) area larger: the scale factor is what matters off-domain."""
+    cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0, saturation=0, stain=0,
+                        zoom_p=1.0, zoom_min=2.5, zoom_max=2.5)
+    zoomed = augment(cell, np.random.default_rng(0), cfg)
+    dark = lambda px: float(np.mean(px.mean(axis=2) < 140))  # noqa: E731
+    assert dark(zoomed) > 3 * dark(cell) > 0
+
+
+def test_zoom_out_pads_with_the_border_colour(cell):
+    cfg = AugmentConfig(dihedral=False, brightness=0, contrast=0, saturation=0, stain=0,
+                        zoom_p=1.0, zoom_min=0.5, zoom_max=0.5)
+    out = augment(cell, np.random.default_rng(0), cfg)
+    border = np.median(np.concatenate([cell[0], cell[-1], cell[:, 0], cell[:, -1]]), axis=0)
+    assert np.abs(out[0, 0].astype(float) - border).max() <= 2
+
+
+def test_grey_and_tint_and_hed_change_colour_not_geometry(cell):
+    grey = augment(cell, np.random.default_rng(0), AugmentConfig(dihedral=False, grey_p=1.0, brightness=0,
+                                                                 contrast=0, saturation=0, stain=0))
+    assert np.abs(grey[..., 0].astype(int) - grey[..., 2]).max() <= 1
+    warm = AugmentConfig(dihedral=False, tint_p=1.0, tint=0.4, brightness=0, contrast=0, saturation=0, stain=0)
+    tinted = [augment(cell, np.random.default_rng(k), warm) for k in range(8)]
+    ratios = [t[..., 2].mean() / max(t[..., 0].mean(), 1) for t in tinted]
+    assert max(ratios) - min(ratios) > 0.1, "white-balance casts must vary the blue/red balance"
+    hed = augment(cell, np.random.default_rng(0), AugmentConfig(dihedral=False, hed_p=1.0, hed_scale=0.3,
+                                                                hed_bias=0.05, brightness=0, contrast=0,
+                                                                saturation=0, stain=0))
+    assert not np.array_equal(hed, cell)
+    # Pixel positions are unchanged: the edge structure (luma gradient sign) is mostly preserved.
+    g0 = np.sign(np.diff(cell.mean(axis=2), axis=1))
+    g1 = np.sign(np.diff(hed.mean(axis=2), axis=1))
+    assert np.mean(g0 == g1) > 0.6
+
+
+def test_shifted_view_is_seeded_and_tight(cell):
+    a = shifted_view(cell, np.random.default_rng(5))
+    assert np.array_equal(a, shifted_view(cell, np.random.default_rng(5)))
+    assert a.shape == cell.shape and a.dtype == np.uint8
+
+
+def test_bad_strengths_are_refused():
+    with pytest.raises(WbcEdgeError, match="probability"):
+        preset("robust", zoom_p=1.5)
+    with pytest.raises(WbcEdgeError, match="zoom_min"):
+        preset("robust", zoom_min=3.0, zoom_max=1.0)
+    with pytest.raises(WbcEdgeError, match="unknown augmentation preset"):
+        preset("extreme")
+    with pytest.raises(WbcEdgeError, match="augmentation"):
+        preset("robust", no_such_strength=1)
+
+
+def test_train_config_round_trips_the_augmentation():
+    from wbc_edge.train import TrainConfig
+
+    cfg = TrainConfig(data_root="d", out_dir="o", aug_preset="colour", augment=preset("colour"))
+    back = TrainConfig.from_dict(cfg.to_dict())
+    assert back.augment == preset("colour") and back.aug_preset == "colour"
+    assert TrainConfig(data_root="d", out_dir="o").augment == preset("robust")
+
+
+def test_augmentation_never_runs_in_runtime_evaluation_or_reference():
+    """The runtime, evaluation, the cross-domain report and the Keras parity path must not import the
+    augmentation module (export imports it only for int8 calibration / QAT images, via augment_share)."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys\n"
+            "import wbc_edge.runtime, wbc_edge.evaluate, wbc_edge.evaluate_model, wbc_edge.crossdomain, "
+            "wbc_edge.preprocess, wbc_edge.cli.predict_cmd, wbc_edge.cli.bench_cmd\n"
+            "bad = [m for m in sys.modules if m.startswith('wbc_edge.augment')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+    src = (root / "wbc_edge" / "export.py").read_text()
+    # The Keras reference / parity pixels come straight from preprocess_batch; augment only inside augment_share.
+    assert src.count("from .augment import augment") == 1
+    assert "def augment_share(" in src
+
+
+def test_augment_share_is_seeded_and_partial(cell):
+    from wbc_edge.export import augment_share
+
+    batch = np.stack([cell] * 10)
+    a, n = augment_share(batch, "robust", 0.5, seed=3)
+    b, _ = augment_share(batch, "robust", 0.5, seed=3)
+    assert n == 5 and np.array_equal(a, b)
+    changed = [not np.array_equal(a[i], cell) for i in range(10)]
+    assert sum(changed) == 5
+    assert np.array_equal(batch[0], cell), "the input batch is not modified"
+    same, n0 = augment_share(batch, None, 0.5, seed=3)
+    assert n0 == 0 and same is batch
+
+
+def test_preview_aug_writes_a_png(sample_root, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from wbc_edge.cli import main
+
+    out = tmp_path / "grid.png"
+    res = CliRunner().invoke(main, ["data", "preview-aug", str(sample_root), "--out", str(out), "--per-class", "1",
+                                    "--views", "2", "--input-size", "64"])
+    assert res.exit_code == 0, res.output
+    assert "ms per augmented view" in res.output
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] == 4 * 128 and im.size[1] == 5 * (128 + 18)

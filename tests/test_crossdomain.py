@@ -1,0 +1,69 @@
+"""`wbc-edge crossdomain`: per-domain metrics and agreement, the gate, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from wbc_edge.cli import main
+from wbc_edge.crossdomain import CrossDomainConfig, Domain, domain_metrics, run_report, to_markdown
+from wbc_edge.errors import WbcEdgeError
+
+
+def test_domain_metrics_balanced_accuracy_over_big_classes():
+    labels = ["a", "b", "c"]
+    y = np.array([0] * 10 + [1] * 10 + [2])          # class c has one image
+    probs = np.zeros((21, 3), dtype=np.float32)
+    probs[np.arange(21), [0] * 10 + [1] * 5 + [0] * 5 + [0]] = 1.0
+    m = domain_metrics(y, probs, labels, min_class_images=10)
+    assert m["balanced_accuracy"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert m["balanced_accuracy_big_classes"] == pytest.approx(0.75)
+    assert m["big_classes"] == ["a", "b"]
+    assert m["support"] == {"a": 10, "b": 10, "c": 1}
+
+
+def test_report_on_two_domains_with_agreement(tiny_tflite, sample_root, tmp_path):
+    cfg = CrossDomainConfig(models=[str(tiny_tflite["float32"]), str(tiny_tflite["int8"])],
+                            domains=[Domain(str(sample_root), name="lab A"), Domain(str(sample_root), name="lab B")],
+                            min_agreement=0.0, progress=False)
+    result = run_report(cfg)
+    assert result["reference"] == str(tiny_tflite["float32"])
+    assert [d["name"] for d in result["domains"]] == ["lab A", "lab B"]
+    for d in result["domains"]:
+        assert d["n"] == 40
+        int8 = d["results"][str(tiny_tflite["int8"])]
+        ref = d["results"][str(tiny_tflite["float32"])]
+        assert "agreement_pct" not in ref and 0 <= int8["agreement_pct"] <= 100
+        assert int8["flips"] == round((100 - int8["agreement_pct"]) * 40 / 100)
+    assert result["gate"]["passed"]
+    md = to_markdown(result)
+    assert "lab A" in md and "| 40 |" in md
+
+
+def test_gate_fails_when_agreement_is_impossible(tiny_tflite, sample_root, tmp_path):
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(main, ["crossdomain", str(tiny_tflite["float32"]), str(tiny_tflite["int8"]),
+                                    "--data", f"S={sample_root}", "--limit", "10", "--min-agreement", "100.5",
+                                    "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 2  # click refuses > 100 before anything runs
+    res = CliRunner().invoke(main, ["crossdomain", str(tiny_tflite["float32"]), str(tiny_tflite["int8"]),
+                                    "--data", f"S={sample_root}", "--limit", "10", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "crossdomain.json").read_text())
+    assert data["domains"][0]["n"] == 10
+    assert (out / "crossdomain.png").stat().st_size > 0 and (out / "crossdomain.md").exists()
+
+
+def test_bad_inputs_get_one_line_errors(tiny_tflite, sample_root, tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"x")
+    with pytest.raises(WbcEdgeError, match="model.onnx: not a model file"):
+        run_report(CrossDomainConfig(models=[str(bad)], domains=[Domain(str(sample_root))], progress=False))
+    with pytest.raises(WbcEdgeError, match="share a name"):
+        run_report(CrossDomainConfig(models=[str(tiny_tflite["float32"])],
+                                     domains=[Domain(str(sample_root)), Domain(str(sample_root))], progress=False))
+    res = CliRunner().invoke(main, ["crossdomain", str(tiny_tflite["float32"]), "--data", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "not a directory" in res.output

@@ -1,0 +1,67 @@
+"""Fit a trained run's confidence calibration (temperature + abstain threshold) and store it with the run.
+
+`wbc-edge train` calls this at the end of every run; `wbc-edge calibrate RUN_DIR` does it for runs trained
+before calibration existed.  The result lives in RUN_DIR/calibration.json, and export copies it into every
+variant's contract, where the runtime and `wbc-edge predict` apply it.  (The numpy maths is in
+`wbc_edge.calibration`; this module needs TensorFlow to run the Keras model.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .calibration import Calibration, fit_calibration
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def shifted_val_pixels(paths: list[str], size: int) -> np.ndarray:
+    """The fixed held-out shifted val (same seed as training's selection set)."""
+    from .augment import shifted_view
+    from .preprocess import preprocess
+    from .train import SHIFTED_VAL_SEED
+
+    return np.stack([shifted_view(preprocess(p, size), np.random.default_rng([SHIFTED_VAL_SEED, i]))
+                     for i, p in enumerate(paths)])
+
+
+def save_calibration(run_dir: str | Path, cal: Calibration) -> Path:
+    path = Path(run_dir) / CALIBRATION_FILE
+    atomic.write_json(path, cal.to_dict())
+    return path
+
+
+def load_calibration(run_dir: str | Path) -> Calibration | None:
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    return Calibration(**{k: v for k, v in raw.items() if k in Calibration.__dataclass_fields__})
+
+
+def calibrate_run(run_dir: str | Path, data_root: str | None = None, progress: bool = True) -> Calibration:
+    """Fit and save the calibration of a finished run from its model.keras and split.csv val split."""
+    from .data import SplitManifest
+    from .evaluate_model import predict_keras
+    from .model import check_classifier, load_model
+
+    run = Path(run_dir)
+    info = json.loads((run / "run.json").read_text())
+    root = data_root or info["config"]["data_root"]
+    model = load_model(run / "model.keras")
+    check_classifier(model, run / "model.keras")
+    size = int(model.input_shape[1])
+    paths, labels = SplitManifest.load(run / "split.csv").files("val", root)
+    paths, y = [str(p) for p in paths], np.asarray(labels)
+    val = predict_keras(model, paths, progress=progress)
+    shifted = shifted_val_pixels(paths, size).astype(np.float32)
+    shifted_probs = np.concatenate([model(shifted[s:s + 32], training=False).numpy()
+                                    for s in range(0, len(shifted), 32)])
+    cal = fit_calibration(val, y, shifted_probs, y)
+    save_calibration(run, cal)
+    return cal
+

@@ -1,0 +1,316 @@
+"""One cross-domain report: how a model (Keras or any .tflite) does on several labelled image folders.
+
+Why a report of its own: the number that matters to a lab is not PBC test accuracy but how the model holds
+up on *their* microscope, and whether the int8 file they deploy still agrees with the float model there.
+So for every domain (an ImageFolder root; the first may be restricted to a split of a manifest, e.g. PBC's
+leak-free test split) it gives n, accuracy, balanced accuracy, macro-F1 and per-class recall - plus the
+balanced accuracy over the classes with enough images to mean something (Tecom has one basophil) - and, for
+each .tflite, top-1 agreement with the float reference on that domain.
+
+TensorFlow is imported only when a model is a .keras file; .tflite models run on `wbc_edge.runtime`.
+Every image is fed through the one `preprocess`, never augmented.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .classes import CLASSES
+from .errors import WbcEdgeError
+from .preprocess import preprocess_batch
+
+FORMAT = "wbc-edge-crossdomain-1"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A labelled ImageFolder; with `split_manifest`, only that manifest's `split` part of it."""
+
+    root: str
+    name: str | None = None
+    split_manifest: str | None = None
+    split: str = "test"
+
+    @property
+    def label(self) -> str:
+        base = self.name or Path(self.root).resolve().name
+        return f"{base} ({self.split})" if self.split_manifest and not self.name else base
+
+
+@dataclass
+class CrossDomainConfig:
+    models: list[str]
+    domains: list[Domain]
+    reference: str | None = None   # default: the .keras among models, else a *float32*.tflite among them
+    min_class_images: int = 10     # balanced accuracy is also given over classes with at least this many
+    min_agreement: float | None = None  # gate (%): every .tflite vs the reference, on every domain
+    num_threads: int | None = None
+    limit: int | None = None       # at most this many images per domain (stratified, seeded)
+    seed: int = 42
+    progress: bool = True
+    labels: list[str] = field(default_factory=lambda: list(CLASSES))
+
+
+def _kind(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".keras":
+        return "keras"
+    if suffix == ".tflite":
+        return "tflite"
+    raise WbcEdgeError(f"{path}: not a model file this report can run (expected .keras or .tflite)")
+
+
+def _reference(cfg: CrossDomainConfig) -> str | None:
+    if cfg.reference:
+        return cfg.reference
+    keras_models = [m for m in cfg.models if _kind(m) == "keras"]
+    if keras_models:
+        return keras_models[0]
+    floats = [m for m in cfg.models if "float32" in Path(m).name]
+    return floats[0] if floats else None
+
+
+class _Runner:
+    """Probabilities of one model over uint8 pixels (Keras in-process, .tflite through the runtime)."""
+
+    def __init__(self, path: str, num_threads: int | None):
+        self.path, self.kind = path, _kind(path)
+        if self.kind == "keras":
+            from .model import check_classifier, load_model
+            from .tfcompat import import_tf
+
+            import_tf()
+            self.model = load_model(path)
+            check_classifier(self.model, path)
+            self.size = int(self.model.input_shape[1])
+            from .confidence import load_calibration
+
+            cal = load_calibration(Path(path).parent)
+            self.temperature = cal.temperature if cal else 1.0
+            self.threshold = cal.abstain_threshold if cal else 0.0
+        else:
+            from .runtime import Classifier
+
+            self.model = Classifier(path, num_threads=num_threads)
+            if list(self.model.labels) != list(CLASSES):
+                raise WbcEdgeError(f"{path}: labels {list(self.model.labels)} differ from {list(CLASSES)}")
+            self.size = self.model.input_size
+            self.temperature, self.threshold = self.model.temperature, self.model.abstain_threshold
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if self.kind == "keras":
+            return np.concatenate([self.model(pixels[s:s + 32].astype(np.float32), training=False).numpy()
+                                   for s in range(0, len(pixels), 32)]).astype(np.float32)
+        return self.model.predict_pixels(pixels)
+
+
+def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_class_images: int,
+                   temperature: float = 1.0, threshold: float = 0.0) -> dict:
+    """The per-domain figures of the report for one model's (raw) probabilities; with a temperature also
+    the calibration error after scaling and what the abstain threshold accepts on this domain."""
+    from .calibration import apply_temperature, coverage_at, expected_calibration_error, risk_coverage
+    from .evaluate import compute_metrics
+
+    cal = apply_temperature(probs, temperature) if temperature != 1.0 else probs
+    rc = risk_coverage(cal, y)
+    step = max(1, len(y) // 50)  # the curve, thinned to ~50 points for the JSON
+    confidence = {"temperature": temperature, "ece": expected_calibration_error(probs, y),
+                  "ece_calibrated": expected_calibration_error(cal, y),
+                  "at_threshold": coverage_at(cal, y, threshold),
+                  "risk_coverage": {k: v[::step] + v[-1:] for k, v in rc.items()}}
+    m = compute_metrics(y, probs.argmax(1), labels, bootstrap=0)
+    counts = np.bincount(y, minlength=len(labels))
+    big = [i for i in range(len(labels)) if counts[i] >= min_class_images]
+    recall = {pc["label"]: pc["recall"] for pc in m.per_class}
+    return {
+        "n": m.n, "accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy, "macro_f1": m.macro_f1,
+        "balanced_accuracy_big_classes": float(np.mean([m.per_class[i]["recall"] for i in big])) if big else None,
+        "big_classes": [labels[i] for i in big],
+        "per_class_recall": {k: v for k, v in recall.items() if counts[labels.index(k)] > 0},
+        "support": {labels[i]: int(counts[i]) for i in range(len(labels))},
+        "confusion": m.confusion,
+        "confidence": confidence,
+    }
+
+
+def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig) -> tuple[list[str], np.ndarray, np.ndarray, str]:
+    from .evaluate_model import collect_inputs
+    from .sampling import stratified_indices
+
+    inputs = collect_inputs(d.root, "all" if not d.split_manifest else d.split, d.split_manifest,
+                            progress=False)
+    paths, labels = inputs.paths, inputs.labels
+    if cfg.limit and cfg.limit < len(paths):
+        idx = stratified_indices(labels, cfg.limit, cfg.seed)
+        paths, labels = [paths[i] for i in idx], labels[idx]
+    return paths, labels, preprocess_batch(paths, size), inputs.source
+
+
+def run_report(cfg: CrossDomainConfig, log=print) -> dict:
+    """Score every model on every domain; returns the JSON-ready result (see `to_markdown`)."""
+    if not cfg.models:
+        raise WbcEdgeError("no models given")
+    if not cfg.domains:
+        raise WbcEdgeError("no domains given (--data ROOT, once per domain)")
+    names = [d.label for d in cfg.domains]
+    if len(set(names)) != len(names):
+        raise WbcEdgeError(f"two domains share a name ({', '.join(names)}); give them NAME=ROOT")
+    ref_path = _reference(cfg)
+    paths = list(dict.fromkeys(([ref_path] if ref_path else []) + list(cfg.models)))
+    t0 = time.time()
+    runners = {p: _Runner(p, cfg.num_threads) for p in paths}
+    sizes = {r.size for r in runners.values()}
+    if len(sizes) != 1:
+        raise WbcEdgeError(f"the models take different input sizes ({sorted(sizes)}); report them separately")
+    size = sizes.pop()
+    result: dict = {"format": FORMAT, "reference": ref_path, "models": list(cfg.models),
+                    "min_class_images": cfg.min_class_images, "domains": [], "gate": None}
+    failures = []
+    for d in cfg.domains:
+        t = time.time()
+        _, y, pixels, source = _load_domain(d, size, cfg)
+        rec: dict = {"name": d.label, "root": str(d.root), "source": source, "n": int(len(y)), "results": {}}
+        probs = {p: r(pixels) for p, r in runners.items()}
+        for p in cfg.models:
+            row = domain_metrics(y, probs[p], cfg.labels, cfg.min_class_images, runners[p].temperature,
+                                 runners[p].threshold)
+            if ref_path and p != ref_path:
+                pred, ref_pred = probs[p].argmax(1), probs[ref_path].argmax(1)
+                row["agreement_pct"] = 100.0 * float(np.mean(pred == ref_pred))
+                row["flips"] = int(np.sum(pred != ref_pred))
+                row["max_abs_dprob"] = float(np.max(np.abs(probs[p] - probs[ref_path])))
+                if cfg.min_agreement is not None and row["agreement_pct"] < cfg.min_agreement - 1e-9:
+                    failures.append({"model": p, "domain": d.label,
+                                     "reason": f"top-1 agreement {row['agreement_pct']:.2f}% < "
+                                               f"{cfg.min_agreement:g}%"})
+            rec["results"][p] = row
+        rec["seconds"] = round(time.time() - t, 1)
+        result["domains"].append(rec)
+        if cfg.progress:
+            log(f"  {d.label}: {len(y)} images scored by {len(runners)} model(s) in {rec['seconds']:.0f} s")
+    if cfg.min_agreement is not None:
+        result["gate"] = {"min_agreement_pct": cfg.min_agreement, "passed": not failures, "failures": failures}
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def to_markdown(result: dict) -> str:
+    lines = ["# Cross-domain report", "",
+             f"Reference for agreement: `{result['reference']}`" if result["reference"] else
+             "No float reference: agreement not computed.", "",
+             f"Balanced accuracy is the mean recall over the classes present; 'bal. (n≥{result['min_class_images']})' "
+             "uses only classes with at least that many images.", "",
+             "| model | domain | n | acc % | bal. acc % | bal. (n≥" + str(result["min_class_images"])
+             + ") % | macro-F1 | agree % | flips |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for d in result["domains"]:
+        for model, r in d["results"].items():
+            agree = "-" if "agreement_pct" not in r else f"{r['agreement_pct']:.2f}"
+            lines.append(f"| {Path(model).name} | {d['name']} | {r['n']} | {_pct(r['accuracy'])} | "
+                         f"{_pct(r['balanced_accuracy'])} | {_pct(r['balanced_accuracy_big_classes'])} | "
+                         f"{r['macro_f1']:.3f} | {agree} | {r.get('flips', '-')} |")
+    lines += ["", "Per-class recall (%):", ""]
+    labels = list(result["domains"][0]["results"][next(iter(result["domains"][0]["results"]))]["support"])
+    lines += ["| model | domain | " + " | ".join(f"{lab} (n)" for lab in labels) + " |",
+              "|---|---|" + "---:|" * len(labels)]
+    for d in result["domains"]:
+        for model, r in d["results"].items():
+            cells = [f"{_pct(r['per_class_recall'].get(lab))} ({r['support'][lab]})" if r["support"][lab] else "-"
+                     for lab in labels]
+            lines.append(f"| {Path(model).name} | {d['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "Confidence (temperature-scaled when the model carries a temperature): ECE before -> after, "
+              "and what the model's abstain threshold accepts:", "",
+              "| model | domain | T | ECE % | ECE calibrated % | threshold | coverage % | accepted acc % |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for d in result["domains"]:
+        for model, r in d["results"].items():
+            c = r["confidence"]
+            at = c["at_threshold"]
+            lines.append(f"| {Path(model).name} | {d['name']} | {c['temperature']:.3g} | {100 * c['ece']:.1f} | "
+                         f"{100 * c['ece_calibrated']:.1f} | {at['threshold']:.3f} | {_pct(at['coverage'])} | "
+                         f"{_pct(at['accepted_accuracy'])} |")
+    gate = result.get("gate")
+    if gate:
+        lines += ["", f"Gate (agreement ≥ {gate['min_agreement_pct']:g} % on every domain): "
+                  + ("passed" if gate["passed"] else "FAILED: " + "; ".join(
+                      f"{Path(f['model']).name} on {f['domain']}: {f['reason']}" for f in gate["failures"]))]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: str | os.PathLike) -> Path:
+    """Balanced accuracy per domain and model (bars) and, for .tflite files, agreement (second panel)."""
+    from .atomic import atomic_path
+    from .evaluate import _pyplot
+
+    plt = _pyplot()
+    domains = [d["name"] for d in result["domains"]]
+    models = result["models"]
+    agree_models = [m for m in models if any("agreement_pct" in d["results"][m] for d in result["domains"])]
+    fig, axes = plt.subplots(1, 2 if agree_models else 1, figsize=(12 if agree_models else 7, 4.2), squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(domains))
+    ax = axes[0][0]
+    for i, m in enumerate(models):
+        vals = [100 * d["results"][m]["balanced_accuracy"] for d in result["domains"]]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=Path(m).name)
+    ax.set_xticks(x, domains, rotation=15)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("balanced accuracy %")
+    ax.set_title("Accuracy per domain")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    if agree_models:
+        ax = axes[0][1]
+        w = 0.8 / len(agree_models)
+        for i, m in enumerate(agree_models):
+            vals = [d["results"][m].get("agreement_pct", np.nan) for d in result["domains"]]
+            ax.bar(x + i * w - 0.4 + w / 2, vals, w, label=Path(m).name)
+        lo = min([d["results"][m].get("agreement_pct", 100) for d in result["domains"] for m in agree_models])
+        ax.set_ylim(max(0.0, min(lo - 2, 95.0)), 100.5)
+        ax.set_xticks(x, domains, rotation=15)
+        ax.set_ylabel("top-1 agreement with reference %")
+        ax.set_title(f"Agreement with {Path(result['reference']).name}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None = None) -> Path:
+    """Accuracy of the accepted images vs the fraction accepted, one curve per domain (one model)."""
+    from .atomic import atomic_path
+    from .evaluate import _pyplot
+
+    plt = _pyplot()
+    model = model or result["models"][0]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for d in result["domains"]:
+        c = d["results"][model]["confidence"]
+        rc, at = c["risk_coverage"], c["at_threshold"]
+        line, = ax.plot([100 * x for x in rc["coverage"]], [100 * x for x in rc["accuracy"]], label=d["name"])
+        if at["accepted_accuracy"] is not None:
+            ax.plot([100 * at["coverage"]], [100 * at["accepted_accuracy"]], "o", color=line.get_color())
+    ax.set_xlabel("coverage: % of images accepted (most confident first)")
+    ax.set_ylabel("accuracy of accepted images %")
+    ax.set_title(f"Risk-coverage, {Path(model).name} (dots: stored threshold)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
