@@ -33,3 +33,31 @@ def tiny_train_config(sample_root, out, split_csv, **overrides):
                 head_epochs=2, finetune_epochs=2, aug_views=1, batch_size=8)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def without_metadata(data: bytes) -> bytes:
+    """The same model without its TFLITE_METADATA entry (and buffer), contract zip kept: what a file
+    exported before the metadata existed looks like (the shipped files now carry it)."""
+    import flatbuffers
+
+    from wbc_edge.tflite_metadata import METADATA_FIELD_NAME, _aligned_buffer_class, _model_schema, _unpack_model
+
+    schema = _model_schema()
+    from wbc_edge.contract import strip_contract
+
+    flat = strip_contract(data)
+    model = _unpack_model(schema, flat, "test")
+    keep = []
+    for m in model.metadata or []:
+        name = m.name.decode() if isinstance(m.name, bytes) else m.name
+        if name == METADATA_FIELD_NAME:
+            assert m.buffer == len(model.buffers) - 1, "the metadata buffer is the last one"
+            model.buffers = model.buffers[:-1]
+        else:
+            keep.append(m)
+    model.metadata = keep or None
+    aligned = _aligned_buffer_class(schema)
+    model.buffers = [aligned(data=b.data, offset=b.offset, size=b.size) for b in model.buffers]
+    b = flatbuffers.Builder(len(flat) + 4096)
+    b.Finish(model.Pack(b), b"TFL3")
+    return bytes(b.Output()) + data[len(flat):]

@@ -70,6 +70,25 @@ def test_split_never_separates_duplicates(tmp_path, sample_root):
         assert len(splits) == 1
 
 
+def test_near_duplicates_across_classes_are_split_by_class_exact_copies_are_refused(tmp_path, sample_root):
+    """Small tight crops can hash alike across classes (Tecom's 120 px cells): such a near-duplicate group is
+    split by class; the same bytes filed under two classes is a real label conflict."""
+    from PIL import Image
+
+    from wbc_edge.errors import DatasetError
+
+    local = _local_copy(sample_root, tmp_path / "lab")
+    src = sorted((local / "Neutrophil").iterdir())[0]
+    with Image.open(src) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(local / "Monocyte" / "flipped.png")
+    rows = {r.path: r for r in _split(local, per_class=4, seed=0).rows}
+    a, b = rows["Monocyte/flipped.png"], rows["Neutrophil/" + src.name]
+    assert a.group != b.group and a.group.split("-")[0] == b.group.split("-")[0]  # one hash group, split by class
+    shutil.copyfile(src, local / "Monocyte" / "copy.jpg")
+    with pytest.raises(DatasetError, match="label conflict: the same image is filed under monocyte and neutrophil"):
+        _split(local, per_class=4, seed=0)
+
+
 # --- bad local folders: one line, naming the folder or file, before any model is loaded --------------------
 
 @pytest.mark.parametrize("case, expected", [

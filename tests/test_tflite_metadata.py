@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import import_blocker
+from helpers import import_blocker, without_metadata
+
 
 from wbc_edge.classes import CLASSES
 from wbc_edge.contract import CONTRACT_NAME, LABELS_NAME, read_contract, strip_contract
@@ -41,25 +42,31 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def shipped_copy(tmp_path_factory) -> dict:
-    """Copies of export/ and android_assets/ with the metadata added through the CLI (the shipped files
-    themselves are never touched)."""
+    """Copies of export/ and android_assets/, first without the standard metadata (as exported before it),
+    then with it added through the CLI (the shipped files themselves are never touched)."""
     base = tmp_path_factory.mktemp("shipped")
-    exp, andr = base / "export", base / "android_assets"
+    exp, andr, bare = base / "export", base / "android_assets", base / "bare"
     shutil.copytree(EXPORT, exp)
     shutil.copytree(ANDROID, andr)
+    bare.mkdir()
+    for p in list(exp.glob("*.tflite")) + [andr / "wbc_int8.tflite"]:
+        p.write_bytes(without_metadata(p.read_bytes()))
+        assert not has_standard_metadata(p)
+        if p.parent == exp:
+            (bare / p.name).write_bytes(p.read_bytes())
     before = {p.name: p.read_bytes() for p in exp.glob("*.tflite")}
     from wbc_edge.cli import main
 
     files = [str(exp / f"wbc_{v}.tflite") for v in VARIANTS] + [str(andr / "wbc_int8.tflite")]
     res = CliRunner().invoke(main, ["metadata", "add", *files])
     assert res.exit_code == 0, res.output
-    return {"export": exp, "android": andr, "before": before, "output": res.output}
+    return {"export": exp, "android": andr, "before": before, "output": res.output, "bare": bare}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shipped_variant_gets_valid_standard_metadata(shipped_copy, variant):
     path = shipped_copy["export"] / f"wbc_{variant}.tflite"
-    assert has_standard_metadata(path) and not has_standard_metadata(EXPORT / path.name)
+    assert has_standard_metadata(path) and has_standard_metadata(EXPORT / path.name)  # shipped files carry it
     assert check_standard_metadata(path) == []
     meta = read_standard_metadata(path)
     assert meta["name"] == f"wbc-edge white-blood-cell classifier ({variant})"
@@ -112,8 +119,8 @@ def test_records_updated_and_bundle_consistent(shipped_copy):
     readme = (andr / "README.md").read_text()
     assert "ImageClassifier" in readme and "carries the standard TFLite metadata" in readme
     assert bundle["sha256"] in readme
-    # the shipped README (model without metadata) says so instead of promising names
-    assert "no standard TFLite metadata yet" in (ANDROID / "README.md").read_text()
+    # the shipped bundle carries the metadata too (added with `wbc-edge metadata add`), and its README says so
+    assert "carries the standard TFLite metadata" in (ANDROID / "README.md").read_text()
 
 
 def test_idempotent_and_deterministic(shipped_copy):
@@ -194,7 +201,7 @@ def test_cli_show_and_errors(shipped_copy, tmp_path):
     assert "normalisation {'mean': [0.0], 'std': [1.0]}" in res.output and "labels.txt (TENSOR_AXIS_LABELS)" in res.output
     res = runner.invoke(main, ["metadata", "show", "--json", str(shipped_copy["export"] / "wbc_int8.tflite")])
     assert res.exit_code == 0 and json.loads(res.output)["minParserVersion"] == "1.0.0"
-    res = runner.invoke(main, ["metadata", "show", str(EXPORT / "wbc_int8.tflite")])
+    res = runner.invoke(main, ["metadata", "show", str(shipped_copy["bare"] / "wbc_int8.tflite")])
     assert res.exit_code == 1
     err = res.output.strip().splitlines()
     assert len(err) == 1 and "wbc_int8.tflite: no standard TFLite metadata" in err[0]

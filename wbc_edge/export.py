@@ -125,6 +125,9 @@ class ExportConfig:
     #: Extra labelled ImageFolder roots ("ROOT" or "NAME=ROOT") on which every variant must also agree with
     #: the Keras model (same agreement thresholds; all images, clean).
     parity_domains: Sequence[str] = ()
+    #: Agreement (%) every variant needs on each parity domain; None = the variant's own thresholds above
+    #: (min_int8_agreement / min_float_agreement); 0 = measure and record, do not gate.
+    min_domain_agreement: float | None = None
     parity_split: str = "test"
     parity_limit: int | None = None       # stratified subset of the parity split; None = all of it
     max_int8_drop: float = 1.0            # percentage points of accuracy an int8 variant may lose
@@ -405,8 +408,8 @@ def _parity(probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray, varian
 
     p, _, _ = parity(probs, ref_probs, labels, list(CLASSES))
     if agreement_only:
-        gate = {"min_agreement_pct": cfg.min_int8_agreement if variant in INT8_VARIANTS
-                else cfg.min_float_agreement}
+        gate = {"min_agreement_pct": cfg.min_domain_agreement if cfg.min_domain_agreement is not None
+                else cfg.min_int8_agreement if variant in INT8_VARIANTS else cfg.min_float_agreement}
     elif variant in INT8_VARIANTS:
         gate = {"max_accuracy_drop_pp": cfg.max_int8_drop, "min_agreement_pct": cfg.min_int8_agreement}
     else:

@@ -28,8 +28,9 @@ import click
 @click.option("--min-steps", type=click.IntRange(min=0), default=80, show_default=True)
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=1e-4,
               show_default=True, help="Peak learning rate of the top-block fine-tune (after warm-up).")
-@click.option("--head-epochs", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Epochs of the head re-fit on pooled features before the fine-tune.")
+@click.option("--head-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Epochs of a head re-fit on pooled features before the fine-tune (for a new head; costs "
+                   "more source-domain accuracy).")
 @click.option("--replay-data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Source-domain ImageFolder mixed into every batch so it is not forgotten (default: the "
                    "source run's data root).")

@@ -35,6 +35,9 @@ ANDROID_DEFAULT = "android_assets"
 @click.option("--parity-data", "parity_domains", multiple=True, metavar="[NAME=]ROOT",
               help="Also gate agreement with Keras on every image of this labelled ImageFolder (another lab's "
                    "images); repeatable. Only agreement is gated there (thresholds as below).")
+@click.option("--min-domain-agreement", type=click.FloatRange(0, 100), default=None,
+              help="Agreement (%) required on each --parity-data domain (default: the variant's own "
+                   "--min-int8-agreement / --min-float-agreement); 0 records it without gating.")
 @click.option("--parity-split", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True,
               help="Split the exported files are compared with Keras on.")
@@ -62,7 +65,7 @@ ANDROID_DEFAULT = "android_assets"
 @click.option("--force", is_flag=True, help="Write into a non-empty --out / over existing bundle files.")
 @click.option("--quiet", is_flag=True)
 def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_dir, data_root, split_manifest,
-           calibration_size, calibration_augment, calibration_augmented_fraction, parity_domains, parity_split, parity_limit, max_int8_drop, min_int8_agreement,
+           calibration_size, calibration_augment, calibration_augmented_fraction, parity_domains, min_domain_agreement, parity_split, parity_limit, max_int8_drop, min_int8_agreement,
            min_float_agreement, qat_epochs, qat_images, save_qat_model, android_dir, seed, num_threads, force,
            quiet):
     """Export SOURCE (a RUN_DIR with model.keras + split.csv + run.json, or a .keras file) to TFLite.
@@ -90,7 +93,7 @@ def export(source, v_float32, v_float16, v_dynamic, v_int8, v_qat, v_all, out_di
                        split_manifest=split_manifest, calibration_size=calibration_size,
                        calibration_augment=None if calibration_augment == "none" else calibration_augment,
                        calibration_augmented_fraction=calibration_augmented_fraction,
-                       parity_domains=tuple(parity_domains),
+                       parity_domains=tuple(parity_domains), min_domain_agreement=min_domain_agreement,
                        parity_split=parity_split, parity_limit=parity_limit, max_int8_drop=max_int8_drop,
                        min_int8_agreement=min_int8_agreement, min_float_agreement=min_float_agreement,
                        qat_epochs=qat_epochs, qat_images=qat_images,
