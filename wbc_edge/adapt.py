@@ -743,6 +743,8 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, verbose: bool = True) -> Ada
     if len(y_held):
         _say(f"Held-out local images (val + test, n = {heldout['n']}, never used for training or selection): "
              f"accuracy {heldout['accuracy']:.2%}, balanced accuracy {heldout['balanced_accuracy']:.2%}", verbose)
+        _say("  recall: " + ", ".join(f"{c} {r:.0%} (n={int(np.sum(y_held == CLASS_INDEX[c]))})"
+                                      for c, r in heldout["per_class_recall"].items()), verbose)
     if test_info:
         _say(f"Test split (n = {len(y_test)}): accuracy {test_info['accuracy']:.2%}, balanced accuracy "
              f"{test_info['balanced_accuracy']:.2%}", verbose)
