@@ -26,12 +26,18 @@ def sample_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_files(sample_root):
-    """(paths, label indices) of every shipped sample image, sorted."""
-    from wbc_edge.classes import CLASSES
+def sample_labels(sample_root):
+    """The shipped samples' classes, read from their folders (the five WBC classes)."""
+    from wbc_edge.labels import Labels
 
+    return Labels.from_names(p.name for p in sample_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.fixture(scope="session")
+def sample_files(sample_root, sample_labels):
+    """(paths, label indices) of every shipped sample image, sorted."""
     paths, labels = [], []
-    for ci, name in enumerate(CLASSES):
+    for ci, name in enumerate(sample_labels):
         for p in sorted((sample_root / name).iterdir()):
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".jpg", ".jpeg", ".png"):
                 paths.append(p)
@@ -88,15 +94,14 @@ def discriminative_tiny_model_path(tmp_path_factory, sample_files) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_split_csv(tmp_path_factory, sample_root) -> Path:
+def sample_split_csv(tmp_path_factory, sample_root, sample_labels) -> Path:
     """A split manifest for samples/pbc_sample: per class (sorted names) 2 test, 1 val, 5 train images."""
     import hashlib
 
-    from wbc_edge.classes import CLASSES
     from wbc_edge.data import ManifestRow, SplitManifest
 
     rows = []
-    for name in CLASSES:
+    for name in sample_labels:
         files = sorted(p for p in (sample_root / name).iterdir()
                        if p.is_file() and not p.name.startswith("."))
         for i, p in enumerate(files):
@@ -127,12 +132,12 @@ def tiny_contract(blob: bytes, variant: str, size: int):
     """The contract the exporter would embed, read back from the converted model's own tensors."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from wbc_edge.classes import CLASSES
     from wbc_edge.contract import ModelContract
+    from wbc_edge.labels import WBC5
 
     it = Interpreter(model_content=blob)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    c = ModelContract(labels=list(CLASSES), input_size=size, variant=variant,
+    c = ModelContract(labels=list(WBC5), input_size=size, variant=variant,
                       input_dtype=np.dtype(inp["dtype"]).name, output_dtype=np.dtype(out["dtype"]).name)
     if np.dtype(inp["dtype"]) != np.float32:
         c.input_scale, c.input_zero_point = float(inp["quantization"][0]), int(inp["quantization"][1])

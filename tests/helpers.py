@@ -40,13 +40,13 @@ def without_metadata(data: bytes) -> bytes:
     exported before the metadata existed looks like (the shipped files now carry it)."""
     import flatbuffers
 
-    from wbc_edge.tflite_metadata import METADATA_FIELD_NAME, _aligned_buffer_class, _model_schema, _unpack_model
+    from wbc_edge.export.metadata_schema import METADATA_FIELD_NAME, aligned_buffer_class, model_schema, unpack_model
 
-    schema = _model_schema()
+    schema = model_schema()
     from wbc_edge.contract import strip_contract
 
     flat = strip_contract(data)
-    model = _unpack_model(schema, flat, "test")
+    model = unpack_model(schema, flat, "test")
     keep = []
     for m in model.metadata or []:
         name = m.name.decode() if isinstance(m.name, bytes) else m.name
@@ -56,7 +56,7 @@ def without_metadata(data: bytes) -> bytes:
         else:
             keep.append(m)
     model.metadata = keep or None
-    aligned = _aligned_buffer_class(schema)
+    aligned = aligned_buffer_class(schema)
     model.buffers = [aligned(data=b.data, offset=b.offset, size=b.size) for b in model.buffers]
     b = flatbuffers.Builder(len(flat) + 4096)
     b.Finish(model.Pack(b), b"TFL3")

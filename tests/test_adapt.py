@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wbc_edge.classes import CLASSES
 from wbc_edge.cli import main
+from wbc_edge.labels import WBC5, WBC5_LABELS
 
 
 def _local_copy(sample_root: Path, dest: Path, per_class: dict[str, int] | None = None) -> Path:
     """A local ImageFolder with the first n sample images of each class (all when not given)."""
-    for c in CLASSES:
+    for c in WBC5:
         n = (per_class or {}).get(c)
         if n == 0:
             continue
@@ -35,7 +35,7 @@ def _local_copy(sample_root: Path, dest: Path, per_class: dict[str, int] | None 
 def _split(root: Path, **kw):
     from wbc_edge.adapt import make_adapt_split, scan_local
 
-    scan = scan_local(root)
+    scan = scan_local(root, WBC5_LABELS)
     return make_adapt_split(scan.records, scan.duplicates(), **kw)
 
 
@@ -49,7 +49,7 @@ def test_split_is_deterministic_stratified_and_keeps_a_test_image_per_class(tmp_
     assert _split(local, per_class=5, seed=8).to_bytes() != a.to_bytes()
     s = a.summary()
     assert s["train"] == {"basophil": 0, "eosinophil": 2, "lymphocyte": 5, "monocyte": 5, "neutrophil": 5}
-    for c in CLASSES:                                         # every class keeps >= 1 test image
+    for c in WBC5:                                         # every class keeps >= 1 test image
         assert s["test"][c] >= 1
         assert s["train"][c] + s["val"][c] + s["test"][c] == {"basophil": 1, "eosinophil": 3}.get(c, 8)
     assert s["val"]["lymphocyte"] == 1 and s["test"]["lymphocyte"] == 2   # floor(0.5 * 3) val, rest test
@@ -112,7 +112,7 @@ def test_bad_local_folder_gives_one_line_error(tmp_path, sample_root, case, expe
         _local_copy(sample_root, local)
         (local / "Lymphocyte" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     elif case == "too_few":  # every class has one image: all are held out, nothing is left to adapt with
-        _local_copy(sample_root, local, {c: 1 for c in CLASSES})
+        _local_copy(sample_root, local, {c: 1 for c in WBC5})
     fake_model = tmp_path / "model.keras"  # never loaded: the folder is checked first
     fake_model.write_bytes(b"x")
     out = tmp_path / "out"
@@ -130,11 +130,11 @@ def test_skip_bad_and_system_files_are_not_errors(tmp_path, sample_root):
 
     local = _local_copy(sample_root, tmp_path / "lab")
     (local / "Monocyte" / ".DS_Store").write_bytes(b"\0\0")
-    assert len(scan_local(local).records) == 40                 # a .DS_Store is not an error
+    assert len(scan_local(local, WBC5_LABELS).records) == 40                 # a .DS_Store is not an error
     (local / "Monocyte" / "empty.png").write_bytes(b"")
     with pytest.raises(DatasetError, match=r"Monocyte/empty.png: .*--skip-bad"):
-        scan_local(local)
-    assert len(scan_local(local, skip_bad=True).records) == 40
+        scan_local(local, WBC5_LABELS)
+    assert len(scan_local(local, WBC5_LABELS, skip_bad=True).records) == 40
 
 
 # --- adapting the tiny model: an ordinary run directory ---------------------------------------------------
@@ -148,7 +148,7 @@ def adapted_run(tiny_run_dir, sample_root, tmp_path_factory):
     cfg = AdaptConfig(source=str(tiny_run_dir), data_root=str(local), out_dir=str(base / "run"), per_class=4,
                       aug_views=1, head_epochs=2, min_steps=4, finetune_epochs=1, batch_size=8, replay_images=10,
                       seed=3)
-    res = adapt(cfg, verbose=False)
+    res = adapt(cfg, progress=False)
     return res, local, cfg
 
 
@@ -194,7 +194,7 @@ def test_adapted_model_equals_the_cached_path_and_differs_from_the_source(adapte
 
 def test_adapted_run_is_accepted_by_evaluate_and_export(adapted_run, tmp_path):
     from wbc_edge.contract import read_contract
-    from wbc_edge.evaluate_model import evaluate_keras
+    from wbc_edge.scoring import evaluate_keras
     from wbc_edge.export import ExportConfig, export_model
 
     res, local, _ = adapted_run
@@ -225,7 +225,45 @@ def test_adapt_with_a_missing_class_and_no_replay(tiny_run_dir, sample_root, tmp
     cfg = AdaptConfig(source=str(tiny_run_dir / "model.keras"), data_root=str(local), out_dir=str(tmp_path / "run"),
                       per_class=3, aug_views=0, head_epochs=1, min_steps=2, finetune_epochs=1, batch_size=8,
                       replay=False, seed=1)
-    res = adapt(cfg, verbose=False)
+    res = adapt(cfg, progress=False)
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["replay"] is None and info["split_per_class"]["train"]["basophil"] == 0
     assert info["split_counts"]["train"] == 12
+
+
+def test_a_three_class_model_adapts_with_its_own_labels(tmp_path, sample_root):
+    """The class list comes from the source run (run.json `labels`), not a global: a lab's 3-class model
+    adapts as a 3-class model, a local folder of a class it does not have is a one-line error, and a
+    non-5-output model without stored labels is refused by name (the WBC5 fallback is for old runs only)."""
+    from wbc_edge.adapt import AdaptConfig, adapt
+    from wbc_edge.errors import DatasetError, ModelFileError
+    from wbc_edge.model import ModelConfig, build_model, load_model
+    from wbc_edge.tfcompat import import_tf
+
+    _, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    build_model(ModelConfig(alpha=0.35, input_size=96, weights="none", num_classes=3)).save(src / "model.keras")
+    names = ["eosinophil", "lymphocyte", "neutrophil"]
+    (src / "run.json").write_text(json.dumps({"labels": names}), encoding="utf-8")
+    local = _local_copy(sample_root, tmp_path / "lab", {"basophil": 0, "monocyte": 0})
+
+    def cfg(data: Path, out: str) -> AdaptConfig:
+        return AdaptConfig(source=str(src), data_root=str(data), out_dir=str(tmp_path / out), per_class=4,
+                           aug_views=0, min_steps=2, finetune_epochs=1, batch_size=8, seed=0)
+
+    res = adapt(cfg(local, "run"), progress=False)
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["labels"] == names and info["replay"] is None
+    assert info["split_per_class"]["train"] == {"eosinophil": 4, "lymphocyte": 4, "neutrophil": 4}
+    assert load_model(res.model_path).output_shape[-1] == 3
+    assert set(info["heldout"]["per_class_recall"]) == set(names)
+
+    with pytest.raises(DatasetError, match="unknown class folder 'Basophil'"):
+        adapt(cfg(_local_copy(sample_root, tmp_path / "lab5"), "run5"), progress=False)
+    assert not (tmp_path / "run5").exists()
+
+    (src / "run.json").write_text("{}", encoding="utf-8")  # an old run: no labels stored
+    with pytest.raises(ModelFileError, match="3 outputs and no stored class list"):
+        adapt(cfg(local, "run_old"), progress=False)

@@ -28,10 +28,10 @@ from click.testing import CliRunner
 from wbc_edge import bench
 from wbc_edge.bench import (LATENCY_KEYS, RESULT_KEYS, ROW_KEYS, SCHEMA_VERSION, VARIANT_KEYS, BenchConfig,
                             merge, run_bench, to_markdown)
-from wbc_edge.bench_android import parse_benchmark_model, to_result
-from wbc_edge.classes import CLASSES
+from wbc_edge.bench.android import parse_benchmark_model, to_result
 from wbc_edge.contract import embed_contract, read_contract
 from wbc_edge.errors import WbcEdgeError
+from wbc_edge.labels import WBC5 as CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "benchmark_model"
@@ -226,7 +226,7 @@ def test_no_float32_model_falls_back_to_first_and_says_so(models, sample_root):
     r = run_bench(BenchConfig([models["int8"], models["permuted"]], data=sample_root, runs=1, warmup=0,
                               batch_throughput_images=0, ttfp=False, min_agreement=99))
     assert r["reference"]["name"] == "wbc_int8" and r["reference"]["how"] == "the first of MODELS"
-    assert any("no float32 .tflite among MODELS" in n for n in r["notes"])
+    assert any("no unquantised (float32) .tflite among MODELS" in n for n in r["notes"])
     assert not r["gate"]["passed"]
 
 
@@ -266,10 +266,6 @@ def test_bench_group_dispatch(cli):
 
 
 def test_unit_helpers():
-    labels = np.array([0, 0, 0, 1, 1, 2, 3, 4, 4, 4])
-    idx = bench._balanced_subset(labels, 6)
-    assert sorted(labels[idx].tolist()) == [0, 0, 1, 2, 3, 4] and list(idx) == sorted(idx)
-    assert len(bench._balanced_subset(labels, None)) == 10
     st = bench.latency_stats([0.001, 0.002, 0.003, 0.004])
     assert st["p50_ms"] == pytest.approx(2.5) and st["min_ms"] == pytest.approx(1.0)
     assert st["mean_ms"] == pytest.approx(2.5) and st["std_ms"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
@@ -470,3 +466,68 @@ def test_merge_ours_and_android(cli, models, sample_root, tmp_path):
     bad.write_text('{"kind": "something else"}')
     res = cli("bench", "merge", bad)
     assert res.exit_code == 1 and "not a wbc-edge bench result" in res.output
+
+
+# ------------------------------------------------------------------------------------------------------
+# recorded results, export folders, the worker modules
+# ------------------------------------------------------------------------------------------------------
+
+RECORDED = [p for p in sorted((REPO / "benchmarks" / "results").rglob("*.json"))
+            if json.loads(p.read_text(encoding="utf-8")).get("kind") == "wbc-edge-bench"]
+
+
+def test_recorded_results_still_load_merge_and_render():
+    """Results recorded by earlier versions (benchmarks/results/) keep loading, merging and rendering."""
+    assert len(RECORDED) >= 5, RECORDED
+    total_rows = 0
+    for p in RECORDED:
+        r = bench.load_result(p)
+        assert set(RESULT_KEYS) - set(r) <= {"clients", "domains"}  # the two keys added after schema 1 began
+        md = to_markdown(r)
+        assert "| Variant | Size MB | Acc | ΔAcc pp |" in md
+        assert all(f"| {row['variant']}" in md for row in r["rows"])
+        total_rows += len(r["rows"])
+    merged = merge(RECORDED)
+    assert merged["kind"] == "wbc-edge-bench-merge" and len(merged["rows"]) == total_rows
+    assert to_markdown(merged).count("\n| ") == total_rows + 1  # header + one line per row
+
+
+def test_an_export_folder_is_every_variant_its_manifest_lists(models, sample_root, tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    for k in ("int8", "float32"):
+        shutil.copyfile(models[k], export / models[k].name)
+    (export / "manifest.json").write_text(json.dumps({"variants": [
+        {"variant": "float32", "file": "wbc_float32.tflite", "status": "ok"},
+        {"variant": "dynamic", "file": "wbc_dynamic.tflite", "status": "failed", "reason": "x"},
+        {"variant": "int8", "file": "wbc_int8.tflite", "status": "ok"}]}))
+    r = run_bench(BenchConfig([export], data=sample_root, limit=5, runs=1, warmup=0, batch_throughput_images=0,
+                              ttfp=False))
+    assert [v["name"] for v in r["variants"]] == ["float32", "int8"]  # manifest order, failed one left out
+    assert r["reference"]["name"] == "float32" and r["reference"]["export_parity"]["status"] == "ok"
+    (export / "manifest.json").unlink()
+    with pytest.raises(WbcEdgeError, match="export manifest not found"):
+        run_bench(BenchConfig([export], data=sample_root, limit=5, runs=1, warmup=0, ttfp=False))
+
+
+def test_package_import_loads_nothing_until_used():
+    """`python -m wbc_edge.bench.<worker>` imports the package first: it must not load numpy or the harness
+    (time to first prediction starts its clock after that)."""
+    code = ("import sys, wbc_edge.bench; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('numpy', 'PIL') or m.startswith('wbc_edge.bench.')))")
+    out = subprocess.run([SUBPROCESS_PYTHON, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_ttfp_worker_runtime_path(models, sample_files):
+    from wbc_edge.bench.workers import run_ttfp
+
+    image = str(sample_files[0][0])
+    rec = run_ttfp(BenchConfig([models["int8"]], python=SUBPROCESS_PYTHON), "runtime", models["int8"], image)
+    assert "error" not in rec and rec["wall_s"] >= rec["in_process_s"] > 0, rec
+    assert "import wbc_edge.runtime" in rec["what"]
+    bad = run_ttfp(BenchConfig([models["int8"]], python=SUBPROCESS_PYTHON), "runtime", models["int8"],
+                   str(REPO / "README.md"))
+    assert "error" in bad and "README.md" in bad["error"]

@@ -17,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from wbc_edge.classes import CLASSES
 from wbc_edge.data import (
     HASH_BITS,
     MANIFEST_HEADER,
@@ -31,6 +30,7 @@ from wbc_edge.data import (
     split_dataset,
 )
 from wbc_edge.errors import DatasetError
+from wbc_edge.labels import WBC5, WBC5_LABELS
 from wbc_edge.preprocess import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +86,14 @@ def test_bad_files_reported_and_skipped(tmp_path):
     (root / "monocyte" / "desktop.ini").write_text("[.ShellClassInfo]\n")
 
     scan = scan_dataset(root, progress=False)
-    assert scan.class_counts == {"basophil": 3, "eosinophil": 0, "lymphocyte": 0, "monocyte": 2,
-                                 "neutrophil": 0}
+    assert scan.class_counts == {"basophil": 3, "monocyte": 2}  # the classes are the folders
+    assert scan.labels.names == ("basophil", "monocyte") and scan.missing_classes == []
+    # given a model's labels, classes without a folder count 0
+    scan5 = scan_dataset(root, labels=WBC5_LABELS, progress=False)
+    assert scan5.class_counts == {"basophil": 3, "eosinophil": 0, "lymphocyte": 0, "monocyte": 2,
+                                  "neutrophil": 0}
+    assert scan5.missing_classes == ["eosinophil", "lymphocyte", "neutrophil"]
+    assert scan5.records == scan.records and scan5.bad == scan.bad
     reasons = {b.path: b.reason for b in scan.bad}
     assert set(reasons) == {"basophil/truncated.jpg", "basophil/corrupt.jpg", "basophil/notes.jpg",
                             "basophil/empty.jpg", "basophil/.DS_Store", "monocyte/Thumbs.db",
@@ -121,7 +127,7 @@ def test_formats_accepted_and_rgb(tmp_path):
     save(base, cls / "tiff.tif")
     save(base, cls / "jpeg.jpeg", quality=95)
 
-    scan = scan_dataset(tmp_path / "ds", progress=False)
+    scan = scan_dataset(tmp_path / "ds", labels=WBC5_LABELS, progress=False)  # one class: a model's labels
     assert scan.bad == []
     modes = {r.path.split("/")[-1]: r.mode for r in scan.records}
     assert modes["rgb8.png"] == "RGB" and modes["palette.png"] == "P" and modes["grey.png"] == "L"
@@ -146,9 +152,17 @@ def test_case_insensitive_class_folders_and_subfolders(tmp_path):
 def test_unknown_and_empty_class_folders(tmp_path):
     root = make_tree(tmp_path / "a", {"basophil": 2})
     (root / "Platelet").mkdir()
-    with pytest.raises(DatasetError, match="Platelet") as ei:
-        scan_dataset(root, progress=False)
+    # a model's labels: a folder outside them is an error naming it and the accepted names
+    with pytest.raises(DatasetError, match="unknown class folder 'Platelet'") as ei:
+        scan_dataset(root, labels=WBC5_LABELS, progress=False)
     assert "basophil, eosinophil, lymphocyte, monocyte, neutrophil" in str(ei.value)
+    # no labels: every folder is a class, so the empty one is the problem
+    with pytest.raises(DatasetError, match=r"class 'platelet' \(.*Platelet\) has no valid images"):
+        scan_dataset(root, progress=False)
+    (root / "Platelet").rmdir()
+    with pytest.raises(DatasetError, match=r"only one class folder \('basophil'\); a classifier needs at least two"):
+        scan_dataset(root, progress=False)
+    assert scan_dataset(root, labels=WBC5_LABELS, progress=False).class_counts["basophil"] == 2
 
     root = make_tree(tmp_path / "b", {"basophil": 2})
     (root / "Monocyte").mkdir()
@@ -177,7 +191,7 @@ def test_two_folders_for_one_class(tmp_path):
 
 
 def test_loose_root_files(tmp_path):
-    root = make_tree(tmp_path / "ds", {"neutrophil": 2})
+    root = make_tree(tmp_path / "ds", {"neutrophil": 2, "monocyte": 1})
     save(noise_image(7), root / "stray.png")
     (root / "README.md").write_text("# my data\n")
     (root / "manifest.csv").write_text("path\n")
@@ -185,7 +199,7 @@ def test_loose_root_files(tmp_path):
     scan = scan_dataset(root, progress=False)
     assert [(b.path, b.reason) for b in scan.bad] == [("stray.png", "not inside a class folder")]
     assert sorted(b.path for b in scan.ignored) == [".hidden_dir/", "README.md", "manifest.csv"]
-    assert len(scan.records) == 2
+    assert len(scan.records) == 3 and scan.labels.names == ("monocyte", "neutrophil")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
@@ -194,7 +208,7 @@ def test_symlink_loops_do_not_hang(tmp_path):
     os.symlink("..", root / "basophil" / "up")  # folder loop
     os.symlink("b.jpg", root / "basophil" / "a.jpg")  # file loop a -> b -> a
     os.symlink("a.jpg", root / "basophil" / "b.jpg")
-    scan = scan_dataset(root, progress=False)
+    scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)
     reasons = {b.path: b.reason for b in scan.bad}
     assert "symlink" in reasons["basophil/up/"]
     assert "symlink loop" in reasons["basophil/a.jpg"] and "symlink loop" in reasons["basophil/b.jpg"]
@@ -232,7 +246,7 @@ def test_flip_rotate_reencode_resize_grouped_with_original(tmp_path):
     _variants(real("monocyte", 0), root / "monocyte")
     for i in (1, 2):  # two different real cells of the same class
         shutil.copyfile(real("monocyte", i), root / "monocyte" / f"other{i}.jpg")
-    scan = scan_dataset(root, progress=False)
+    scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)
     groups = group_duplicates(scan.records)
     orig = f"monocyte/{real('monocyte', 0).name}"
     gid = groups.group_of[orig]
@@ -285,7 +299,8 @@ def test_stratified_counts(tmp_path):
     assert summ["test"]["eosinophil"] == 6 and summ["val"]["eosinophil"] == 3
     assert summ["test"]["monocyte"] == 2 and summ["val"]["monocyte"] == 1
     assert summ["test"]["neutrophil"] == summ["val"]["neutrophil"] == summ["train"]["neutrophil"] == 1
-    assert summ["train"]["lymphocyte"] == 0
+    assert "lymphocyte" not in summ["train"]  # not a class of this dataset
+    assert make_split(scan.records, seed=1).summary(WBC5_LABELS)["train"]["lymphocyte"] == 0
     no_val = make_split(scan.records, seed=1, test_fraction=0.2, val_fraction=0.0).summary()
     assert sum(no_val["val"].values()) == 0 and no_val["test"]["basophil"] == 4
 
@@ -345,10 +360,15 @@ def test_manifest_round_trip_and_helpers(tmp_path):
 
     files, labels = loaded.files("test")
     assert len(files) == len(labels) == 4 and all(os.path.isabs(f) and os.path.isfile(f) for f in files)
-    assert set(labels.tolist()) == {CLASSES.index("basophil"), CLASSES.index("neutrophil")}
+    assert loaded.label_set.names == ("basophil", "neutrophil")
+    assert set(labels.tolist()) == {0, 1}
+    # in a model's label order instead: the same rows, the model's indices
+    _, labels5 = loaded.files("test", labels=WBC5_LABELS)
+    assert labels5.tolist() == [WBC5.index(("basophil", "neutrophil")[i]) for i in labels.tolist()]
     assert loaded.paths("train") == sorted(loaded.paths("train"))
     summ = loaded.summary()
-    assert list(summ) == ["train", "val", "test"] and list(summ["train"]) == list(CLASSES)
+    assert list(summ) == ["train", "val", "test"] and list(summ["train"]) == ["basophil", "neutrophil"]
+    assert list(loaded.summary(WBC5_LABELS)["train"]) == list(WBC5)
     assert loaded.verify(check_sha256=True) == 20
 
     victim = root / loaded.paths("val")[0]
@@ -371,19 +391,34 @@ def test_manifest_round_trip_and_helpers(tmp_path):
     (lambda ls: ls.append(ls[1]), r"duplicate path"),
 ])
 def test_manifest_load_errors(tmp_path, mutate, pattern):
-    root = make_tree(tmp_path / "ds", {"basophil": 6})
+    root = make_tree(tmp_path / "ds", {"basophil": 6, "monocyte": 6})
     _, m, _ = split_dataset(root, tmp_path / "split.csv", 0, progress=False)
     lines = (tmp_path / "split.csv").read_text().splitlines()
     mutate(lines)
     (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=pattern):
-        SplitManifest.load(tmp_path / "bad.csv")
+    with pytest.raises(DatasetError, match=pattern) as ei:
+        SplitManifest.load(tmp_path / "bad.csv", labels=WBC5_LABELS)  # a model's labels: platelet is unknown
+    assert str(ei.value).startswith(str(tmp_path / "bad.csv")) and "\n" not in str(ei.value)
+
+
+def test_manifest_labels_come_from_its_rows_and_a_given_list_is_checked(tmp_path):
+    root = make_tree(tmp_path / "ds", {"basophil": 6, "monocyte": 6})
+    split_dataset(root, tmp_path / "split.csv", 0, progress=False)
+    lines = (tmp_path / "split.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(",basophil,", ",platelet,")
+    (tmp_path / "p.csv").write_text("\n".join(lines) + "\n")
+    m = SplitManifest.load(tmp_path / "p.csv")  # no labels given: platelet is one of this manifest's classes
+    assert m.label_set.names == ("basophil", "monocyte", "platelet")
+    split = m.rows[1].split  # lines[2] is the second row
+    with pytest.raises(DatasetError, match=r"p.csv:3: label 'platelet' of .* is not one of the model's classes"):
+        m.labels(split, WBC5_LABELS)
 
 
 def test_manifest_load_accepts_label_case_and_crlf(tmp_path):
-    root = make_tree(tmp_path / "ds", {"basophil": 6})
+    root = make_tree(tmp_path / "ds", {"basophil": 6, "eosinophil": 6})
     _, m, _ = split_dataset(root, tmp_path / "split.csv", 0, progress=False)
-    text = (tmp_path / "split.csv").read_text().replace(",basophil,", ",Basophil,").replace("\n", "\r\n")
+    text = (tmp_path / "split.csv").read_text().replace(",basophil,", ",Basophil,").replace(",eosinophil,", ",EOS,")
+    text = text.replace("\n", "\r\n")
     (tmp_path / "crlf.csv").write_bytes(text.encode())
     loaded = SplitManifest.load(tmp_path / "crlf.csv")
     assert loaded.rows == m.rows and loaded.sha256() == m.sha256()
@@ -395,17 +430,18 @@ def test_manifest_load_accepts_label_case_and_crlf(tmp_path):
 def test_cli_check(tmp_path):
     res = run_cli("data", "check", str(SAMPLE), "--json", str(tmp_path / "check.json"))
     assert res.exit_code == 0, res.output
-    for c in CLASSES:
+    for c in WBC5:
         assert f"{c}" in res.output
+    assert "5 classes (one per folder)" in res.output
     assert "Bad files: none" in res.output and "360x363" in res.output
     assert "groups that merged more than one file:   0" in res.output
     import json
 
     js = json.loads((tmp_path / "check.json").read_text())
-    assert js["num_images"] == 40 and js["class_counts"]["neutrophil"] == 8
+    assert js["num_images"] == 40 and js["class_counts"]["neutrophil"] == 8 and js["labels"] == list(WBC5)
     assert {"width": 366, "height": 369, "count": 4} in js["sizes"]
 
-    root = make_tree(tmp_path / "ds", {"basophil": 2})
+    root = make_tree(tmp_path / "ds", {"basophil": 2, "monocyte": 1})
     (root / "basophil" / "bad.jpg").write_text("x")
     res = run_cli("data", "check", str(root), "--no-progress")
     assert res.exit_code == 0 and "basophil/bad.jpg: not an image" in res.output
@@ -426,8 +462,8 @@ def test_cli_split(tmp_path):
     assert f"sha256 {sha}" in res.output
     assert "total" in res.output and "merged more than one file" in res.output
     m = SplitManifest.load(out)
-    assert m.summary()["test"] == {c: 2 for c in CLASSES}
-    assert m.summary()["val"] == {c: 1 for c in CLASSES}
+    assert m.summary()["test"] == {c: 2 for c in WBC5}
+    assert m.summary()["val"] == {c: 1 for c in WBC5}
 
     res = run_cli("data", "split", str(SAMPLE), "--out", str(out), "--seed", "6")
     assert res.exit_code == 1 and "already exists" in res.output

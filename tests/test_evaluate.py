@@ -1,4 +1,4 @@
-"""wbc_edge.evaluate: metrics against hand-computed values, CI, parity helpers, validation, plots, imports."""
+"""wbc_edge.metrics: metrics against hand-computed values, CI, parity helpers, validation, plots, imports."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from helpers import import_blocker
 
-from wbc_edge.classes import CLASSES
-from wbc_edge.evaluate import (
+from wbc_edge.labels import WBC5, Labels
+from wbc_edge.metrics import (
     Metrics,
     agreement,
     bootstrap_ci,
@@ -102,10 +102,14 @@ def test_hand_metrics(hand):
         assert pc[label]["support"] == s, label
 
 
-def test_perfect_and_default_labels():
-    y = np.arange(len(CLASSES)).repeat(3)
-    m = compute_metrics(y, y, bootstrap=50)
-    assert m.labels == list(CLASSES)
+def test_perfect_and_labels_are_required():
+    y = np.arange(len(WBC5)).repeat(3)
+    m = compute_metrics(y, y, Labels(WBC5), bootstrap=50)  # a Labels value or a list of names
+    assert m.labels == list(WBC5)
+    with pytest.raises(TypeError):
+        compute_metrics(y, y, bootstrap=50)  # no frozen default class list
+    with pytest.raises(TypeError):
+        Metrics(1.0, 1.0, 1.0, [], [], 1, None)  # noqa - a Metrics names its classes too
     assert m.accuracy == m.balanced_accuracy == m.macro_f1 == 1.0
     assert m.accuracy_ci95 == (1.0, 1.0)
 
@@ -252,7 +256,7 @@ def test_confusion_matrix_validation():
 
 
 def test_compute_metrics_validates_inputs_once(monkeypatch):
-    import wbc_edge.evaluate as ev
+    import wbc_edge.metrics.classification as ev
 
     calls = []
     real = ev._check_pair
@@ -297,8 +301,8 @@ def test_plot_confusion_png(tmp_path):
     assert out == tmp_path / "sub" / "cm.png"
     w, h = _png_size(out)
     assert 600 <= w <= 3000 and 600 <= h <= 3000
-    # counts colouring and a 5-class run with CLASSES; no stray temp files left behind
-    plot_confusion(cm, list(CLASSES), tmp_path / "sub" / "counts.png", normalize=False)
+    # counts colouring and the five WBC class names; no stray temp files left behind
+    plot_confusion(cm, list(WBC5), tmp_path / "sub" / "counts.png", normalize=False)
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["cm.png", "counts.png"]
     with pytest.raises(ValueError, match="square"):
         plot_confusion(cm[:2], LABELS, tmp_path / "bad.png")
@@ -343,10 +347,10 @@ def test_save_metrics(tmp_path, hand):
 _BLOCKED_IMPORT = import_blocker() + textwrap.dedent("""
     import json, tempfile, pathlib
 
-    import wbc_edge.evaluate as ev
+    import wbc_edge.metrics as ev
     from wbc_edge.errors import WbcEdgeError
 
-    m = ev.compute_metrics([0, 1, 2, 1], [0, 1, 1, 1], bootstrap=100)
+    m = ev.compute_metrics([0, 1, 2, 1], [0, 1, 1, 1], ["a", "b", "c"], bootstrap=100)
     assert m.accuracy == 0.75, m
     m.format_table()
     out = pathlib.Path(tempfile.mkdtemp())
@@ -376,12 +380,12 @@ def test_import_without_tensorflow_and_matplotlib():
 
 
 def test_parity_and_gate_reasons_against_hand_computed_values():
-    from wbc_edge.evaluate import gate_reasons, parity
+    from wbc_edge.metrics import gate_reasons, parity
 
     y = np.array([0, 1, 2, 3])
     ref = np.eye(5)[[0, 1, 2, 3]].astype(np.float32)       # reference: 4/4 right
     var = np.eye(5)[[0, 1, 2, 4]].astype(np.float32)       # variant: last one wrong
-    p, m, r = parity(var, ref, y)
+    p, m, r = parity(var, ref, y, WBC5)
     assert p["n"] == 4 and p["accuracy"] == 0.75 and p["reference_accuracy"] == 1.0
     assert p["delta_accuracy_pp"] == pytest.approx(-25.0) and p["agreement_pct"] == pytest.approx(75.0)
     assert p["max_abs_dprob"] == 1.0 and p["mean_abs_dprob"] == pytest.approx(2 / 20)

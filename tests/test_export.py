@@ -1,5 +1,6 @@
 """wbc_edge.export / `wbc-edge export`: every variant converts, runs and describes itself; the parity gate;
-atomic writes; byte-identical re-runs; the Android bundle.
+atomic writes; byte-identical re-runs; the Android bundle.  (The registry, failure stages and labels:
+tests/test_export_registry.py.)
 
 Expensive conversions are shared: `full_export` (all five variants + Android bundle, once per module).
 The tiny model is trained from scratch on 40 images and quantises worse than a real model, so the shared
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.classes import CLASSES
+from wbc_edge.labels import WBC5, WBC5_LABELS
 from wbc_edge.errors import WbcEdgeError
 
 ALL = ("float32", "float16", "dynamic", "int8", "qat_int8")
@@ -65,7 +66,7 @@ def test_every_variant_converts_and_runs(full_export, sample_files):
         assert p["max_abs_dprob"] >= p["mean_abs_dprob"] >= 0
         clf = Classifier(f)
         pred = clf.predict(paths[0])
-        assert pred.label in CLASSES and abs(float(np.sum(pred.probabilities)) - 1) < 0.05
+        assert pred.label in WBC5 and abs(float(np.sum(pred.probabilities)) - 1) < 0.05
     assert entries["float32"]["parity"]["agreement_pct"] == 100.0
     assert entries["float32"]["parity"]["max_abs_dprob"] < 1e-4
     assert entries["int8"]["calibration_size"] == entries["qat_int8"]["calibration_size"] == 20
@@ -83,7 +84,7 @@ def test_contract_round_trip_matches_interpreter(full_export, tiny_run_dir):
 
     model_sha = _sha(tiny_run_dir / "model.keras")
     split_sha = _sha(tiny_run_dir / "split.csv")
-    from wbc_edge.tflite_metadata import check_standard_metadata, read_standard_metadata
+    from wbc_edge.export.metadata_read import check_standard_metadata, read_standard_metadata
 
     for variant, path in full_export.files.items():
         c = read_contract(path)
@@ -91,14 +92,14 @@ def test_contract_round_trip_matches_interpreter(full_export, tiny_run_dir):
         # standard TFLite metadata (MediaPipe Tasks) next to our contract
         assert check_standard_metadata(path) == [], variant
         assert read_standard_metadata(path)["name"].endswith(f"({variant})")
-        assert c.labels == list(CLASSES) and c.input_size == 96
+        assert c.labels == list(WBC5) and c.input_size == 96
         assert c.preprocess == PREPROCESS_VERSION
         assert c.source_model_sha256 == model_sha and c.split_manifest_sha256 == split_sha
         assert c.versions.get("tensorflow")
         interp = load_backend().interpreter_cls(model_path=str(path))
         interp.allocate_tensors()
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        assert list(inp["shape"]) == [1, 96, 96, 3] and list(out["shape"]) == [1, len(CLASSES)]
+        assert list(inp["shape"]) == [1, 96, 96, 3] and list(out["shape"]) == [1, len(WBC5)]
         assert c.input_dtype == np.dtype(inp["dtype"]).name and c.output_dtype == np.dtype(out["dtype"]).name
         if variant in ("int8", "qat_int8"):
             assert c.input_dtype == "uint8" and c.output_dtype == "uint8"
@@ -118,11 +119,15 @@ def test_manifest_records_sources_and_versions(full_export, tiny_run_dir, sample
     assert Path(m["data_root"]) == sample_root  # from run.json's config.data_root
     assert m["calibration"]["split"] == "train" and m["calibration"]["size"] == 20
     per_class = m["calibration"]["per_class"]
-    assert set(per_class) == set(CLASSES) and min(per_class.values()) >= 1
+    assert set(per_class) == set(WBC5) and min(per_class.values()) >= 1
     assert m["parity_reference"]["split"] == "test" and m["parity_reference"]["n"] == 10
     assert {"tensorflow", "tf_keras", "numpy"} <= set(m["versions"])
     assert m["android"]["status"] == "ok" and m["android"]["source_variant"] in ("int8", "qat_int8")
     assert all(e["flatbuffer_sha256"] for e in m["variants"])
+    # run.json of this run stores no labels: a 5-output model made before labels were stored is WBC5
+    assert m["labels"] == list(WBC5) and "five WBC classes" in m["labels_source"]
+    assert all(e["stage"] is None and e["converter"]["qat"] == (e["variant"] == "qat_int8") for e in m["variants"])
+    assert m["split_manifest"]["file_sha256"] == _sha(tiny_run_dir / "split.csv")
     # int8 calibration and QAT draw half their images from the augmented distribution (seeded) ...
     assert m["calibration"]["augmented"] == {"preset": "robust", "images": 10}
     qat = next(e for e in m["variants"] if e["variant"] == "qat_int8")
@@ -135,7 +140,7 @@ def test_manifest_records_sources_and_versions(full_export, tiny_run_dir, sample
 
 
 def test_qat_model_saved_as_h5(full_export):
-    from wbc_edge.export_qat import load_qat_model
+    from wbc_edge.export.qat import load_qat_model
 
     h5 = full_export.out_dir / "qat_model.h5"
     assert h5.is_file() and full_export.manifest["variants"][-1]["qat"]["saved"] == "qat_model.h5"
@@ -151,8 +156,8 @@ def test_android_bundle_good_and_tampered(full_export, tmp_path):
     meta = json.loads((d / "wbc_model.json").read_text())
     assert meta["input"]["shape"] == [1, 96, 96, 3] and meta["input"]["dtype"] == "uint8"
     assert (meta["input"]["scale"], meta["input"]["zero_point"]) == (1.0, 0)
-    assert meta["labels"] == list(CLASSES)
-    assert (d / "labels.txt").read_text().split() == list(CLASSES)
+    assert meta["labels"] == list(WBC5)
+    assert (d / "labels.txt").read_text().split() == list(WBC5)
     src = full_export.files[meta["variant"]]
     assert (d / "wbc_int8.tflite").read_bytes() == src.read_bytes()  # contract stays embedded
     readme = (d / "README.md").read_text()
@@ -160,7 +165,7 @@ def test_android_bundle_good_and_tampered(full_export, tmp_path):
 
     bad = tmp_path / "labels"
     shutil.copytree(d, bad)
-    (bad / "labels.txt").write_text("\n".join(CLASSES[:-1]) + "\n")
+    (bad / "labels.txt").write_text("\n".join(WBC5[:-1]) + "\n")
     problems = check_android_bundle(bad)
     assert any("4 labels but the model outputs 5" in p for p in problems), problems
 
@@ -176,11 +181,24 @@ def test_android_bundle_good_and_tampered(full_export, tmp_path):
     assert check_android_bundle(bad) == ["README.md: missing"]
 
 
+def test_android_bundle_with_non_utf8_labels_is_a_problem_not_a_crash(tmp_path):
+    """A labels.txt that is not UTF-8 is one reported problem (it raised UnicodeDecodeError)."""
+    from wbc_edge.export import check_android_bundle
+
+    bad = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "android_assets", bad)
+    (bad / "labels.txt").write_bytes("basophil\néosinophil\n".encode("latin-1"))
+    problems = check_android_bundle(bad)
+    assert [p for p in problems if p.startswith("labels.txt")] == \
+        ["labels.txt: not UTF-8 text (byte 9: invalid continuation byte)"], problems
+    assert all("\n" not in p for p in problems)
+
+
 def test_android_bundle_with_corrupt_contract_is_a_problem_not_a_crash(full_export, tmp_path):
     """A contract field of the wrong type (input_size "abc") is reported by the checker (was ValueError)."""
     from wbc_edge.contract import ModelContract, embed_contract, read_contract
     from wbc_edge.export import check_android_bundle
-    from wbc_edge.export_android import check_android_bundle as check_from_android
+    from wbc_edge.export.android import check_android_bundle as check_from_android
 
     assert check_android_bundle is check_from_android  # one function, both import paths
     bad = tmp_path / "contract"
@@ -220,8 +238,8 @@ def test_broken_calibration_fails_gate_and_cli_exits_nonzero(tiny_run_dir, tmp_p
 
     real = export_mod.export_model
 
-    def broken(cfg):
-        return real(dataclasses.replace(cfg, calibration_transform=lambda x: x / 255.0))
+    def broken(cfg, *args, **kwargs):
+        return real(dataclasses.replace(cfg, calibration_transform=lambda x: x / 255.0), *args, **kwargs)
 
     monkeypatch.setattr(export_mod, "export_model", broken)
     out = tmp_path / "out"
@@ -232,7 +250,8 @@ def test_broken_calibration_fails_gate_and_cli_exits_nonzero(tiny_run_dir, tmp_p
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "failed" and m["parity_reference"]["n"] == 5
     (e,) = m["variants"]
-    assert e["variant"] == "int8" and e["status"] == "failed"
+    assert e["variant"] == "int8" and e["status"] == "failed" and e["stage"] == "parity gate"
+    assert e["reason"].startswith("parity gate: ")
     assert "scale" in e["reason"] and "expected uint8 raw pixels" in e["reason"]
     assert (out / "wbc_int8.tflite").is_file() and e["sha256"] == _sha(out / "wbc_int8.tflite")
     assert e["input"]["scale"] == pytest.approx(1 / 255, rel=0.01)
@@ -264,7 +283,7 @@ def test_forced_rerun_removes_the_stale_file_of_a_variant_whose_conversion_fails
                                                                                  monkeypatch):
     """--force over a previous export: a variant that fails before its file is written must not leave the
     previous run's wbc_<v>.tflite next to a manifest that marks it failed."""
-    import wbc_edge.export as export_mod
+    import wbc_edge.export.convert as convert_mod
     from wbc_edge.export import ExportConfig, ExportFailed, export_model
 
     out = tmp_path / "out"
@@ -274,13 +293,14 @@ def test_forced_rerun_removes_the_stale_file_of_a_variant_whose_conversion_fails
     def crash(*_a, **_k):
         raise RuntimeError("converter exploded\nsecond line of a long TF message")
 
-    monkeypatch.setattr(export_mod, "_saved_model", lambda *_a, **_k: None)
-    monkeypatch.setattr(export_mod, "_convert", crash)
+    monkeypatch.setattr(convert_mod, "saved_model", lambda *_a, **_k: None)
+    monkeypatch.setattr(convert_mod, "to_tflite", crash)
     with pytest.raises(ExportFailed) as ei:
         export_model(ExportConfig(tiny_run_dir, out_dir=out, variants=("float32",), parity_limit=5, force=True,
                                   verbose=False))
     (e,) = ei.value.result.manifest["variants"]
     assert e["status"] == "failed" and e["reason"] == "conversion error: RuntimeError: converter exploded"
+    assert e["stage"] == "conversion"
     assert ei.value.result.files == {}
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
@@ -365,22 +385,33 @@ def test_input_quantisation_check():
 
 
 def test_parity_gate_rules():
-    from wbc_edge.export import ExportConfig, _parity
+    from wbc_edge.export import ExportConfig, get
+    from wbc_edge.export.parity import Reference, gate_for, parity_record
 
     cfg = ExportConfig("unused")
     labels = np.repeat(np.arange(5), 20)
-    ref = np.eye(5, dtype=np.float32)[labels]           # Keras: 100 % correct
-    same = _parity(ref.copy(), ref, labels, "int8", cfg)
-    assert same["passed"] and same["agreement_pct"] == 100.0 and same["max_abs_dprob"] == 0.0
+    ref = Reference(np.zeros((100, 1, 1, 3), np.uint8), labels, np.eye(5, dtype=np.float32)[labels])  # 100 %
 
-    two_wrong = ref.copy()
+    def gated(probs, variant):
+        return parity_record(probs, ref, WBC5_LABELS, gate_for(get(variant), cfg))
+
+    same = gated(ref.probs.copy(), "int8")
+    assert same["passed"] and same["agreement_pct"] == 100.0 and same["max_abs_dprob"] == 0.0
+    assert same["gate"] == {"max_accuracy_drop_pp": 1.0, "min_agreement_pct": 98.0}
+
+    two_wrong = ref.probs.copy()
     two_wrong[[0, 1]] = np.eye(5, dtype=np.float32)[[1, 2]]   # 98 % agreement, -2 pp accuracy
-    p = _parity(two_wrong, ref, labels, "int8", cfg)
+    p = gated(two_wrong, "int8")
     assert not p["passed"] and p["delta_accuracy_pp"] == pytest.approx(-2.0)
     assert any("accuracy drop 2.00 pp > 1 pp" in r for r in p["reasons"])
     assert not any("agreement" in r for r in p["reasons"])   # exactly 98 % is allowed
-    assert _parity(two_wrong, ref, labels, "float16", cfg)["reasons"] == ["top-1 agreement 98.00% < 99%"]
-    one_wrong = ref.copy()
+    assert gated(two_wrong, "float16")["reasons"] == ["top-1 agreement 98.00% < 99%"]
+    assert gated(two_wrong, "float16")["gate"] == {"min_agreement_pct": 99.0}
+    one_wrong = ref.probs.copy()
     one_wrong[0] = np.eye(5, dtype=np.float32)[1]
-    assert _parity(one_wrong, ref, labels, "int8", cfg)["passed"]      # -1 pp is allowed
-    assert _parity(one_wrong, ref, labels, "float32", cfg)["passed"]   # 99 % is allowed
+    assert gated(one_wrong, "int8")["passed"]      # -1 pp is allowed
+    assert gated(one_wrong, "float32")["passed"]   # 99 % is allowed
+    # off-domain only agreement is gated, at --min-domain-agreement when given
+    assert gate_for(get("int8"), cfg, off_domain=True) == {"min_agreement_pct": 98.0}
+    assert gate_for(get("int8"), dataclasses.replace(cfg, min_domain_agreement=0.0), off_domain=True) == \
+        {"min_agreement_pct": 0.0}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.classes import CLASSES
+from wbc_edge.labels import WBC5 as CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = REPO / "export"
@@ -40,7 +40,7 @@ def _source(variant: str) -> Path:
 
 @pytest.fixture(scope="module")
 def with_metadata(tmp_path_factory) -> dict[str, Path]:
-    from wbc_edge.tflite_metadata import embed_metadata
+    from wbc_edge.export.metadata_files import embed_metadata
 
     out = tmp_path_factory.mktemp("mp_models")
     paths = {}

@@ -26,10 +26,10 @@ from PIL import Image
 
 from wbc_edge import atomic
 from wbc_edge import preprocess as preprocess_mod
-from wbc_edge.classes import CLASSES
 from wbc_edge.contract import ModelContract, embed_contract
 from wbc_edge.data import ManifestRow, SplitManifest, scan_dataset, split_dataset
 from wbc_edge.errors import BadImageError, DatasetError, ModelFileError
+from wbc_edge.labels import WBC5, WBC5_LABELS
 from wbc_edge.preprocess import load_image, preprocess
 
 S = 32  # input size of the tiny .tflite model below
@@ -104,7 +104,7 @@ def litter(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory) -> dict:
     """Tiny float32 .tflite classifiers (32 px) whose output depends on the image: softmax over
-    (mean R, mean G, mean B, 0, 0) * 8 / 255, so a red picture is class 0.  Saved with CLASSES as the
+    (mean R, mean G, mean B, 0, 0) * 8 / 255, so a red picture is class 0.  Saved with WBC5 as the
     embedded labels, with the labels reversed, and with a foreign label set."""
     from wbc_edge.tfcompat import import_tf
 
@@ -118,7 +118,7 @@ def tiny_tflite(tmp_path_factory) -> dict:
     blob = tf.lite.TFLiteConverter.from_concrete_functions([colour.get_concrete_function()], colour).convert()
     out = tmp_path_factory.mktemp("tiny_tflite")
     paths = {}
-    for name, labels in (("classes", list(CLASSES)), ("reversed", list(reversed(CLASSES))),
+    for name, labels in (("classes", list(WBC5)), ("reversed", list(reversed(WBC5))),
                          ("foreign", ["basophil", "eosinophil", "lymphocyte", "monocyte", "platelet"])):
         c = ModelContract(labels=labels, input_size=S, variant="float32", input_dtype="float32",
                           output_dtype="float32")
@@ -172,7 +172,7 @@ def test_bad_image_files_same_one_line_error_everywhere(tmp_path, clf):
     (root / "basophil" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + b"\x00" * 64)
     (root / "basophil" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64)
 
-    scan = scan_dataset(root, progress=False)
+    scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)  # one class folder: a model's labels
     assert len(scan.records) == 2, "the scan went on past every bad file"
     reasons = {b.path.split("/", 1)[1]: b.reason for b in scan.bad}
     # folder.jpg is a folder: walked into (its .txt is a bad file), never opened as an image
@@ -195,9 +195,10 @@ def test_bad_image_files_same_one_line_error_everywhere(tmp_path, clf):
             preprocess(root / "basophil" / junk, S)
         one_line_naming(ei.value, root / "basophil" / junk)
 
+    good_tree(root, {"monocyte": 1}, seed0=50)  # `data check` takes the classes from the folders: two needed
     res = cli("data", "check", root, "--no-progress")
     assert res.exit_code == 0, res.output
-    assert f"2 valid images, {len(scan.bad)} bad files" in res.stdout
+    assert f"3 valid images, {len(scan.bad)} bad files" in res.stdout
 
 
 def _accepted_cases():
@@ -300,7 +301,7 @@ def test_accepted_image_kinds_become_rgb_the_same_way_everywhere(kind, tmp_path,
     with Image.open(path) as opened:
         assert np.array_equal(x, preprocess(opened, S)), "file and PIL-image paths differ"
 
-    scan = scan_dataset(tmp_path / "ds", progress=False)
+    scan = scan_dataset(tmp_path / "ds", labels=WBC5_LABELS, progress=False)
     assert scan.bad == [] and len(scan.records) == 1
     rec = scan.records[0]
     assert (rec.width, rec.height) == (got.shape[1], got.shape[0]) and rec.mode == mode
@@ -327,7 +328,7 @@ def test_exif_orientation_6_equals_the_manually_rotated_image(tmp_path, clf):
     assert not np.array_equal(x, preprocess(raw, S))
     with Image.open(path) as im:
         assert np.array_equal(preprocess(im, S), x)
-    rec = scan_dataset(tmp_path / "ds", progress=False).records[0]
+    rec = scan_dataset(tmp_path / "ds", labels=WBC5_LABELS, progress=False).records[0]
     assert (rec.width, rec.height) == (30, 48)
     assert np.array_equal(clf.preprocess(path), x)
 
@@ -344,7 +345,7 @@ def test_decompression_bombs_refused_from_the_header(tmp_path, monkeypatch):
         with pytest.raises(BadImageError) as ei:
             preprocess(path)
         assert fragment in one_line_naming(ei.value, path)
-    scan = scan_dataset(root, progress=False)
+    scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)
     assert len(scan.records) == 2
     assert {b.path for b in scan.bad} == {"neutrophil/bomb.png", "neutrophil/big.png"}
 
@@ -355,7 +356,7 @@ def test_decompression_bombs_refused_from_the_header(tmp_path, monkeypatch):
     with pytest.raises(BadImageError, match=r"good_0.png: image too large \(40x36 = 1,440 pixels > 1,000"):
         preprocess(root / "neutrophil" / "good_0.png")
     assert preprocess(small_ok, S).shape == (S, S, 3)
-    scan = scan_dataset(root, progress=False)
+    scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)
     assert [r.path for r in scan.records] == ["neutrophil/small.png"]
 
 
@@ -393,7 +394,7 @@ def test_unreadable_file_and_folder_are_reported_not_fatal(tmp_path, monkeypatch
         with pytest.raises(BadImageError) as ei:
             preprocess(locked)
         assert "permission denied" in one_line_naming(ei.value, locked)
-        scan = scan_dataset(root, progress=False)
+        scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)  # one class folder: a model's labels
     finally:
         if not IS_ROOT:
             locked.chmod(0o644)
@@ -405,7 +406,7 @@ def test_unreadable_file_and_folder_are_reported_not_fatal(tmp_path, monkeypatch
 
 
 def test_scan_survives_unexpected_decoder_errors(tmp_path, monkeypatch):
-    from wbc_edge import data as data_mod
+    from wbc_edge.data import scan as data_mod  # the module that decodes
 
     root = good_tree(tmp_path / "ds", {"basophil": 4})
     real = data_mod.load_image
@@ -419,7 +420,7 @@ def test_scan_survives_unexpected_decoder_errors(tmp_path, monkeypatch):
         return real(path, *a, **kw)
 
     monkeypatch.setattr(data_mod, "load_image", flaky)
-    scan = scan_dataset(root, progress=False)
+    scan = scan_dataset(root, labels=WBC5_LABELS, progress=False)
     assert [r.path for r in scan.records] == ["basophil/good_0.png", "basophil/good_3.png"]
     assert [(b.path, b.reason) for b in scan.bad] == [
         ("basophil/good_1.png", "unexpected error while decoding (RuntimeError: decoder bug)"),
@@ -454,7 +455,8 @@ def test_file_names_the_manifest_cannot_hold_are_reported_not_fatal(tmp_path):
 @pytest.mark.parametrize("case,fragment", [
     ("empty-root", "dataset folder is empty"),
     ("no-valid-images", "class 'monocyte'"),
-    ("unknown-class", "unknown class folder 'Platelet'"),
+    ("one-class", "only one class folder ('basophil')"),
+    ("two-folders-one-class", "folders 'Neutrophils' and 'neutrophil' both mean class 'neutrophil'"),
     ("only-loose-files", "no class folders found"),
 ])
 def test_cli_dataset_layout_errors_are_one_line(tmp_path, case, fragment):
@@ -464,9 +466,10 @@ def test_cli_dataset_layout_errors_are_one_line(tmp_path, case, fragment):
         good_tree(root, {"basophil": 2})
         (root / "monocyte").mkdir()
         (root / "monocyte" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 nope")
-    elif case == "unknown-class":
+    elif case == "one-class":
         good_tree(root, {"basophil": 2})
-        good_tree(root, {"Platelet": 1})
+    elif case == "two-folders-one-class":
+        good_tree(root, {"Neutrophils": 1, "neutrophil": 1})
     elif case == "only-loose-files":
         noise(1).save(root / "cell.png")
     for args in (("data", "check", root), ("data", "split", root, "--out", tmp_path / "split.csv")):
@@ -492,7 +495,7 @@ def _tiny_cfg(sample_root, out, split_csv, **kw):
 
 
 def test_split_missing_a_class_is_refused_by_train_and_evaluate(tmp_path, sample_root, sample_split_csv):
-    from wbc_edge.evaluate_model import collect_inputs
+    from wbc_edge.scoring import collect_inputs
     from wbc_edge.train import train
 
     bad = _manifest_without_test_class(sample_split_csv, tmp_path / "no_mono_test.csv", "monocyte")
@@ -502,20 +505,22 @@ def test_split_missing_a_class_is_refused_by_train_and_evaluate(tmp_path, sample
     assert "\n" not in str(ei.value)
     assert len(collect_inputs(str(sample_root), "val", str(bad), progress=False).paths) == 5
     with pytest.raises(DatasetError, match=pattern):
-        train(_tiny_cfg(sample_root, tmp_path / "run", bad), verbose=False)
+        train(_tiny_cfg(sample_root, tmp_path / "run", bad), progress=False)
     assert not (tmp_path / "run" / "model.keras").exists()
 
     # A manifest paired with the wrong data folder fails up front, naming the first missing file.
-    other = good_tree(tmp_path / "other", {c: 1 for c in CLASSES})
+    other = good_tree(tmp_path / "other", {c: 1 for c in WBC5})
     with pytest.raises(DatasetError, match=r"40 of 40 files in the split manifest are missing, first: b"):
         collect_inputs(str(other), "test", str(sample_split_csv), progress=False)
     with pytest.raises(DatasetError, match="missing"):
-        train(_tiny_cfg(other, tmp_path / "run2", sample_split_csv), verbose=False)
+        train(_tiny_cfg(other, tmp_path / "run2", sample_split_csv), progress=False)
 
     # `--split all` on a cross-domain folder without some class still scores, and says what is absent.
-    src = collect_inputs(str(good_tree(tmp_path / "xdomain", {"basophil": 1, "neutrophil": 1})), "all", None,
-                         progress=False).source
-    assert "no images of: eosinophil, lymphocyte, monocyte" in src
+    # (scored against the model's five classes: the folders hold two of them)
+    xdomain = good_tree(tmp_path / "xdomain", {"basophil": 1, "neutrophil": 1})
+    src = collect_inputs(str(xdomain), "all", None, labels=WBC5_LABELS, progress=False)
+    assert "no images of: eosinophil, lymphocyte, monocyte" in src.source
+    assert src.labels.tolist() == [0, 4] and src.label_set is WBC5_LABELS
 
 
 def test_model_label_order_is_mapped_by_name_never_relabelled(tiny_tflite, tmp_path):
@@ -524,34 +529,35 @@ def test_model_label_order_is_mapped_by_name_never_relabelled(tiny_tflite, tmp_p
     red = np.zeros((S, S, 3), np.uint8)
     red[..., 0] = 255
     plain, rev = Classifier(tiny_tflite["classes"]), Classifier(tiny_tflite["reversed"])
-    assert rev.labels == tuple(reversed(CLASSES))
+    assert rev.labels == tuple(reversed(WBC5))
     # The runtime accepts any embedded order; each name stays attached to its own output.
     assert plain.predict(red).label == "basophil" and rev.predict(red).label == "neutrophil"
-    assert np.array_equal(plain.output_order(), np.arange(5))
-    order = rev.output_order()  # CLASSES order, mapped by name
+    assert np.array_equal(plain.output_order(WBC5), np.arange(5))
+    assert np.array_equal(rev.output_order(), np.arange(5))  # default: the model's own order
+    order = rev.output_order(WBC5)  # into WBC5 order, mapped by name
     assert order.tolist() == [4, 3, 2, 1, 0]
     p = rev.predict_pixels(red)[:, order][0]
-    assert CLASSES[int(np.argmax(p))] == rev.predict(red).label
+    assert WBC5[int(np.argmax(p))] == rev.predict(red).label
     for name, prob in rev.predict(red).to_dict()["probabilities"].items():
-        assert p[CLASSES.index(name)] == pytest.approx(prob)
+        assert p[WBC5.index(name)] == pytest.approx(prob)
     with pytest.raises(ModelFileError, match=r"missing neutrophil, unexpected platelet") as ei:
-        Classifier(tiny_tflite["foreign"]).output_order()
+        Classifier(tiny_tflite["foreign"]).output_order(WBC5)
     one_line_naming(ei.value, tiny_tflite["foreign"])
 
     # Explicit labels for a model with metadata must equal the embedded ones: no silent relabelling.
-    assert Classifier(tiny_tflite["classes"], labels=list(CLASSES)).labels == CLASSES
+    assert Classifier(tiny_tflite["classes"], labels=list(WBC5)).labels == WBC5
     with pytest.raises(ModelFileError, match="in a different order than its embedded labels") as ei:
-        Classifier(tiny_tflite["classes"], labels=list(reversed(CLASSES)))
+        Classifier(tiny_tflite["classes"], labels=list(reversed(WBC5)))
     one_line_naming(ei.value, tiny_tflite["classes"])
     with pytest.raises(ModelFileError, match="differ from its embedded labels"):
         Classifier(tiny_tflite["classes"], labels=["B", "E", "L", "M", "N"])
     img = tmp_path / "red.png"
     Image.fromarray(red).save(img)
-    res = cli("predict", tiny_tflite["classes"], img, "--labels", ",".join(reversed(CLASSES)))
+    res = cli("predict", tiny_tflite["classes"], img, "--labels", ",".join(reversed(WBC5)))
     assert res.exit_code == 1 and res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and "different order" in res.stderr
     # A model without metadata takes --labels as given (the caller states the order).
-    res = cli("predict", tiny_tflite["bare"], img, "--json", "--labels", ",".join(reversed(CLASSES)))
+    res = cli("predict", tiny_tflite["bare"], img, "--json", "--labels", ",".join(reversed(WBC5)))
     assert res.exit_code == 0 and json.loads(res.stdout)["label"] == "neutrophil"
 
 
@@ -684,7 +690,7 @@ def test_keras_file_that_is_not_a_model(tmp_path, kind):
 
 
 def test_evaluate_refuses_keras_model_of_the_wrong_shape(tmp_path, sample_root):
-    from wbc_edge.evaluate_model import evaluate_keras
+    from wbc_edge.scoring import evaluate_keras
     from wbc_edge.tfcompat import import_tf
 
     tf, keras = import_tf()
@@ -724,7 +730,7 @@ def test_interrupted_force_retrain_keeps_the_finished_run_and_resumes(tmp_path, 
     from wbc_edge import train as train_mod
 
     out = tmp_path / "run"
-    train_mod.train(_tiny_cfg(sample_root, out, sample_split_csv), verbose=False)
+    train_mod.train(_tiny_cfg(sample_root, out, sample_split_csv), progress=False)
     kept = ("model.keras", "split.csv", "run.json", "history.json", "curves.png", "test_metrics.json")
     before = {name: sha(out / name) for name in kept}
 
@@ -732,20 +738,20 @@ def test_interrupted_force_retrain_keeps_the_finished_run_and_resumes(tmp_path, 
     split_dataset(sample_root, other_split, seed=7, progress=False)
     assert sha(other_split) != before["split.csv"]
     retrain = _tiny_cfg(sample_root, out, other_split)
-    original_extract = train_mod._CachedTrainer.extract
+    original_extract = train_mod.CachedTrainer.extract
 
     def ctrl_c(self, split, view):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod._CachedTrainer, "extract", ctrl_c)
+    monkeypatch.setattr(train_mod.CachedTrainer, "extract", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.train(retrain, force=True, verbose=False)
+        train_mod.train(retrain, force=True, progress=False)
     assert {name: sha(out / name) for name in kept} == before, "the finished run's artifacts changed"
     assert litter(out) == []
 
     # The same command again (no --force) resumes the retrain instead of calling the directory finished.
-    monkeypatch.setattr(train_mod._CachedTrainer, "extract", original_extract)
-    train_mod.train(retrain, verbose=False)
+    monkeypatch.setattr(train_mod.CachedTrainer, "extract", original_extract)
+    train_mod.train(retrain, progress=False)
     run = json.loads((out / "run.json").read_text())
     assert run["resumed"] is True
     assert sha(out / "split.csv") == sha(other_split) == run["split_manifest_sha256"]
@@ -896,8 +902,7 @@ def test_cli_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeyp
     empty.mkdir()
     res = cli("data", "check", empty)
     assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr == f"Error: {empty}: dataset folder is empty (expected one folder per class: " \
-                         f"{', '.join(CLASSES)})\n"
+    assert res.stderr == f"Error: {empty}: dataset folder is empty (expected one folder per class)\n"
     res = cli("--debug", "data", "check", empty)
     assert res.exit_code == 1
     assert "Traceback (most recent call last)" in res.stderr and "DatasetError" in res.stderr
@@ -925,6 +930,7 @@ def test_cli_keyboard_interrupt_exits_130(tmp_path, monkeypatch, sample_root):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(data_mod, "scan_dataset", interrupted)
+    monkeypatch.setattr(data_mod.split, "scan_dataset", interrupted)  # what split_dataset calls
     out = tmp_path / "split.csv"
     for args in (("data", "check", sample_root), ("data", "split", sample_root, "--out", out)):
         res = cli(*args)

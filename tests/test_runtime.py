@@ -26,7 +26,7 @@ from helpers import import_blocker
 from PIL import Image
 
 from wbc_edge import runtime
-from wbc_edge.classes import CLASSES
+from wbc_edge.labels import WBC5 as CLASSES
 from wbc_edge.contract import embed_contract, read_contract, strip_contract
 from wbc_edge.errors import BadImageError, ModelFileError, WbcEdgeError
 from wbc_edge.preprocess import preprocess
@@ -278,7 +278,9 @@ def test_quantise_and_dequantise_formulas(clf_int8, monkeypatch):
 @pytest.mark.parametrize("variant", ["int8", "float32"])
 def test_runtime_feeds_exactly_the_preprocess_pixels(models, sample_files, variant, monkeypatch):
     clf = Classifier(models[variant])
-    assert runtime.preprocess is preprocess  # the one preprocessing path, not a copy
+    from wbc_edge.runtime import classifier
+
+    assert classifier.preprocess is preprocess  # the one preprocessing path, not a copy
     fed = []
     real_set_tensor = clf.interpreter.set_tensor
     monkeypatch.setattr(clf.interpreter, "set_tensor",

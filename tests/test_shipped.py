@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.classes import CLASSES
+from wbc_edge.labels import WBC5
 from wbc_edge.contract import read_contract
-from wbc_edge.export_android import check_android_bundle
+from wbc_edge.export.android import check_android_bundle
 from wbc_edge.runtime import Classifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,10 +46,10 @@ def test_manifest_lists_every_variant_with_matching_files(manifest):
 def test_each_shipped_file_is_self_describing_and_loads(variant, manifest):
     path = EXPORT / f"wbc_{variant}.tflite"
     c = read_contract(path)
-    assert c is not None and c.labels == list(CLASSES) and c.input_size == 224 and c.variant == variant
+    assert c is not None and c.labels == list(WBC5) and c.input_size == 224 and c.variant == variant
     assert c.split_manifest_sha256 == manifest["split_manifest"]["sha256"]
     clf = Classifier(path)
-    assert clf.input_size == 224 and tuple(clf.labels) == CLASSES
+    assert clf.input_size == 224 and tuple(clf.labels) == WBC5
     if variant in ("int8", "qat_int8"):
         scale, zp = clf.input_details[0]["quantization"]
         assert clf.input_dtype == np.uint8 and scale == 1.0 and zp == 0  # raw pixels
@@ -66,4 +66,17 @@ def test_shipped_int8_agrees_with_shipped_float32_on_samples(sample_files):
 def test_android_bundle_is_complete_and_matches_the_shipped_int8():
     assert check_android_bundle(ANDROID) == []
     assert _sha(ANDROID / "wbc_int8.tflite") == _sha(EXPORT / "wbc_int8.tflite")
-    assert (ANDROID / "labels.txt").read_text().split() == list(CLASSES)
+    assert (ANDROID / "labels.txt").read_text().split() == list(WBC5)
+
+
+def test_manifest_reader_lists_the_shipped_variants_generically(manifest):
+    """wbc_edge.export.manifest (TF-free; bench resolves models through it) reads the shipped manifest."""
+    from wbc_edge.export import entry_for_file, manifest_variants, read_manifest, spec_for_file
+
+    entries = manifest_variants(read_manifest(EXPORT))
+    assert [e.variant for e in entries] == [v["variant"] for v in manifest["variants"]]
+    for e in entries:
+        assert e.ok and e.sha256 == _sha(EXPORT / e.file) and spec_for_file(e.file).name == e.variant
+    entry, ref = entry_for_file(EXPORT / "wbc_int8.tflite")
+    assert entry.variant == "int8" and entry.parity["n"] == ref["n"] >= 2000
+    assert entry_for_file(ANDROID / "wbc_int8.tflite") == (None, None)  # no manifest beside the bundle

@@ -1,4 +1,4 @@
-"""wbc_edge.tflite_check: the pure-Python bounds check the runtime runs before any interpreter sees a file
+"""wbc_edge.runtime.tflite_check: the pure-Python bounds check the runtime runs before any interpreter sees a file
 (tflite-runtime 2.14, the 32-bit Pi interpreter, segfaults on truncated models - seen under armv7l
 emulation).  Every shipped model passes; truncated / dangling files get one line instead of a crash."""
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from wbc_edge.classes import CLASSES
+from wbc_edge.labels import WBC5 as CLASSES
 from wbc_edge.contract import strip_contract
 from wbc_edge.errors import ModelFileError
-from wbc_edge.tflite_check import flatbuffer_problem
+from wbc_edge.runtime.tflite_check import flatbuffer_problem
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "export").glob("*.tflite")) + [REPO / "android_assets" / "wbc_int8.tflite"]

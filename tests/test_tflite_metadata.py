@@ -1,4 +1,4 @@
-"""wbc_edge.tflite_metadata / `wbc-edge metadata`: standard TFLite metadata (MediaPipe Tasks, TFLite Task
+"""wbc_edge.export.metadata_* / `wbc-edge metadata`: standard TFLite metadata (MediaPipe Tasks, TFLite Task
 Library, Android Studio) on copies of the shipped models: valid per the official schema, the model itself
 unchanged, our contract kept byte for byte and readable with zipfile alone, deterministic and idempotent,
 records (manifest.json, Android bundle) kept consistent, one-line errors naming the file, and the runtime
@@ -23,12 +23,12 @@ from click.testing import CliRunner
 from helpers import import_blocker, without_metadata
 
 
-from wbc_edge.classes import CLASSES
+from wbc_edge.labels import WBC5
 from wbc_edge.contract import CONTRACT_NAME, LABELS_NAME, read_contract, strip_contract
 from wbc_edge.errors import ModelFileError, WbcEdgeError
-from wbc_edge.tflite_metadata import (add_standard_metadata, build_metadata, check_standard_metadata,
-                                      embed_metadata, has_standard_metadata, read_standard_metadata,
-                                      with_metadata)
+from wbc_edge.export.metadata_files import embed_metadata, with_metadata
+from wbc_edge.export.metadata_read import check_standard_metadata, has_standard_metadata, read_standard_metadata
+from wbc_edge.export.metadata_write import add_standard_metadata, build_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = REPO / "export"
@@ -90,7 +90,7 @@ def test_model_unchanged_and_contract_kept_byte_for_byte(shipped_copy, variant, 
     # the contract zip after the flatbuffer is the very same bytes; readable with zipfile alone
     assert new[len(strip_contract(new)):] == old[len(strip_contract(old)):]
     zf = zipfile.ZipFile(io.BytesIO(new[len(strip_contract(new)):]))
-    assert zf.read(LABELS_NAME).decode().split() == list(CLASSES)
+    assert zf.read(LABELS_NAME).decode().split() == list(WBC5)
     assert json.loads(zf.read(CONTRACT_NAME))["variant"] == variant
     assert all(i.compress_type == zipfile.ZIP_STORED and i.date_time == (2020, 1, 1, 0, 0, 0) for i in zf.infolist())
     assert read_contract(new) == read_contract(old)
@@ -102,7 +102,7 @@ def test_model_unchanged_and_contract_kept_byte_for_byte(shipped_copy, variant, 
 
 
 def test_records_updated_and_bundle_consistent(shipped_copy):
-    from wbc_edge.export_android import check_android_bundle
+    from wbc_edge.export.android import check_android_bundle
 
     exp, andr = shipped_copy["export"], shipped_copy["android"]
     m = json.loads((exp / "manifest.json").read_text())
@@ -240,7 +240,7 @@ _RUNTIME_SCRIPT = import_blocker('("tensorflow", "tf_keras", "keras", "flatbuffe
     heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "flatbuffers", "mediapipe", "cv2"})
     print(json.dumps({"old": old.label, "new": new.label, "same": old.probabilities.tolist() ==
                       new.probabilities.tolist(), "heavy": heavy,
-                      "tflite_metadata": "wbc_edge.tflite_metadata" in sys.modules}))
+                      "export": sorted(m for m in sys.modules if m.startswith("wbc_edge.export"))}))
 """)
 
 
@@ -252,13 +252,13 @@ def test_runtime_reads_old_and_new_models_without_flatbuffers_or_mediapipe(shipp
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"old": CLASSES[0], "new": CLASSES[0], "same": True, "heavy": [], "tflite_metadata": False}
+    assert out == {"old": WBC5[0], "new": WBC5[0], "same": True, "heavy": [], "export": []}
 
 
 def test_missing_flatbuffers_is_a_clear_error(monkeypatch):
     import builtins
 
-    import wbc_edge.tflite_metadata as tm
+    import wbc_edge.export.metadata_write as tm
 
     real = builtins.__import__
 

@@ -14,6 +14,7 @@ import pytest
 from helpers import tiny_train_config
 
 from wbc_edge.errors import ModelFileError, WbcEdgeError
+from wbc_edge.labels import WBC5
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,36 +67,37 @@ def test_missing_weights_file_names_path_and_expectation(tmp_path):
 
 def test_cached_training_writes_run_dir_and_resumes(sample_root, sample_split, tmp_path, monkeypatch):
     from wbc_edge import train as train_mod
+    from wbc_edge.train import CachedTrainer, RunState
 
     out = tmp_path / "run"
     cfg = _tiny_cfg(sample_root, out, sample_split)
 
     # Interrupt right after the first fine-tune epoch has been checkpointed (as Ctrl-C would).
-    original_set = train_mod._State.set
+    original_set = RunState.set
 
     def interrupting_set(self, **kv):
         original_set(self, **kv)
         if kv.get("finetune_epoch") == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod._State, "set", interrupting_set)
+    monkeypatch.setattr(RunState, "set", interrupting_set)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.train(cfg, verbose=False)
+        train_mod.train(cfg, progress=False)
     assert not (out / "model.keras").exists(), "no final model after an interrupted run"
     state = json.loads((out / "state.json").read_text())
     assert state["finetune_epoch"] == 1 and state["head_done"]
 
-    monkeypatch.setattr(train_mod._State, "set", original_set)
+    monkeypatch.setattr(RunState, "set", original_set)
     # Resuming must not recompute the activation cache.
     calls = []
-    original_predict = train_mod._CachedTrainer.extract
+    original_predict = CachedTrainer.extract
 
     def spy_extract(self, split, view):
         calls.append((split, view, int(self.state.get(f"extract_{split}_v{view}", 0))))
         return original_predict(self, split, view)
 
-    monkeypatch.setattr(train_mod._CachedTrainer, "extract", spy_extract)
-    result = train_mod.train(cfg, verbose=False)
+    monkeypatch.setattr(CachedTrainer, "extract", spy_extract)
+    result = train_mod.train(cfg, progress=False)
     assert all(done > 0 for _, _, done in calls), "activation cache was recomputed on resume"
     for name in ("model.keras", "split.csv", "history.json", "curves.png", "run.json", "test_metrics.json",
                  "test_confusion.png"):
@@ -105,27 +107,28 @@ def test_cached_training_writes_run_dir_and_resumes(sample_root, sample_split, t
     assert phases == ["head", "head", "finetune", "finetune"]
     run = json.loads((out / "run.json").read_text())
     assert run["resumed"] is True
+    assert run["labels"] == run["config"]["labels"] == list(WBC5)  # the 5-class sample set, stored
     assert run["split_manifest_sha256"] == _sha(out / "split.csv")
     assert {"tensorflow", "tf_keras", "numpy"} <= set(run["versions"])
     assert 0.0 <= result.test_accuracy <= 1.0
 
     # A finished run is not overwritten without force.
     with pytest.raises(WbcEdgeError, match="already holds a finished run"):
-        train_mod.train(cfg, verbose=False)
+        train_mod.train(cfg, progress=False)
 
 
 def test_changed_config_on_unfinished_run_is_refused(sample_root, sample_split, tmp_path):
     from wbc_edge.train import prepare_run
 
     out = tmp_path / "run"
-    prepare_run(_tiny_cfg(sample_root, out, sample_split), verbose=False)
+    prepare_run(_tiny_cfg(sample_root, out, sample_split), progress=False)
     with pytest.raises(WbcEdgeError, match="different config.*head_epochs"):
-        prepare_run(_tiny_cfg(sample_root, out, sample_split, head_epochs=3), verbose=False)
+        prepare_run(_tiny_cfg(sample_root, out, sample_split, head_epochs=3), progress=False)
     other = tmp_path / "not_a_run"
     other.mkdir()
     (other / "precious.txt").write_text("keep me")
     with pytest.raises(WbcEdgeError, match="not a wbc-edge run"):
-        prepare_run(_tiny_cfg(sample_root, other, sample_split), verbose=False)
+        prepare_run(_tiny_cfg(sample_root, other, sample_split), progress=False)
     assert (other / "precious.txt").read_text() == "keep me"
 
 
@@ -137,7 +140,7 @@ def test_evaluate_matches_training_report(sample_root, sample_split, tmp_path):
     from wbc_edge.train import train
 
     out = tmp_path / "run"
-    train(_tiny_cfg(sample_root, out, sample_split, finetune_epochs=1), verbose=False)
+    train(_tiny_cfg(sample_root, out, sample_split, finetune_epochs=1), progress=False)
     res = CliRunner().invoke(main, ["evaluate", str(out / "model.keras"), str(sample_root), "--quiet",
                                     "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
@@ -165,7 +168,7 @@ def test_mirrored_strategy_on_two_logical_cpus(sample_root, sample_split, tmp_pa
         cfg = TrainConfig(data_root={str(sample_root)!r}, out_dir={str(tmp_path / 'mirrored')!r},
                           split_manifest={str(sample_split)!r}, mode="full", distribute="mirrored", epochs=1,
                           batch_size=8, model=ModelConfig(alpha=0.35, input_size=96, weights="none"))
-        r = train(cfg, verbose=False)
+        r = train(cfg, progress=False)
         print(json.dumps({{"replicas": s.num_replicas_in_sync, "acc": r.test_accuracy}}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
@@ -199,25 +202,25 @@ def test_multiworker_needs_a_split_manifest(sample_root, tmp_path, monkeypatch):
     cfg = _tiny_cfg(sample_root, tmp_path / "run", "x", mode="full", distribute="multiworker")
     cfg.split_manifest = None
     with pytest.raises(WbcEdgeError, match="--split-manifest"):
-        train(cfg, verbose=False)
+        train(cfg, progress=False)
     assert not (tmp_path / "run").exists()
 
 
 def test_full_mode_history_survives_a_resume(tmp_path):
     """BackupAndRestore restarts fit() part-way: the epoch history must come from the state file."""
     from wbc_edge.tfcompat import import_tf
-    from wbc_edge.train import _history_callback, _State
+    from wbc_edge.train import RunState, history_callback
 
     _, keras = import_tf()
-    state = _State(tmp_path / "state.json")
-    cb = _history_callback(keras, state)
+    state = RunState(tmp_path / "state.json")
+    cb = history_callback(keras, state)
     cb.on_epoch_end(0, {"loss": 1.0, "val_accuracy": 0.5})
     cb.on_epoch_end(1, {"loss": 0.8, "val_accuracy": 0.7})
     # a new process after an interruption during epoch 3: epoch 2 is redone by BackupAndRestore
-    resumed = _history_callback(keras, _State(tmp_path / "state.json"))
+    resumed = history_callback(keras, RunState(tmp_path / "state.json"))
     resumed.on_epoch_end(1, {"loss": 0.7, "val_accuracy": 0.6})
     resumed.on_epoch_end(2, {"loss": 0.5, "val_accuracy": 0.8})
-    final = _State(tmp_path / "state.json")
+    final = RunState(tmp_path / "state.json")
     assert [r["epoch"] for r in sorted(final.get("history"), key=lambda r: r["epoch"])] == [1, 2, 3]
     assert final.get("best_val_accuracy") == 0.8
 
@@ -242,7 +245,7 @@ def test_real_short_training_beats_chance(pbc_root, tmp_path):
     cfg = TrainConfig(data_root=str(pbc_root), out_dir=str(tmp_path / "run"), limit_per_class=60,
                       model=ModelConfig(alpha=1.0, input_size=128, weights=weights),
                       head_epochs=10, finetune_epochs=2, aug_views=1)
-    result = train(cfg, verbose=False)
+    result = train(cfg, progress=False)
     assert result.test_accuracy > 0.7, result.test_accuracy  # chance is 0.2
 
 

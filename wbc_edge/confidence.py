@@ -15,18 +15,9 @@ import numpy as np
 
 from . import atomic
 from .calibration import Calibration, fit_calibration
+from .progress import Progress
 
 CALIBRATION_FILE = "calibration.json"
-
-
-def shifted_val_pixels(paths: list[str], size: int) -> np.ndarray:
-    """The fixed held-out shifted val (same seed as training's selection set)."""
-    from .augment import shifted_view
-    from .preprocess import preprocess
-    from .train import SHIFTED_VAL_SEED
-
-    return np.stack([shifted_view(preprocess(p, size), np.random.default_rng([SHIFTED_VAL_SEED, i]))
-                     for i, p in enumerate(paths)])
 
 
 def save_calibration(run_dir: str | Path, cal: Calibration) -> Path:
@@ -43,20 +34,24 @@ def load_calibration(run_dir: str | Path) -> Calibration | None:
     return Calibration(**{k: v for k, v in raw.items() if k in Calibration.__dataclass_fields__})
 
 
-def calibrate_run(run_dir: str | Path, data_root: str | None = None, progress: bool = True) -> Calibration:
-    """Fit and save the calibration of a finished run from its model.keras and split.csv val split."""
+def calibrate_run(run_dir: str | Path, data_root: str | None = None,
+                  progress: Progress | bool | None = True) -> Calibration:
+    """Fit and save the calibration of a finished run from its model.keras and split.csv val split (indexed
+    by the run's class list: run.json `labels`, see `wbc_edge.scoring.model_labels`)."""
     from .data import SplitManifest
-    from .evaluate_model import predict_keras
     from .model import check_classifier, load_model
+    from .scoring import model_labels, predict_keras
+    from .train.selection import shifted_val_pixels
 
     run = Path(run_dir)
     info = json.loads((run / "run.json").read_text())
     root = data_root or info["config"]["data_root"]
+    labels = model_labels(run / "model.keras", str(run / "split.csv"))
     model = load_model(run / "model.keras")
-    check_classifier(model, run / "model.keras")
+    check_classifier(model, run / "model.keras", labels)
     size = int(model.input_shape[1])
-    paths, labels = SplitManifest.load(run / "split.csv").files("val", root)
-    paths, y = [str(p) for p in paths], np.asarray(labels)
+    paths, y = SplitManifest.load(run / "split.csv").files("val", root, labels=labels)
+    paths, y = [str(p) for p in paths], np.asarray(y)
     val = predict_keras(model, paths, progress=progress)
     shifted = shifted_val_pixels(paths, size).astype(np.float32)
     shifted_probs = np.concatenate([model(shifted[s:s + 32], training=False).numpy()
@@ -64,4 +59,3 @@ def calibrate_run(run_dir: str | Path, data_root: str | None = None, progress: b
     cal = fit_calibration(val, y, shifted_probs, y)
     save_calibration(run, cal)
     return cal
-

@@ -19,8 +19,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classes import CLASSES
 from .errors import ModelFileError
+from .labels import WBC5
 
 CONTRACT_NAME = "wbc_edge_contract.json"
 LABELS_NAME = "labels.txt"
@@ -37,7 +37,10 @@ class ModelContract:
     (for our uint8 models scale 1.0 / zero point 0, i.e. raw pixels).
     """
 
-    labels: list[str] = field(default_factory=lambda: list(CLASSES))
+    #: The model's class names in output order.  Export always writes the model's own list (from its run);
+    #: a file read back always has one (`from_json` requires it).  The default - the five WBC classes of
+    #: every model made before labels were stored - only serves code that builds a contract by hand.
+    labels: list[str] = field(default_factory=lambda: list(WBC5))
     input_size: int = 224
     variant: str = "float32"
     channel_order: str = "RGB"

@@ -7,6 +7,9 @@ leak-free test split) it gives n, accuracy, balanced accuracy, macro-F1 and per-
 balanced accuracy over the classes with enough images to mean something (Tecom has one basophil) - and, for
 each .tflite, top-1 agreement with the float reference on that domain.
 
+The classes are the models' own: the reference's labels (a .tflite's contract, or what a .keras model's run
+stored), every other model's outputs are mapped to them by name, and each domain folder is read in that
+order (`scan_dataset(root, labels=...)`), so a 3- or 8-class model is reported on its own classes.
 TensorFlow is imported only when a model is a .keras file; .tflite models run on `wbc_edge.runtime`.
 Every image is fed through the one `preprocess`, never augmented.
 """
@@ -15,14 +18,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASSES
-from .errors import WbcEdgeError
+from .errors import ModelFileError, WbcEdgeError
+from .labels import Labels
 from .preprocess import preprocess_batch
+from .progress import Progress, resolve
 
 FORMAT = "wbc-edge-crossdomain-1"
 
@@ -46,14 +50,14 @@ class Domain:
 class CrossDomainConfig:
     models: list[str]
     domains: list[Domain]
-    reference: str | None = None   # default: the .keras among models, else a *float32*.tflite among them
+    reference: str | None = None   # default: the .keras among models, else the unquantised (float32) .tflite
     min_class_images: int = 10     # balanced accuracy is also given over classes with at least this many
     min_agreement: float | None = None  # gate (%): every .tflite vs the reference, on every domain
     num_threads: int | None = None
     limit: int | None = None       # at most this many images per domain (stratified, seeded)
     seed: int = 42
     progress: bool = True
-    labels: list[str] = field(default_factory=lambda: list(CLASSES))
+    labels: list[str] | None = None  # None: the reference's (else the first model's) labels
 
 
 def _kind(path: str) -> str:
@@ -66,27 +70,40 @@ def _kind(path: str) -> str:
 
 
 def _reference(cfg: CrossDomainConfig) -> str | None:
+    """--reference, else the first .keras among the models, else the first unquantised .tflite (the export
+    registry's float graph as trained, by its contract's variant), else None (no agreement column)."""
     if cfg.reference:
         return cfg.reference
     keras_models = [m for m in cfg.models if _kind(m) == "keras"]
     if keras_models:
         return keras_models[0]
-    floats = [m for m in cfg.models if "float32" in Path(m).name]
-    return floats[0] if floats else None
+    from .bench.models import is_unquantised
+    from .contract import read_contract
+    from .export.variants import VARIANTS, spec_for_file
+
+    for m in cfg.models:
+        contract = read_contract(m)
+        spec = VARIANTS.get(contract.variant) if contract is not None else spec_for_file(Path(m).name)
+        if is_unquantised(spec):
+            return m
+    return None
 
 
 class _Runner:
-    """Probabilities of one model over uint8 pixels (Keras in-process, .tflite through the runtime)."""
+    """Probabilities of one model over uint8 pixels (Keras in-process, .tflite through the runtime), in the
+    model's own output order (`labels`)."""
 
     def __init__(self, path: str, num_threads: int | None):
         self.path, self.kind = path, _kind(path)
         if self.kind == "keras":
             from .model import check_classifier, load_model
+            from .scoring import model_labels
             from .tfcompat import import_tf
 
             import_tf()
+            self.labels = model_labels(path)
             self.model = load_model(path)
-            check_classifier(self.model, path)
+            check_classifier(self.model, path, self.labels)
             self.size = int(self.model.input_shape[1])
             from .confidence import load_calibration
 
@@ -97,10 +114,18 @@ class _Runner:
             from .runtime import Classifier
 
             self.model = Classifier(path, num_threads=num_threads)
-            if list(self.model.labels) != list(CLASSES):
-                raise WbcEdgeError(f"{path}: labels {list(self.model.labels)} differ from {list(CLASSES)}")
+            self.labels = Labels.from_list(self.model.labels)
             self.size = self.model.input_size
             self.temperature, self.threshold = self.model.temperature, self.model.abstain_threshold
+
+    def order(self, labels: Labels) -> np.ndarray:
+        """Column indices that put this model's outputs into `labels` order (matched by name)."""
+        if self.kind == "tflite":
+            return self.model.output_order(labels)
+        if sorted(self.labels) != sorted(labels):
+            raise ModelFileError(f"{self.path}: model labels ({','.join(self.labels)}) differ from the "
+                                 f"report's ({','.join(labels)})")
+        return np.array([self.labels.index(x) for x in labels], dtype=np.int64)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if self.kind == "keras":
@@ -114,7 +139,7 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
     """The per-domain figures of the report for one model's (raw) probabilities; with a temperature also
     the calibration error after scaling and what the abstain threshold accepts on this domain."""
     from .calibration import apply_temperature, coverage_at, expected_calibration_error, risk_coverage
-    from .evaluate import compute_metrics
+    from .metrics import compute_metrics
 
     cal = apply_temperature(probs, temperature) if temperature != 1.0 else probs
     rc = risk_coverage(cal, y)
@@ -138,12 +163,13 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
     }
 
 
-def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig) -> tuple[list[str], np.ndarray, np.ndarray, str]:
-    from .evaluate_model import collect_inputs
-    from .sampling import stratified_indices
+def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig,
+                 labels: Labels) -> tuple[list[str], np.ndarray, np.ndarray, str]:
+    from .data.sampling import stratified_indices
+    from .scoring import collect_inputs
 
     inputs = collect_inputs(d.root, "all" if not d.split_manifest else d.split, d.split_manifest,
-                            progress=False)
+                            labels=labels, progress=False)
     paths, labels = inputs.paths, inputs.labels
     if cfg.limit and cfg.limit < len(paths):
         idx = stratified_indices(labels, cfg.limit, cfg.seed)
@@ -151,8 +177,11 @@ def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig) -> tuple[list[str
     return paths, labels, preprocess_batch(paths, size), inputs.source
 
 
-def run_report(cfg: CrossDomainConfig, log=print) -> dict:
-    """Score every model on every domain; returns the JSON-ready result (see `to_markdown`)."""
+def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = None) -> dict:
+    """Score every model on every domain; returns the JSON-ready result (see `to_markdown`).
+
+    progress: a `wbc_edge.progress.Progress` (default: stderr lines when cfg.progress, else silent)."""
+    progress = resolve(cfg.progress if progress is None else progress)
     if not cfg.models:
         raise WbcEdgeError("no models given")
     if not cfg.domains:
@@ -168,16 +197,18 @@ def run_report(cfg: CrossDomainConfig, log=print) -> dict:
     if len(sizes) != 1:
         raise WbcEdgeError(f"the models take different input sizes ({sorted(sizes)}); report them separately")
     size = sizes.pop()
-    result: dict = {"format": FORMAT, "reference": ref_path, "models": list(cfg.models),
+    labels = Labels.from_list(cfg.labels) if cfg.labels else runners[ref_path or paths[0]].labels
+    orders = {p: r.order(labels) for p, r in runners.items()}  # ModelFileError when the classes differ
+    result: dict = {"format": FORMAT, "reference": ref_path, "models": list(cfg.models), "labels": list(labels),
                     "min_class_images": cfg.min_class_images, "domains": [], "gate": None}
     failures = []
     for d in cfg.domains:
         t = time.time()
-        _, y, pixels, source = _load_domain(d, size, cfg)
+        _, y, pixels, source = _load_domain(d, size, cfg, labels)
         rec: dict = {"name": d.label, "root": str(d.root), "source": source, "n": int(len(y)), "results": {}}
-        probs = {p: r(pixels) for p, r in runners.items()}
+        probs = {p: r(pixels)[:, orders[p]] for p, r in runners.items()}
         for p in cfg.models:
-            row = domain_metrics(y, probs[p], cfg.labels, cfg.min_class_images, runners[p].temperature,
+            row = domain_metrics(y, probs[p], list(labels), cfg.min_class_images, runners[p].temperature,
                                  runners[p].threshold)
             if ref_path and p != ref_path:
                 pred, ref_pred = probs[p].argmax(1), probs[ref_path].argmax(1)
@@ -191,8 +222,7 @@ def run_report(cfg: CrossDomainConfig, log=print) -> dict:
             rec["results"][p] = row
         rec["seconds"] = round(time.time() - t, 1)
         result["domains"].append(rec)
-        if cfg.progress:
-            log(f"  {d.label}: {len(y)} images scored by {len(runners)} model(s) in {rec['seconds']:.0f} s")
+        progress.say(f"  {d.label}: {len(y)} images scored by {len(runners)} model(s) in {rec['seconds']:.0f} s")
     if cfg.min_agreement is not None:
         result["gate"] = {"min_agreement_pct": cfg.min_agreement, "passed": not failures, "failures": failures}
     result["seconds"] = round(time.time() - t0, 1)
@@ -249,9 +279,9 @@ def to_markdown(result: dict) -> str:
 def plot(result: dict, path: str | os.PathLike) -> Path:
     """Balanced accuracy per domain and model (bars) and, for .tflite files, agreement (second panel)."""
     from .atomic import atomic_path
-    from .evaluate import _pyplot
+    from .metrics import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     domains = [d["name"] for d in result["domains"]]
     models = result["models"]
     agree_models = [m for m in models if any("agreement_pct" in d["results"][m] for d in result["domains"])]
@@ -292,9 +322,9 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
 def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None = None) -> Path:
     """Accuracy of the accepted images vs the fraction accepted, one curve per domain (one model)."""
     from .atomic import atomic_path
-    from .evaluate import _pyplot
+    from .metrics import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     model = model or result["models"][0]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for d in result["domains"]:

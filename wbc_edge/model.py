@@ -16,9 +16,10 @@ import os
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
-from .classes import CLASSES
 from .errors import ModelFileError, WbcEdgeError
+from .labels import WBC5_LABELS, Labels
 from .tfcompat import import_tf
 
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -30,7 +31,9 @@ class ModelConfig:
     input_size: int = 224
     weights: str = "imagenet"  # "imagenet" | "none" | path to a no-top .h5
     dropout: float = 0.2
-    num_classes: int = len(CLASSES)
+    #: Size of the softmax head.  Training sets it from the run's labels (the data's classes); the default is
+    #: the five-class reference task, for models built without data (tests, benchmarks).
+    num_classes: int = len(WBC5_LABELS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,9 +129,13 @@ def _foreign_modules(obj) -> list[tuple[str, str]]:
     return out
 
 
-def check_classifier(model, path: str | os.PathLike, num_classes: int = len(CLASSES)) -> int:
+def check_classifier(model, path: str | os.PathLike, labels: Labels | Sequence[str] | None = None) -> int:
     """Check that a loaded Keras model is a wbc-edge classifier: input (None, S, S, 3), output
-    (None, num_classes).  Returns S; raises ModelFileError naming the file otherwise."""
+    (None, len(labels)) - one probability per expected class (`labels`: the model's run's class list;
+    None only for models made before labels were stored, which all have the five WBC classes).
+    Returns S; raises ModelFileError naming the file otherwise."""
+    labels = WBC5_LABELS if labels is None else labels
+    num_classes = len(labels)
     try:
         in_shape = tuple(model.input_shape)
         out_shape = tuple(model.output_shape)
@@ -139,7 +146,7 @@ def check_classifier(model, path: str | os.PathLike, num_classes: int = len(CLAS
                              f"{in_shape}")
     if len(out_shape) != 2 or out_shape[1] != num_classes:
         raise ModelFileError(f"{path}: expected output shape (None, {num_classes}) (one probability per "
-                             f"class: {', '.join(CLASSES)}), got {out_shape}")
+                             f"class: {', '.join(labels)}), got {out_shape}")
     return int(in_shape[1])
 
 

@@ -1,36 +1,100 @@
-"""Lazy, consistent TensorFlow import.
+"""Lazy, consistent, quiet TensorFlow import.
 
 tfmot only quantizes tf-keras (Keras 2) models, so every Keras model in wbc-edge is a tf_keras model.
 `TF_USE_LEGACY_KERAS=1` must be set before TensorFlow is first imported for `tf.keras` to be tf_keras;
 this module is the one place that does it.  Call `import_tf()` inside functions, never at module import
 time, so that commands which do not need TensorFlow (predict, data check, runtime bench) start fast.
+
+Quiet by default: TensorFlow's C++ start-up lines (the oneDNN notice, "could not find cuda drivers", the
+"failed call to cuInit" error every CPU-only machine prints) say nothing a user can act on.  They are kept
+off the console - TF_CPP_MIN_LOG_LEVEL=3 for TensorFlow's own log, and stderr captured while the native
+libraries load, because some lines are written before TensorFlow's logging honours that setting.  If the
+import fails, the captured lines are replayed.  `wbc-edge --debug` (or WBC_EDGE_DEBUG=1) shows everything;
+a TF_CPP_MIN_LOG_LEVEL the user set is kept.  TF_ENABLE_ONEDNN_OPTS is not touched: it changes numerics.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+#: Set to 1 (the CLI's --debug does) to see TensorFlow's native start-up log.
+DEBUG_ENV = "WBC_EDGE_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def import_tf():
     """Return (tensorflow, tf_keras), importing them on first use."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules and "tf_keras" in sys.modules:
+        return sys.modules["tensorflow"], sys.modules["tf_keras"]
+    quiet = not debug_enabled()
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        import tensorflow as tf
-        import tf_keras as keras
+        with _native_stderr_captured(quiet):
+            import tensorflow as tf
+            import tf_keras as keras
     except ImportError as exc:  # pragma: no cover - depends on the install
         from .errors import WbcEdgeError
 
         raise WbcEdgeError(
             f"this command needs the training extra (TensorFlow, tf-keras): pip install 'wbc-edge[train]' ({exc})"
         ) from None
+    if quiet:
+        tf.get_logger().setLevel(logging.ERROR)
+        with contextlib.suppress(ImportError):
+            from absl import logging as absl_logging
+
+            absl_logging.set_verbosity(absl_logging.ERROR)
     return tf, keras
+
+
+@contextlib.contextmanager
+def _native_stderr_captured(enabled: bool) -> Iterator[None]:
+    """Send file descriptor 2 (where native libraries write) to a temp file for the block; replay what was
+    captured if the block raises.  Python's own sys.stderr writes go there too meanwhile."""
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): nothing to quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            _restore(saved)
+            sink.seek(0)
+            captured = sink.read().decode("utf-8", "replace")
+            if captured:
+                sys.stderr.write(captured)
+            raise
+        else:
+            _restore(saved)
+
+
+def _restore(saved: int) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def versions() -> dict:
     """Versions of everything that influences a model's numbers, for run.json / manifest.json."""
     import platform
-    import sys
 
     import numpy
     import PIL

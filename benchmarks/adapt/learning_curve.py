@@ -5,7 +5,8 @@
 
 For each set (zheng2018_tecom, zheng2018_cellavision), k in --ks labelled images per class (fewer where a class
 has fewer: `wbc_edge.adapt.make_adapt_split` with per_class=k always holds out >= 1 image per class) and each
-seed in --seeds, the rest of the set is the test set.  Arms:
+seed in --seeds, the rest of the set is the test set.  `--summary-only` re-derives the summary from
+OUT/runs.jsonl without running anything (benchmarks/adapt/curve_report.py).  Arms:
   pbc       the PBC-trained model adapted with the `wbc-edge adapt` recipe (AdaptConfig defaults), PBC replay
   imagenet  the same recipe and replay started from ImageNet weights with a new (random) head - which is
             first fitted on pooled features (head_epochs=20), and whose replay images are trained towards their
@@ -37,7 +38,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,7 +47,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from wbc_edge.classes import CLASS_INDEX, CLASSES  # noqa: E402
+from curve_report import load_records, to_markdown, write_summary  # noqa: E402  (this folder)
+from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
+
+#: The Zheng sets and the PBC model have the five WBC classes; indices follow the model's output order.
+CLASSES = WBC5
+CLASS_INDEX = {c: i for i, c in enumerate(WBC5)}
 
 SETS = ("zheng2018_tecom", "zheng2018_cellavision")
 BIG4 = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -108,18 +113,26 @@ def main() -> None:
                     choices=["pbc", "imagenet", "pbc_head", "pbc_noreplay"])
     ap.add_argument("--pbc-test-arms", nargs="+", default=["pbc", "pbc_head", "pbc_noreplay"],
                     help="arms whose PBC test accuracy is measured after each adaptation")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="no runs: re-derive learning_curve.{md,json,png} from OUT/runs.jsonl and the meta of "
+                         "OUT/learning_curve.json (no TensorFlow)")
     args = ap.parse_args()
 
     os.chdir(REPO)
-    from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, _replay_pool, bottom_activations, fit_top,
-                                make_adapt_split, pooled_features, predict_top, replay_soft_targets,
-                                scan_local)
+    out = Path(args.out)
+    if args.summary_only:
+        meta = json.loads((out / "learning_curve.json").read_text())["meta"]
+        records = list(load_records(out / "runs.jsonl", meta["model_sha256"]).values())
+        print(to_markdown(write_summary(records, meta, out), meta))
+        return
+    from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, bottom_activations, fit_top, make_adapt_split,
+                                pooled_features, predict_top, replay_pool, replay_soft_targets, scan_local)
     from wbc_edge.data import SplitManifest
+    from wbc_edge.progress import Progress
     from wbc_edge.model import ModelConfig, build_model, load_model
     from wbc_edge.tfcompat import import_tf, versions
 
     shared = Path(args.shared)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache)
     cfg = AdaptConfig(source=args.model, data_root="", out_dir="")  # the recipe: defaults, as `wbc-edge adapt`
@@ -146,21 +159,23 @@ def main() -> None:
     targets = {}
     for name in args.sets:
         root = shared / "data" / name
-        scan = scan_local(root)
+        scan = scan_local(root, WBC5_LABELS)
         groups = scan.duplicates()
         paths = [str(Path(scan.root) / r.path) for r in scan.records]
         y = np.array([CLASS_INDEX[r.label] for r in scan.records], dtype=np.int64)
         views = cached(cache / f"{name}_v{cfg.aug_views}.npz", lambda paths=paths, name=name: bottom_activations(
-            pbc, paths, cfg.aug_views, cfg.augment, AUG_SEED, log=log, label=name))
+            pbc, paths, cfg.aug_views, cfg.augment, AUG_SEED, progress=Progress(), label=name))
         targets[name] = {"scan": scan, "groups": groups, "acts": ActSet(views, y)}
         log(f"{name}: {len(y)} images, per class {dict(zip(CLASSES, np.bincount(y, minlength=5).tolist(), strict=True))}")
     pbc_root = shared / "data" / "pbc"
-    rpaths, ry, where = _replay_pool(str(pbc_root), PBC_SPLIT, cfg.replay_images, cfg.seed, False)
+    rpaths, ry, where = replay_pool(str(pbc_root), PBC_SPLIT, cfg.replay_images, cfg.seed, WBC5_LABELS)
     replay = ActSet(cached(cache / f"replay_{cfg.replay_images}_v{cfg.replay_views}.npz", lambda: bottom_activations(
-        pbc, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1, log=log, label="replay")), ry)
-    tpaths, ty = SplitManifest.load(PBC_SPLIT).files("test", pbc_root)
+        pbc, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1, progress=Progress(), label="replay")), ry)
+    test_rows = [r for r in SplitManifest.load(PBC_SPLIT).rows if r.split == "test"]
+    tpaths = [pbc_root.joinpath(*r.path.split("/")) for r in test_rows]
+    ty = [CLASS_INDEX[r.label] for r in test_rows]
     pbc_test = cached(cache / "pbc_test_f32.npz", lambda: [bottom_activations(
-        pbc, [str(p) for p in tpaths], 0, cfg.augment, 0, log=log, label="PBC test")[0]])[0]
+        pbc, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), label="PBC test")[0]])[0]
     ty = np.asarray(ty, dtype=np.int64)
     timing["activations_s"] = round(time.time() - t, 1)
 
@@ -189,12 +204,7 @@ def main() -> None:
     log(f"un-adapted PBC test accuracy {base_pbc_test['accuracy']:.4f}")
 
     runs_file = out / "runs.jsonl"
-    done = {}
-    if runs_file.exists():
-        for line in runs_file.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("model_sha256") == model_sha:
-                done[(r["set"], r["k"], r["seed"], r["arm"])] = r
+    done = load_records(runs_file, model_sha) if runs_file.exists() else {}
     for name in args.sets:
         tg = targets[name]
         for k in args.ks:
@@ -249,117 +259,7 @@ def main() -> None:
             "versions": versions(), "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                                             "load_avg_at_end": os.getloadavg()},
             "timing_this_invocation": timing, "ks": args.ks, "seeds": args.seeds, "sets": args.sets}
-    summarize(list(done.values()), meta, out)
-
-
-def _ms(values) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarize(records: list[dict], meta: dict, out: Path) -> None:
-    arms = [a for a in ("unadapted", "pbc", "pbc_head", "imagenet", "pbc_noreplay")
-            if any(r["arm"] == a for r in records)]
-    table = []
-    for name in meta["sets"]:
-        for k in meta["ks"]:
-            for arm in arms:
-                rs = [r for r in records if r["set"] == name and r["k"] == k and r["arm"] == arm
-                      and r["seed"] in meta["seeds"]]
-                if not rs:
-                    continue
-                row = {"set": name, "k": k, "arm": arm, "seeds": len(rs),
-                       "n_adapt": _ms([r["n_adapt"] for r in rs])[0], "n_test": _ms([r["target"]["n"] for r in rs])[0],
-                       "adapt_per_class": rs[0]["adapt_per_class"], "test_per_class": rs[0]["test_per_class"]}
-                for key in ("balanced_accuracy", "balanced_accuracy_big4", "accuracy"):
-                    row[key] = _ms([r["target"][key] for r in rs])
-                row["pbc_test_accuracy"] = _ms([r["pbc_test"]["accuracy"] for r in rs if "pbc_test" in r])
-                row["fit_s"] = _ms([r.get("fit_s") for r in rs])
-                table.append(row)
-    (out / "learning_curve.json").write_text(json.dumps({"meta": meta, "summary": table}, indent=2) + "\n")
-    (out / "learning_curve.md").write_text(to_markdown(table, meta))
-    try:
-        plot(table, meta, out / "learning_curve.png")
-    except ImportError:
-        pass
-    print(to_markdown(table, meta))
-
-
-def _pct(ms) -> str:
-    m, s = ms
-    return "–" if m is None else f"{100 * m:.1f} ± {100 * s:.1f}"
-
-
-ARM_NAMES = {"unadapted": "PBC model, not adapted", "pbc": "PBC model + adapt (default: replay, no head phase)",
-             "pbc_head": "PBC model + head phase + adapt (replay)",
-             "imagenet": "ImageNet + head phase + adapt (replay)", "pbc_noreplay": "PBC model + adapt, no replay"}
-
-
-def to_markdown(table: list[dict], meta: dict) -> str:
-    lines = [f"# Few-shot adaptation learning curve (model sha256 `{meta['model_sha256'][:16]}…`)", "",
-             f"Model: `{meta['model']}`. Mean ± sd over seeds {meta['seeds']}; balanced accuracy on the held-out "
-             "images of the set (everything not used for adapting). PBC test: the leak-free test split "
-             "(2,057 images) after adaptation.", ""]
-    for name in meta["sets"]:
-        big4 = name == "zheng2018_tecom"
-        lines += [f"## {name}", "",
-                  "| k / class | arm | adapt images (BA/EO/LY/MO/NE) | test images | bal. acc % |"
-                  + (" bal. acc EO/LY/MO/NE % |" if big4 else "") + " accuracy % | PBC test acc % | fit s |",
-                  "|---:|---|---|---|---:|" + ("---:|" if big4 else "") + "---:|---:|---:|"]
-        for r in table:
-            if r["set"] != name:
-                continue
-            fit = "–" if r["fit_s"][0] is None else f"{r['fit_s'][0]:.0f}"
-            lines.append(f"| {r['k']} | {ARM_NAMES[r['arm']]} | {'/'.join(map(str, r['adapt_per_class']))} | "
-                         f"{'/'.join(map(str, r['test_per_class']))} | {_pct(r['balanced_accuracy'])} |"
-                         + (f" {_pct(r['balanced_accuracy_big4'])} |" if big4 else "")
-                         + f" {_pct(r['accuracy'])} | {_pct(r['pbc_test_accuracy'])} | {fit} |")
-        lines.append("")
-    lines.append("k = labelled images per class used for adapting (fewer where a class has fewer: at least one "
-                 "image per class is always held out). fit s = seconds of the two training phases per run on "
-                 "this 2-core host (activations cached once), while other jobs ran.")
-    return "\n".join(lines) + "\n"
-
-
-def plot(table: list[dict], meta: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = {"unadapted": "grey", "pbc": "tab:blue", "pbc_head": "tab:purple", "imagenet": "tab:orange",
-               "pbc_noreplay": "tab:green"}
-    panels = [("zheng2018_tecom", "balanced_accuracy_big4", "Tecom: bal. acc EO/LY/MO/NE"),
-              ("zheng2018_cellavision", "balanced_accuracy", "CellaVision blog: bal. acc"),
-              (None, "pbc_test_accuracy", "PBC test accuracy after adapting")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=130)
-    for ax, (name, key, title) in zip(axes, panels, strict=True):
-        for arm, colour in colours.items():
-            for set_name, style in ((name, "-"),) if name else (("zheng2018_tecom", "-"), ("zheng2018_cellavision", "--")):
-                rows = sorted((r for r in table if r["set"] == set_name and r["arm"] == arm and r[key][0] is not None),
-                              key=lambda r: r["k"])
-                if not rows:
-                    continue
-                ks = [r["k"] for r in rows]
-                m = np.array([100 * r[key][0] for r in rows])
-                s = np.array([100 * r[key][1] for r in rows])
-                label = ARM_NAMES[arm] + ("" if name else f" ({'Tecom' if 'tecom' in set_name else 'CellaVision'})")
-                ax.errorbar(ks, m, yerr=s, fmt="o" + style, color=colour, capsize=3, label=label)
-        if key != "pbc_test_accuracy":
-            ax.axhline(90, color="k", lw=0.6, ls=":")
-        else:
-            ax.axhline(98.5, color="k", lw=0.6, ls=":")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("labelled images per class (k)")
-        ax.set_xticks(meta["ks"])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("%")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    print(to_markdown(write_summary(list(done.values()), meta, out), meta))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ if ! grep -q "Inference timings in us" "$STEM.txt"; then
   exit 1
 fi
 
-PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m wbc_edge.bench_android "$STEM.txt" \
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m wbc_edge.bench.android "$STEM.txt" \
   --model "$MODEL" --threads "$THREADS" --device "$DEVICE" --abi "$ABI" --android-release "$RELEASE" \
   --soc "$SOC" --binary "$(basename "$BINARY")" --json "$STEM.json"
 echo "raw output: $STEM.txt" >&2

@@ -49,6 +49,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     from wbc_edge import runtime  # noqa: E402 - after the blocker on purpose
     import_s = time.perf_counter() - t0
+    from wbc_edge.errors import WbcEdgeError
 
     import numpy as np
     import PIL
@@ -57,7 +58,7 @@ def cmd_run(args) -> int:
     model = Path(args.model)
     try:
         clf = runtime.Classifier(args.model, num_threads=args.threads)
-    except runtime.WbcEdgeError as exc:
+    except WbcEdgeError as exc:
         backend = runtime.load_backend()
         rec = {"machine": platform.machine(), "platform": platform.platform(), "python": sys.version.split()[0],
                "numpy": np.__version__, "pillow": PIL.__version__, "backend": backend.name,

@@ -24,7 +24,7 @@ SIZE = 96
 
 
 def sample_images():
-    from wbc_edge.classes import CLASSES
+    from wbc_edge.labels import WBC5 as CLASSES
 
     root = REPO / "samples" / "pbc_sample"
     paths, labels = [], []
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
 
-    from wbc_edge.classes import CLASSES
+    from wbc_edge.labels import WBC5 as CLASSES
     from wbc_edge.contract import ModelContract, embed_contract
     from wbc_edge.model import ModelConfig, build_model, load_model
     from wbc_edge.preprocess import PREPROCESS_VERSION, preprocess

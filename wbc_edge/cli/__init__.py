@@ -9,6 +9,7 @@ Exit codes: 0 ok; 1 a failure with a one-line message (no traceback unless --deb
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -16,6 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import WbcEdgeError, first_line
+from ..tfcompat import DEBUG_ENV
 
 
 class _Group(click.Group):
@@ -49,7 +51,7 @@ def _one_line(text: str) -> str:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wbc-edge")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors, and TensorFlow's start-up log.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """White-blood-cell classifier from training to the edge.
@@ -68,6 +70,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if debug:  # TensorFlow's native start-up log too (wbc_edge.tfcompat keeps it quiet otherwise)
+        os.environ[DEBUG_ENV] = "1"
 
 
 # Imported after `main` exists; each module imports only click at module level (heavy imports are inside
@@ -77,10 +81,12 @@ from .bench_cmd import bench  # noqa: E402
 from .calibrate_cmd import calibrate  # noqa: E402
 from .crossdomain_cmd import crossdomain  # noqa: E402
 from .data_cmd import data  # noqa: E402
+from .diagnose_cmd import diagnose  # noqa: E402
+from .evaluate_cmd import evaluate  # noqa: E402
 from .export_cmd import export  # noqa: E402
 from .metadata_cmd import metadata  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
-from .train_cmd import evaluate, train  # noqa: E402
+from .train_cmd import train  # noqa: E402
 
-for _command in (data, train, evaluate, calibrate, adapt, crossdomain, export, metadata, predict, bench):
+for _command in (data, train, evaluate, calibrate, adapt, crossdomain, export, diagnose, metadata, predict, bench):
     main.add_command(_command)

@@ -1,8 +1,12 @@
-"""`wbc-edge adapt`: fine-tune a trained model on a few labelled images from a new lab (see wbc_edge.adapt)."""
+"""`wbc-edge adapt`: fine-tune a trained model on a few labelled images from a new lab (see wbc_edge.adapt).
+
+The defaults are AdaptConfig's (one place for the recipe; the benchmark in benchmarks/adapt/ runs the same)."""
 
 from __future__ import annotations
 
 import click
+
+from ..adapt.config import AdaptConfig
 
 
 @click.command("adapt")
@@ -11,49 +15,53 @@ import click
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="New run directory (model.keras, split.csv, run.json, calibration.json, test metrics): "
                    "evaluate, export and bench take it like a trained run.")
-@click.option("--per-class", type=click.IntRange(min=1), default=None,
+@click.option("--per-class", type=click.IntRange(min=1), default=AdaptConfig.per_class,
               help="Labelled images per class to adapt with; the rest are held out (default: hold out --holdout "
                    "of each class).")
 @click.option("--holdout", "holdout_fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.3, show_default=True, help="Without --per-class: share of each class held out.")
-@click.option("--min-holdout", type=click.IntRange(min=0), default=1, show_default=True,
+              default=AdaptConfig.holdout_fraction, show_default=True, help="Without --per-class: share of each class held out.")
+@click.option("--min-holdout", type=click.IntRange(min=0), default=AdaptConfig.min_holdout, show_default=True,
               help="Held-out images per class at least (so the test split has every class you have).")
-@click.option("--val-share", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+@click.option("--val-share", type=click.FloatRange(0, 1, max_open=True), default=AdaptConfig.val_share, show_default=True,
               help="Share of the held-out images used to fit the confidence calibration (val); the rest is test.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seeds the split, augmentation and training.")
-@click.option("--aug-views", type=click.IntRange(0, 16), default=6, show_default=True,
+@click.option("--seed", type=int, default=AdaptConfig.seed, show_default=True,
+              help="Seeds the split, augmentation and training.")
+@click.option("--aug-views", type=click.IntRange(0, 16), default=AdaptConfig.aug_views, show_default=True,
               help="Augmented views (robust preset) cached per adapt image.")
-@click.option("--epochs", "finetune_epochs", type=click.FloatRange(min=0), default=15.0, show_default=True,
-              help="Fine-tune passes over the local adapt images (at least --min-steps steps).")
-@click.option("--min-steps", type=click.IntRange(min=0), default=80, show_default=True)
-@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=1e-4,
+@click.option("--epochs", "finetune_epochs", type=click.FloatRange(min=0), default=AdaptConfig.finetune_epochs,
+              show_default=True, help="Fine-tune passes over the local adapt images (at least --min-steps steps).")
+@click.option("--min-steps", type=click.IntRange(min=0), default=AdaptConfig.min_steps, show_default=True)
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=AdaptConfig.learning_rate,
               show_default=True, help="Peak learning rate of the top-block fine-tune (after warm-up).")
-@click.option("--head-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--head-epochs", type=click.IntRange(min=0), default=AdaptConfig.head_epochs, show_default=True,
               help="Epochs of a head re-fit on pooled features before the fine-tune (for a new head; costs "
                    "more source-domain accuracy).")
-@click.option("--replay-data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--replay-data", type=click.Path(exists=True, file_okay=False), default=AdaptConfig.replay_data,
               help="Source-domain ImageFolder mixed into every batch so it is not forgotten (default: the "
                    "source run's data root).")
-@click.option("--replay-split-manifest", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--replay-split-manifest", type=click.Path(exists=True, dir_okay=False),
+              default=AdaptConfig.replay_split_manifest,
               help="Split CSV of --replay-data; its train split is sampled (default: the source run's split.csv).")
-@click.option("--replay-images", type=click.IntRange(min=0), default=400, show_default=True,
+@click.option("--replay-images", type=click.IntRange(min=0), default=AdaptConfig.replay_images, show_default=True,
               help="Source images replayed (stratified sample); 0 = no replay.")
 @click.option("--no-replay", is_flag=True, help="Adapt on the local images only (the source domain may be forgotten).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable local files instead of refusing the folder.")
 @click.option("--force", is_flag=True, help="Replace an existing --out directory.")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="Only errors.")
 def adapt(source, local_root, out_dir, per_class, holdout_fraction, min_holdout, val_share, seed, aug_views,
           finetune_epochs, min_steps, learning_rate, head_epochs, replay_data, replay_split_manifest, replay_images,
           no_replay, skip_bad, force, quiet):
     """Adapt SOURCE (a run directory or a .keras model) to the labelled images in LOCAL_ROOT
-    (LOCAL_ROOT/<class>/<image>, 5-50 per class; a class may be missing).
+    (LOCAL_ROOT/<class>/<image>, 5-50 per class; a class may be missing; class folders must be
+    classes of SOURCE).
 
     \b
       wbc-edge data check my_lab/                      # counts, bad files, duplicates
       wbc-edge adapt runs/r1 my_lab/ --out runs/my_lab  # split shown; ~minutes on 2 cores
       wbc-edge export runs/my_lab --int8               # calibrated on my_lab's adapt images
     """
-    from ..adapt import AdaptConfig, adapt as run_adapt
+    from ..adapt import adapt as run_adapt
+    from .progress import ClickProgress
 
     cfg = AdaptConfig(source=str(source), data_root=str(local_root), out_dir=str(out_dir), per_class=per_class,
                       holdout_fraction=holdout_fraction, min_holdout=min_holdout, val_share=val_share, seed=seed,
@@ -61,4 +69,4 @@ def adapt(source, local_root, out_dir, per_class, holdout_fraction, min_holdout,
                       learning_rate=learning_rate, head_epochs=head_epochs, replay=not no_replay,
                       replay_data=replay_data, replay_split_manifest=replay_split_manifest,
                       replay_images=replay_images)
-    run_adapt(cfg, force=force, verbose=not quiet)
+    run_adapt(cfg, force=force, progress=ClickProgress(enabled=not quiet))

@@ -9,9 +9,9 @@ no matplotlib unless --plot is given (skipped with a message when it is not inst
 
 from __future__ import annotations
 
-import sys
-
 import click
+
+from ..bench.config import CLIENTS, SPLITS, BenchConfig
 
 
 class _DefaultRunGroup(click.Group):
@@ -50,37 +50,8 @@ def _parse_threads(ctx, param, value: str) -> tuple[int, ...]:
     return out
 
 
-class _BarReporter:
-    """wbc_edge.bench.Reporter on a click progress bar (stderr)."""
-
-    def __init__(self):
-        self._bar = None
-
-    def log(self, message: str) -> None:
-        click.echo(message, err=True)
-
-    def start(self, total: int) -> None:
-        self._bar = click.progressbar(length=max(1, total), label="bench", file=sys.stderr, show_pos=False,
-                                      show_eta=True, width=28)
-        self._bar.__enter__()
-
-    def stage(self, label: str) -> None:
-        if self._bar is not None:
-            self._bar.label = f"{label:<24.24}"
-            self._bar.render_progress()
-
-    def advance(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def finish(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
-
-
 @bench.command("run")
-@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
               help="ImageFolder root (with --split-manifest: the root its paths are relative to).")
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -88,16 +59,18 @@ class _BarReporter:
                    "among MODELS (its Keras parity comes from the export's manifest.json beside it).")
 @click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Split CSV; without it every valid image under --data is used.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--split", type=click.Choice(SPLITS), default=BenchConfig.split, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=BenchConfig.limit,
               help="At most this many images (class-balanced, deterministic).")
-@click.option("--threads", "threads", default="1", show_default=True, callback=_parse_threads,
+@click.option("--threads", "threads", default=",".join(map(str, BenchConfig.threads)), show_default=True,
+              callback=_parse_threads,
               help="Thread counts to time, comma-separated (e.g. 1,2,4).")
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--runs", type=click.IntRange(min=1), default=BenchConfig.runs, show_default=True,
               help="Timed single-image calls.")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--warmup", type=click.IntRange(min=0), default=BenchConfig.warmup, show_default=True,
               help="Untimed calls first.")
-@click.option("--batch-throughput-images", type=click.IntRange(min=0), default=64, show_default=True,
+@click.option("--batch-throughput-images", type=click.IntRange(min=0), default=BenchConfig.batch_throughput_images,
+              show_default=True,
               help="Images for the sequential throughput (img/s) measurement; 0 skips it.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the full JSON result.")
@@ -105,23 +78,23 @@ class _BarReporter:
               help="Write the Markdown report.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write accuracy vs latency PNG (needs matplotlib; skipped with a message without it).")
-@click.option("--max-accuracy-drop", type=float, default=None,
+@click.option("--max-accuracy-drop", type=float, default=BenchConfig.max_accuracy_drop,
               help="Gate: fail (exit 1) when a variant's accuracy is more than PP points below the "
                    "reference.")
-@click.option("--min-agreement", type=float, default=None,
+@click.option("--min-agreement", type=float, default=BenchConfig.min_agreement,
               help="Gate: fail (exit 1) when a variant's top-1 agreement with the reference is below PCT %.")
 @click.option("--no-xnnpack", is_flag=True, help="Time the builtin reference kernels instead of XNNPACK.")
-@click.option("--ttfp/--no-ttfp", default=None,
+@click.option("--ttfp/--no-ttfp", default=BenchConfig.ttfp,
               help="Time to first prediction in fresh processes (runtime vs Keras). Default: on when the "
                    "reference is a .keras.")
 @click.option("--no-keras-timing", is_flag=True,
               help="With a .keras reference: compute its probabilities but do not time it.")
-@click.option("--device-name", default=None,
+@click.option("--device-name", default=BenchConfig.device_name,
               help="Device label for `bench merge` tables (default: CPU model).")
 @click.option("--domain", "domains", multiple=True, metavar="[NAME=]ROOT",
               help="Another lab's labelled ImageFolder: accuracy and agreement with the reference of every "
                    "variant on all its images (gated by --min-agreement too); repeatable.")
-@click.option("--client", "clients", type=click.Choice(["mediapipe"]), multiple=True,
+@click.option("--client", "clients", type=click.Choice(CLIENTS), multiple=True,
               help="Also run each .tflite through this client as an app would: 'mediapipe' = MediaPipe Tasks "
                    "ImageClassifier (needs mediapipe installed; its own venv, see README). Reports class-name "
                    "accuracy, top-1 agreement with the runtime and how its own resize differs.")
@@ -129,15 +102,17 @@ class _BarReporter:
 def run(ctx: click.Context, models, data, reference, split_manifest, split, limit, threads, runs, warmup,
         batch_throughput_images, json_out, md_out, plot_out, max_accuracy_drop, min_agreement, no_xnnpack,
         ttfp, no_keras_timing, device_name, domains, clients) -> None:
-    """Parity with the reference + latency of MODELS (.tflite) on this device.
+    """Parity with the reference + latency of MODELS (.tflite files, or export folders: every variant their
+    manifest.json lists) on this device.
 
     \b
     Prints the Markdown table (Variant | Size MB | Acc | ΔAcc pp | Agree | p50 ms | p90 ms | img/s |
     threads); --json / --markdown / --plot write the full result.  Exit status 1 when a variant breaks
     --max-accuracy-drop or --min-agreement (the outputs are written first).
     """
-    from ..bench import BenchConfig, plot, run_bench, to_markdown, write_outputs
+    from ..bench import plot, run_bench, to_markdown, write_outputs
     from ..errors import WbcEdgeError
+    from .progress import ClickProgress
 
     cfg = BenchConfig(models=list(models), data=data, reference=reference, split_manifest=split_manifest,
                       split=split, limit=limit, threads=threads, runs=runs, warmup=warmup,
@@ -145,7 +120,7 @@ def run(ctx: click.Context, models, data, reference, split_manifest, split, limi
                       min_agreement=min_agreement, use_xnnpack=not no_xnnpack, ttfp=ttfp,
                       keras_timing=not no_keras_timing, device_name=device_name, clients=tuple(clients),
                       domains=tuple(domains))
-    result = run_bench(cfg, reporter=_BarReporter())
+    result = run_bench(cfg, progress=ClickProgress())
     write_outputs(result, json_path=json_out, markdown_path=md_out)
     md = to_markdown(result)
     click.echo(md)

@@ -17,7 +17,8 @@ def calibrate(run_dir, data_root, quiet):
     `wbc-edge train` already does this at the end of a run; use it for older runs.
     """
     from ..confidence import calibrate_run
+    from .progress import ClickProgress
 
-    cal = calibrate_run(run_dir, data_root, progress=not quiet)
+    cal = calibrate_run(run_dir, data_root, progress=ClickProgress(enabled=not quiet))
     click.echo(f"temperature {cal.temperature:.3f} (val ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}); "
                f"abstain below {cal.abstain_threshold:.3f} (calibrated confidence); wrote {run_dir}/calibration.json")

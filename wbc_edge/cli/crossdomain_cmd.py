@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..crossdomain import CrossDomainConfig, Domain
+
 
 def _domain_spec(value: str) -> tuple[str | None, str]:
     name, sep, root = value.partition("=")
@@ -23,16 +25,19 @@ def _domain_spec(value: str) -> tuple[str | None, str]:
 @click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Score only a split of the FIRST --data (e.g. the run's split.csv -> its leak-free test "
                    "split); the other domains are scored in full.")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default=Domain.split, show_default=True)
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Float reference for agreement (default: the .keras among MODELS, else the float32 .tflite).")
-@click.option("--min-class-images", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Float reference for agreement (default: the .keras among MODELS, else the unquantised "
+                   "(float32) .tflite).")
+@click.option("--min-class-images", type=click.IntRange(min=1), default=CrossDomainConfig.min_class_images,
+              show_default=True,
               help="Also give balanced accuracy over only the classes with at least this many images.")
-@click.option("--min-agreement", type=click.FloatRange(0, 100), default=None,
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=CrossDomainConfig.min_agreement,
               help="Gate: exit 1 when a .tflite agrees with the reference on less than PCT % of any domain.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
+@click.option("--limit", type=click.IntRange(min=1), default=CrossDomainConfig.limit,
               help="At most this many images per domain (stratified, seeded).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Interpreter threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=CrossDomainConfig.num_threads,
+              help="Interpreter threads.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write crossdomain.md, crossdomain.json and crossdomain.png here.")
 @click.pass_context
@@ -48,8 +53,9 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
           --data ../shared/data/zheng2018_tecom --data ../shared/data/zheng2018_cellavision --out report/
     """
     from ..atomic import write_json, write_text
-    from ..crossdomain import CrossDomainConfig, Domain, plot, plot_risk_coverage, run_report, to_markdown
+    from ..crossdomain import plot, plot_risk_coverage, run_report, to_markdown
     from ..errors import WbcEdgeError
+    from .progress import ClickProgress
 
     domains = []
     for i, spec in enumerate(datas):
@@ -59,7 +65,7 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
     cfg = CrossDomainConfig(models=list(models), domains=domains, reference=reference,
                             min_class_images=min_class_images, min_agreement=min_agreement, limit=limit,
                             num_threads=threads)
-    result = run_report(cfg, log=lambda m: click.echo(m, err=True))
+    result = run_report(cfg, progress=ClickProgress())
     md = to_markdown(result)
     click.echo(md)
     if out_dir:

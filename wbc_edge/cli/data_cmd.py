@@ -15,6 +15,13 @@ _FRACTION = click.FloatRange(0.0, 1.0, max_open=True)
 _MAX_LISTED = 50  # bad files / examples printed before "... and N more (see --json)"
 
 
+def _progress(no_progress: bool):
+    """The scan's progress: click bars on stderr, or nothing with --no-progress."""
+    from .progress import ClickProgress
+
+    return ClickProgress(enabled=not no_progress)
+
+
 @click.group("data")
 def data() -> None:
     """Inspect a dataset folder (ImageFolder layout ROOT/<class>/<image>) and write the split."""
@@ -31,11 +38,10 @@ def data() -> None:
 def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> None:
     """Counts per class, bad files, duplicate groups, image sizes."""
     from ..atomic import write_json
-    from ..classes import CLASSES
     from ..data import HASH_BITS, NEAR_DUP_THRESHOLD, label_conflicts, scan_dataset
 
     t0 = time.perf_counter()
-    scan = scan_dataset(root, strict=strict, progress=not no_progress)
+    scan = scan_dataset(root, strict=strict, progress=_progress(no_progress))
     groups = scan.duplicates(NEAR_DUP_THRESHOLD)
     conflicts = [(gid, [f"{p} ({label})" for p, label in items])
                  for gid, items in label_conflicts(scan.records, groups)]
@@ -45,14 +51,14 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
     echo(f"Dataset: {scan.root}")
     echo(f"{len(scan.records)} valid images, {len(scan.bad)} bad files, {len(scan.ignored)} ignored")
     echo("")
-    echo(f"  {'class':<12} {'images':>7}  folder")
     counts = scan.class_counts
-    for c in CLASSES:
+    w = max(12, *(len(c) for c in scan.labels))
+    echo(f"{len(scan.labels)} classes (one per folder):")
+    echo(f"  {'class':<{w}} {'images':>7}  folder")
+    for c in scan.labels:
         folder = scan.class_dirs.get(c)
-        echo(f"  {c:<12} {counts[c]:>7}  {folder + '/' if folder else '(missing)'}")
-    echo(f"  {'total':<12} {len(scan.records):>7}")
-    if scan.missing_classes:
-        echo(f"  WARNING: no folder for class(es): {', '.join(scan.missing_classes)}")
+        echo(f"  {c:<{w}} {counts[c]:>7}  {folder + '/' if folder else '(missing)'}")
+    echo(f"  {'total':<{w}} {len(scan.records):>7}")
 
     echo("")
     if scan.bad:
@@ -102,6 +108,7 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
         write_json(json_out, {
             "root": scan.root,
             "num_images": len(scan.records),
+            "labels": scan.labels.to_list(),
             "class_counts": counts,
             "class_dirs": scan.class_dirs,
             "missing_classes": scan.missing_classes,
@@ -143,24 +150,24 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
 def split(root: str, out: str, seed: int, test_fraction: float, val_fraction: float, strict: bool,
           force: bool, no_progress: bool) -> None:
     """Write a stratified, duplicate-aware, reproducible train/val/test split manifest."""
-    from ..classes import CLASSES
     from ..data import HASH_BITS, SPLITS, split_dataset
 
     t0 = time.perf_counter()
     scan, manifest, rep = split_dataset(root, out, seed, test_fraction=test_fraction,
-                                        val_fraction=val_fraction, strict=strict, progress=not no_progress,
-                                        overwrite=force)
+                                        val_fraction=val_fraction, strict=strict,
+                                        progress=_progress(no_progress), overwrite=force)
     echo = click.echo
     if scan.bad:
         echo(f"Skipped {len(scan.bad)} bad file(s), first: {scan.bad[0].path}: {scan.bad[0].reason} "
              f"(see `wbc-edge data check`)")
     summary = rep.summary
-    echo(f"  {'class':<12}" + "".join(f"{s:>8}" for s in SPLITS) + f"{'total':>8}")
-    for c in CLASSES:
+    w = max(12, *(len(c) for c in scan.labels))
+    echo(f"  {'class':<{w}}" + "".join(f"{s:>8}" for s in SPLITS) + f"{'total':>8}")
+    for c in scan.labels:
         row = [summary[s][c] for s in SPLITS]
-        echo(f"  {c:<12}" + "".join(f"{n:>8}" for n in row) + f"{sum(row):>8}")
+        echo(f"  {c:<{w}}" + "".join(f"{n:>8}" for n in row) + f"{sum(row):>8}")
     tot = [sum(summary[s].values()) for s in SPLITS]
-    echo(f"  {'total':<12}" + "".join(f"{n:>8}" for n in tot) + f"{sum(tot):>8}")
+    echo(f"  {'total':<{w}}" + "".join(f"{n:>8}" for n in tot) + f"{sum(tot):>8}")
     echo(f"Groups: {rep.num_groups} for {rep.num_files} files; {rep.merged_groups} merged more than one file "
          f"({rep.files_in_merged_groups} files; {rep.exact_duplicate_sets} exact sets, "
          f"{rep.near_duplicate_pairs} near pairs at <= {rep.threshold}/{HASH_BITS} bits); "
@@ -185,19 +192,14 @@ def preview_aug(root: str, out: str, aug_preset: str, per_class: int, views: int
     held-out 'shifted val' view; prints the augmentation cost per view."""
     from ..augment import preset
     from ..augment_preview import preview_grid
-    from ..data import scan_dataset
+    from ..data import class_ranks, per_class_indices, scan_dataset
 
     scan = scan_dataset(root, progress=False)
-    by_class: dict[str, list[str]] = {}
-    for r in scan.records:
-        by_class.setdefault(r.label, []).append(str(Path(scan.root) / r.path))
-    rng = __import__("numpy").random.default_rng(seed)
-    paths, labels = [], []
-    for label in sorted(by_class):
-        files = sorted(by_class[label])
-        for i in rng.permutation(len(files))[:per_class]:
-            paths.append(files[int(i)])
-            labels.append(label)
+    y = scan.label_indices()
+    rank = class_ranks(y, seed)  # rows: class by class, each in its seeded order
+    picks = sorted(per_class_indices(y, per_class, seed).tolist(), key=lambda i: (y[i], rank[i]))
+    paths = [str(Path(scan.root) / scan.records[i].path) for i in picks]
+    labels = [scan.records[i].label for i in picks]
     info = preview_grid(paths, labels, preset(aug_preset), out, views=views, size=input_size, seed=seed)
     click.echo(f"Wrote {out}: {info['images']} images x {info['views']} '{aug_preset}' views "
                f"({info['ms_per_view']:.1f} ms per augmented view on this CPU)")

@@ -30,7 +30,7 @@ def add(models, no_records) -> None:
     its bytes / sha256 / flatbuffer_sha256 updated, an Android bundle (wbc_model.json, README.md) too.
     Running it again changes nothing.
     """
-    from ..tflite_metadata import embed_metadata
+    from ..export.metadata_files import embed_metadata
 
     for m in models:
         info = embed_metadata(m, update_records=not no_records)
@@ -46,7 +46,7 @@ def add(models, no_records) -> None:
 def show(model, as_json) -> None:
     """Print MODEL's standard TFLite metadata and check it (exit 1 when it is missing or inconsistent)."""
     from ..errors import WbcEdgeError
-    from ..tflite_metadata import check_standard_metadata, read_standard_metadata
+    from ..export.metadata_read import check_standard_metadata, read_standard_metadata
 
     meta = read_standard_metadata(model)
     if meta is None:

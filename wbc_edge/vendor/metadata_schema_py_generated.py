@@ -3,7 +3,7 @@
 # 2c955700827b987555939cc645b834994185765a2a4ecebd0fdf6ad1f573f668).
 # It is the Python code that flatc generates from the official TFLite metadata schema
 # `metadata_schema.fbs` (schema version 1.5.0, file identifier "M001"; vendored beside this file), the
-# schema TFLite Support / MediaPipe Tasks / Android Studio read.  Used by wbc_edge.tflite_metadata at
+# schema TFLite Support / MediaPipe Tasks / Android Studio read.  Used by wbc_edge.export.metadata_* at
 # export time only, never by wbc_edge.runtime.  Needs the `flatbuffers` package.
 #
 # Copyright 2022 The MediaPipe Authors.

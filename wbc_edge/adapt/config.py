@@ -1,0 +1,86 @@
+"""What `wbc-edge adapt` does, as one typed record: `AdaptConfig` (the CLI's defaults are its defaults).
+
+Why a dataclass: the whole recipe is written to RUN_DIR/config.json and run.json, so an adapted model can be
+traced to the exact settings, and the benchmark (benchmarks/adapt/) runs the same defaults the CLI runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..augment import AugmentConfig, preset
+from ..errors import WbcEdgeError
+
+
+@dataclass
+class AdaptConfig:
+    """Everything `adapt` does, recorded in RUN_DIR/config.json and run.json."""
+
+    source: str                           # a run directory (model.keras, split.csv, run.json) or a .keras file
+    data_root: str                        # the local ImageFolder (LOCAL_ROOT); the run's data root
+    out_dir: str
+    # -- the local split
+    per_class: int | None = None          # images per class for adapting (the rest is held out); None: below
+    holdout_fraction: float = 0.3         # without per_class: share of each class held out
+    min_holdout: int = 1                  # held-out images per class at least (so test has every class)
+    val_share: float = 0.5                # of the held-out images: share for calibration (val); rest is test
+    seed: int = 42
+    skip_bad: bool = False                # skip unreadable files instead of refusing the folder
+    # -- augmentation and training
+    aug_preset: str = "robust"
+    augment: AugmentConfig = field(default_factory=lambda: preset("robust"))
+    aug_views: int = 6                    # augmented views cached per adapt image (+ the clean one)
+    head_epochs: int = 0                  # phase 1: head re-fit on pooled features (for a new head; 0 = skip)
+    head_learning_rate: float = 1e-3
+    finetune_epochs: float = 15.0         # phase 2: passes over the local adapt images ...
+    min_steps: int = 80                   # ... but at least this many steps
+    learning_rate: float = 1e-4           # phase 2 peak (Adam), after a linear warm-up
+    warmup: float = 0.1                   # share of phase-2 steps spent warming up
+    batch_size: int = 32
+    # -- replay of the source domain
+    replay: bool = True
+    replay_data: str | None = None        # default: config.data_root of the source run.json
+    replay_split_manifest: str | None = None  # default: the source run's split.csv (its train split is used)
+    replay_images: int = 400              # stratified sample of the replay train split
+    replay_views: int = 1                 # augmented views per replay image (+ the clean one)
+    replay_share: float = 0.5             # share of each batch (and of the head's loss) from replay
+    #: what the replay images are trained towards: "labels" (their classes) or "distill" (the source model's own
+    #: probabilities on them - keeps its behaviour on the source domain, not only its labels)
+    replay_targets: str = "distill"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> AdaptConfig:
+        if self.per_class is not None and self.per_class < 1:
+            raise WbcEdgeError(f"--per-class must be >= 1, got {self.per_class}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise WbcEdgeError(f"--holdout must be in (0, 1), got {self.holdout_fraction}")
+        if self.min_holdout < 0:
+            raise WbcEdgeError(f"--min-holdout must be >= 0, got {self.min_holdout}")
+        if not 0.0 <= self.val_share < 1.0:
+            raise WbcEdgeError(f"--val-share must be in [0, 1), got {self.val_share}")
+        if not 0.0 < self.replay_share < 1.0:
+            raise WbcEdgeError(f"--replay-share must be in (0, 1), got {self.replay_share}")
+        for name in ("aug_views", "head_epochs", "min_steps", "replay_views"):
+            if getattr(self, name) < 0:
+                raise WbcEdgeError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.replay_images < 0:
+            raise WbcEdgeError(f"--replay-images must be >= 0, got {self.replay_images}")
+        if self.replay_targets not in ("labels", "distill"):
+            raise WbcEdgeError(f"replay_targets must be 'labels' or 'distill', got {self.replay_targets!r}")
+        if self.batch_size < 2:
+            raise WbcEdgeError(f"--batch-size must be >= 2, got {self.batch_size}")
+        self.augment.validate()
+        return self
+
+
+@dataclass
+class AdaptResult:
+    """What `adapt` returns: where the run went, the held-out scores (as in run.json) and the phase times."""
+
+    run_dir: Path
+    model_path: Path
+    heldout: dict
+    timings: dict

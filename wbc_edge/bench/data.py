@@ -1,0 +1,81 @@
+"""The images a bench run scores: a split of a manifest, or every valid image of a folder, optionally limited.
+
+Classes come from the models: the data is read in the reference model's label order
+(`scan_dataset(root, labels=...)` / `SplitManifest.load(..., labels=...)`), so a 3- or 8-class model is
+benchmarked on its own classes and a folder or manifest row outside them is an error naming it.
+`limit` keeps a class-balanced subset drawn by the package's one sampler (`wbc_edge.data.sampling
+.balanced_indices`: equal shares, each class in input order), the same on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..labels import Labels
+
+__all__ = ["BenchImages", "select_images"]
+
+
+@dataclass
+class BenchImages:
+    """Absolute paths, paths relative to the data root, class indices (in `labels` order) and the record
+    of where they came from (`result["data"]`)."""
+
+    paths: list[str]
+    rels: list[str]
+    y: np.ndarray
+    labels: Labels
+    info: dict = field(default_factory=dict)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Drop the images where `mask` is False (unreadable at preprocessing)."""
+        self.paths = [p for p, k in zip(self.paths, mask) if k]  # noqa: B905 - same length
+        self.rels = [r for r, k in zip(self.rels, mask) if k]  # noqa: B905 - same length
+        self.y = self.y[mask]
+
+
+def select_images(cfg, labels: Labels, notes: list[str]) -> BenchImages:
+    """The images of a BenchConfig (`data`, `split_manifest`, `split`, `limit`) for models with `labels`."""
+    if cfg.data is None:
+        raise DatasetError("no data given: pass --data ROOT (an ImageFolder, or the root a split manifest's "
+                           "paths are relative to)")
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found")
+    from ..data import SplitManifest, balanced_indices, require_all_classes, scan_dataset
+
+    info: dict = {"root": str(root), "split_manifest": None, "split": None}
+    if cfg.split_manifest is not None:
+        manifest = SplitManifest.load(cfg.split_manifest, labels=labels)
+        paths, y = manifest.files(cfg.split, root, labels=labels)
+        if not paths:
+            raise DatasetError(f"{cfg.split_manifest}: split '{cfg.split}' is empty")
+        require_all_classes(y, f"{cfg.split_manifest}: split '{cfg.split}'", labels=labels)
+        manifest.verify(root)  # a manifest paired with the wrong data folder fails here, not as "skipped"
+        info.update(split_manifest=str(cfg.split_manifest), split=cfg.split, sha256=manifest.sha256(),
+                    sha256_of="split manifest (canonical bytes, as every stage records it)")
+        rels = manifest.paths(cfg.split)
+    else:
+        scan = scan_dataset(root, labels=labels, progress=False)
+        if not scan.records:
+            raise DatasetError(f"{root}: no valid images found")
+        rels = [r.path for r in scan.records]
+        paths, y = scan.files(labels)
+        listing = "".join(f"{r.path},{r.label},{r.sha256}\n" for r in scan.records)
+        info.update(sha256=hashlib.sha256(listing.encode("utf-8")).hexdigest(),
+                    sha256_of="listing 'path,label,file_sha256' of every valid image (scan_dataset order)",
+                    skipped_bad_files=len(scan.bad))
+        notes.append(f"no --split-manifest: all {len(paths)} valid images under {root} are used")
+        if scan.missing_classes:
+            notes.append(f"{root} has no folder for class(es) {', '.join(scan.missing_classes)} of the models")
+    y = np.asarray(y, dtype=np.int64)
+    idx = balanced_indices(y, cfg.limit)
+    info["limit"] = cfg.limit
+    return BenchImages(paths=[os.fspath(paths[i]) for i in idx], rels=[rels[i] for i in idx], y=y[idx],
+                       labels=labels, info=info)

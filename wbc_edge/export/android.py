@@ -1,0 +1,239 @@
+"""Android bundle: the int8 model + labels + metadata + a Kotlin snippet, and a checker for such a bundle.
+
+The Kotlin README text is `wbc_edge.export.android_readme`.
+
+    android_assets/
+      wbc_int8.tflite   uint8 in (raw RGB pixels, scale 1 / zero point 0), uint8 out; contract embedded
+      labels.txt        one label per line, in output order
+      wbc_model.json    input shape/dtype/quantisation, output dequantisation, labels, sha256, parity
+      README.md         how to call it from Kotlin (LiteRT Interpreter)
+
+TF-free: the checker uses the LiteRT interpreter through `wbc_edge.runtime` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .. import atomic
+from ..contract import ModelContract, read_contract
+from ..errors import ModelFileError, WbcEdgeError, first_line
+from ..preprocess import PREPROCESS_VERSION
+from .android_readme import LABELS_FILE, METADATA_FILE, MODEL_FILE, readme_text
+from .tensors import dtype_name, tensor_details
+
+README_FILE = "README.md"
+BUNDLE_FILES = (MODEL_FILE, LABELS_FILE, METADATA_FILE, README_FILE)
+BUNDLE_FORMAT = 1
+
+
+def bundle_metadata(model_bytes: bytes, contract: ModelContract, input_details: dict, output_details: dict,
+                    *, source_variant: str, parity: dict | None = None) -> dict:
+    """The wbc_model.json content for `model_bytes` (the exact bytes written as wbc_int8.tflite)."""
+    in_scale, in_zp = (float(v) for v in input_details["quantization"])
+    out_scale, out_zp = (float(v) for v in output_details["quantization"])
+    size = int(input_details["shape"][1])
+    return {
+        "format": BUNDLE_FORMAT,
+        "model_file": MODEL_FILE,
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "bytes": len(model_bytes),
+        "variant": source_variant,
+        "labels_file": LABELS_FILE,
+        "labels": list(contract.labels),
+        "input": {
+            "shape": [int(d) for d in input_details["shape"]],
+            "dtype": dtype_name(input_details["dtype"]),
+            "layout": "NHWC",
+            "channel_order": "RGB",
+            "scale": in_scale,
+            "zero_point": int(in_zp),
+            "normalisation": "none on device: feed the raw 0..255 R,G,B bytes of the resized bitmap "
+                             "(x / 127.5 - 1 happens inside the model)",
+            "resize": f"bilinear to {size}x{size}, whole image (no crop)",
+        },
+        "output": {
+            "shape": [int(d) for d in output_details["shape"]],
+            "dtype": dtype_name(output_details["dtype"]),
+            "scale": out_scale,
+            "zero_point": int(out_zp),
+            "dequantise": "probability[i] = (output[i] - zero_point) * scale  (uint8 read as 0..255)",
+            "meaning": "softmax probabilities, one per label, in labels.txt order; argmax = prediction",
+        },
+        "preprocess_reference": PREPROCESS_VERSION,
+        "tflite_metadata": _tflite_metadata_summary(model_bytes),
+        "source_model_sha256": contract.source_model_sha256,
+        "split_manifest_sha256": contract.split_manifest_sha256,
+        "parity": parity,
+    }
+
+
+def _tflite_metadata_summary(model_bytes: bytes) -> dict | None:
+    """The standard TFLite metadata summary of the model (None without it, or without `flatbuffers`)."""
+    try:
+        from .metadata_read import metadata_summary
+
+        return metadata_summary(model_bytes)
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a runtime-only install without flatbuffers / model schema
+        if isinstance(exc, WbcEdgeError) and "needs" in str(exc):
+            return None
+        raise
+
+
+def bundle_metadata_refresh(bundle_dir: str | os.PathLike, model_bytes: bytes) -> bool:
+    """After the bundle's model file was rewritten (e.g. `wbc-edge metadata add`): update wbc_model.json's
+    sha256 / bytes / tflite_metadata and regenerate README.md, atomically.  True when anything changed."""
+    d = Path(bundle_dir)
+    path = d / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    new = dict(meta, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes),
+               tflite_metadata=_tflite_metadata_summary(model_bytes))
+    readme = readme_text(new)
+    old_readme = (d / README_FILE).read_text(encoding="utf-8") if (d / README_FILE).is_file() else None
+    if new == meta and readme == old_readme:
+        return False
+    atomic.write_bytes(path, (json.dumps(new, indent=2) + "\n").encode("utf-8"))
+    atomic.write_bytes(d / README_FILE, readme.encode("utf-8"))
+    return True
+
+
+def write_bundle(out_dir: str | os.PathLike, model_bytes: bytes, metadata: dict) -> dict[str, str]:
+    """Write the four bundle files atomically; returns {file name: sha256}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        MODEL_FILE: model_bytes,
+        LABELS_FILE: ("\n".join(metadata["labels"]) + "\n").encode("utf-8"),
+        METADATA_FILE: (json.dumps(metadata, indent=2) + "\n").encode("utf-8"),
+        README_FILE: readme_text(metadata).encode("utf-8"),
+    }
+    for name, data in files.items():
+        atomic.write_bytes(out / name, data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
+    """Problems with an Android bundle (empty list = good).
+
+    Checks: all files present; metadata parses; sha256/bytes of the model match the metadata; the model
+    loads; labels.txt == metadata labels == embedded contract labels; label count == model output size;
+    input shape, dtypes and quantisation of the model == metadata; uint8 input takes raw pixels.
+    """
+    d = Path(bundle_dir)
+    problems: list[str] = []
+    if not d.is_dir():
+        return [f"{d}: bundle directory not found"]
+    missing = [n for n in BUNDLE_FILES if not (d / n).is_file()]
+    problems += [f"{n}: missing" for n in missing]
+    meta = None
+    if METADATA_FILE not in missing:
+        try:
+            meta = json.loads((d / METADATA_FILE).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems.append(f"{METADATA_FILE}: not valid JSON ({exc})")
+            meta = None
+    labels_txt = None
+    if LABELS_FILE not in missing:
+        try:
+            text = (d / LABELS_FILE).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{LABELS_FILE}: not UTF-8 text (byte {exc.start}: {exc.reason})")
+        else:
+            labels_txt = [x.strip() for x in text.splitlines() if x.strip()]
+            if len(set(labels_txt)) != len(labels_txt):
+                problems.append(f"{LABELS_FILE}: duplicate labels")
+    if meta is not None and labels_txt is not None and labels_txt != list(meta.get("labels", [])):
+        problems.append(f"{LABELS_FILE} ({len(labels_txt)} labels) differs from {METADATA_FILE} labels "
+                        f"({len(meta.get('labels', []))})")
+    if MODEL_FILE in missing:
+        return problems
+    data = (d / MODEL_FILE).read_bytes()
+    if meta is not None:
+        sha = hashlib.sha256(data).hexdigest()
+        if meta.get("sha256") != sha:
+            problems.append(f"{MODEL_FILE}: sha256 {sha[:12]}... does not match {METADATA_FILE} "
+                            f"({str(meta.get('sha256'))[:12]}...)")
+        if meta.get("bytes") is not None and meta.get("bytes") != len(data):
+            problems.append(f"{MODEL_FILE}: {len(data)} bytes, {METADATA_FILE} says {meta.get('bytes')}")
+    try:
+        contract = read_contract(data)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        problems.append(f"{MODEL_FILE}: {exc}")
+        return problems
+    if contract is None:
+        problems.append(f"{MODEL_FILE}: no embedded wbc-edge contract")
+    try:
+        inp, out = tensor_details(d / MODEL_FILE)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"{MODEL_FILE}: cannot be loaded by the interpreter ({first_line(exc)})")
+        return problems
+    num_out = int(out["shape"][-1])
+    for what, labels in (("labels.txt", labels_txt),
+                         (METADATA_FILE, None if meta is None else meta.get("labels")),
+                         ("embedded contract", None if contract is None else contract.labels)):
+        if labels is not None and len(labels) != num_out:
+            problems.append(f"{what}: {len(labels)} labels but the model outputs {num_out} values")
+    if contract is not None and labels_txt is not None and list(contract.labels) != labels_txt:
+        problems.append(f"{LABELS_FILE} differs from the labels embedded in {MODEL_FILE}")
+    if meta is not None:
+        mi, mo = meta.get("input", {}), meta.get("output", {})
+        shape = [int(x) for x in inp["shape"]]
+        if mi.get("shape") != shape:
+            problems.append(f"input shape: model {shape}, {METADATA_FILE} {mi.get('shape')}")
+        if mo.get("shape") != [int(x) for x in out["shape"]]:
+            problems.append(f"output shape: model {[int(x) for x in out['shape']]}, {METADATA_FILE} "
+                            f"{mo.get('shape')}")
+        for what, m, det in (("input", mi, inp), ("output", mo, out)):
+            if m.get("dtype") != dtype_name(det["dtype"]):
+                problems.append(f"{what} dtype: model {dtype_name(det['dtype'])}, {METADATA_FILE} "
+                                f"{m.get('dtype')}")
+            scale, zp = det["quantization"]
+            if m.get("scale") is None or abs(float(m["scale"]) - float(scale)) > 1e-9 * max(1.0, abs(scale)) \
+                    or m.get("zero_point") != int(zp):
+                problems.append(f"{what} quantisation: model ({float(scale):g}, {int(zp)}), {METADATA_FILE} "
+                                f"({m.get('scale')}, {m.get('zero_point')})")
+    if dtype_name(inp["dtype"]) != "uint8" or tuple(inp["quantization"]) != (1.0, 0):
+        problems.append(f"input is {dtype_name(inp['dtype'])} with quantisation "
+                        f"{tuple(inp['quantization'])}; the bundle promises raw uint8 pixels (scale 1.0, "
+                        "zero point 0)")
+    if contract is not None and int(contract.input_size) != int(inp["shape"][1]):
+        problems.append(f"embedded contract input_size {contract.input_size} != model input "
+                        f"{list(inp['shape'])}")
+    return problems
+
+
+def write_android_bundle(bundle_dir: Path, specs, entries: list[dict], files: dict[str, Path], say) -> dict:
+    """Write the bundle from the best Android-capable variant (spec `android`) that passed, by parity (ties:
+    the `recommended` one); returns the manifest's `android` record."""
+    allowed = {s.name for s in specs if s.android}
+    recommended = {s.name for s in specs if s.recommended}
+    candidates = [e for e in entries if e["variant"] in allowed and e["status"] == "ok" and "parity" in e]
+    if not candidates:
+        say("Android bundle not written: no int8 variant passed its checks")
+        return {"status": "skipped", "reason": "no int8 variant passed its checks", "dir": str(bundle_dir)}
+
+    def key(e):
+        p = e["parity"]
+        return (p["agreement_pct"], p["delta_accuracy_pp"], -p["mean_abs_dprob"], e["variant"] in recommended)
+
+    best = max(candidates, key=key)
+    data = files[best["variant"]].read_bytes()
+    in_det, out_det = tensor_details(data)
+    contract = read_contract(data)
+    meta = bundle_metadata(data, contract, in_det, out_det, source_variant=best["variant"], parity=best["parity"])
+    shas = write_bundle(bundle_dir, data, meta)
+    problems = check_android_bundle(bundle_dir)
+    if problems:  # pragma: no cover - would be a bug in the writer
+        raise WbcEdgeError(f"{bundle_dir}: Android bundle check failed: {'; '.join(problems)}")
+    say(f"Android bundle: {bundle_dir} (from {best['variant']}; {', '.join(BUNDLE_FILES)})")
+    return {"status": "ok", "dir": str(bundle_dir), "source_variant": best["variant"], "files": shas}

@@ -1,0 +1,137 @@
+"""The README.md of the Android bundle: what the model takes and gives, and Kotlin to call it (MediaPipe Tasks
+ImageClassifier, or the raw LiteRT Interpreter), filled in with the bundle's own numbers (wbc_model.json)."""
+
+from __future__ import annotations
+
+#: The bundle's file names (the README names them; wbc_edge.export.android writes and checks them).
+MODEL_FILE = "wbc_int8.tflite"
+LABELS_FILE = "labels.txt"
+METADATA_FILE = "wbc_model.json"
+
+
+def _mediapipe_section(meta: dict) -> str:
+    size = meta["input"]["shape"][1]
+    if meta.get("tflite_metadata"):
+        state = (f"`{MODEL_FILE}` carries the standard TFLite metadata (`TFLITE_METADATA`: RGB image input\n"
+                 "with NormalizationOptions mean 0 / std 1 = raw pixels, `labels.txt` as the output's\n"
+                 "TENSOR_AXIS_LABELS file), so MediaPipe returns class **names** and needs no other file.")
+    else:
+        state = (f"**This `{MODEL_FILE}` has no standard TFLite metadata yet** (it predates it): MediaPipe would\n"
+                 "return no class names. Add it first: `wbc-edge metadata add android_assets/"
+                 f"{MODEL_FILE}`\n(or re-export), then check with `wbc-edge metadata show`.")
+    return f"""## The short path: MediaPipe Tasks `ImageClassifier`
+
+{state}
+MediaPipe scales the bitmap to {size}x{size} itself (bilinear, no antialiasing), which differs slightly from
+the reference resize; `wbc-edge bench --client mediapipe` measures by how much (on the 40 PBC samples it
+changed no top-1 label of the 224 px models).
+
+```kotlin
+// build.gradle.kts: implementation("com.google.mediapipe:tasks-vision:latest.release")  (pin the one you test)
+import android.content.Context
+import android.graphics.Bitmap
+import com.google.mediapipe.framework.image.BitmapImageBuilder
+import com.google.mediapipe.tasks.core.BaseOptions
+import com.google.mediapipe.tasks.vision.core.RunningMode
+import com.google.mediapipe.tasks.vision.imageclassifier.ImageClassifier
+
+class WbcMediaPipeClassifier(context: Context) {{
+    private val classifier = ImageClassifier.createFromOptions(context,
+        ImageClassifier.ImageClassifierOptions.builder()
+            .setBaseOptions(BaseOptions.builder().setModelAssetPath("{MODEL_FILE}").build())
+            .setRunningMode(RunningMode.IMAGE)
+            .setMaxResults(3)                      // top 3, highest score first
+            .build())
+
+    /** Returns (label, probability) of the most likely class. */
+    fun classify(bitmap: Bitmap): Pair<String, Float> {{
+        val argb = if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap
+                   else bitmap.copy(Bitmap.Config.ARGB_8888, false)
+        val result = classifier.classify(BitmapImageBuilder(argb).build())
+        val best = result.classificationResult().classifications()[0].categories()[0]
+        return best.categoryName() to best.score()   // name from labels.txt inside the model
+    }}
+
+    fun close() = classifier.close()
+}}
+```
+
+## The raw interpreter (LiteRT), full control of the resize
+"""
+
+
+def readme_text(meta: dict) -> str:
+    size = meta["input"]["shape"][1]
+    labels = ", ".join(meta["labels"])
+    return f"""# White-blood-cell classifier for Android (wbc-edge)
+
+Files: `{MODEL_FILE}` (LiteRT/TFLite flatbuffer, {meta['variant']}, {meta['bytes']:,} bytes,
+sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers below, machine-readable).
+
+- Input: `{meta['input']['shape']}` {meta['input']['dtype']}, NHWC, **RGB**, raw pixel bytes 0..255
+  (input scale {meta['input']['scale']:g}, zero point {meta['input']['zero_point']}).  uint8 because that is
+  what an Android `Bitmap` holds: no float conversion and no normalisation on the device - the model
+  computes x / 127.5 - 1 itself.
+- Resize the whole cell image to {size}x{size} with bilinear filtering (no crop).  The reference pipeline
+  (`wbc_edge.preprocess`, Pillow bilinear) antialiases when shrinking; `Bitmap.createScaledBitmap(..., true)`
+  does not, so for large downscales pixels differ slightly - check a few known images on the device.
+- Output: `{meta['output']['shape']}` {meta['output']['dtype']}; probability = (q - zero_point) * scale =
+  (q - {meta['output']['zero_point']}) * {meta['output']['scale']:g}; labels in order: {labels}.
+- The .tflite file also carries its contract (labels, input size, quantisation) in a zip appended to the
+  flatbuffer (with `labels.txt`: the standard TFLite "associated files" layout); LiteRT ignores it.  Keep
+  the file uncompressed in the APK (`androidResources {{ noCompress += "tflite" }}`) so it can be
+  memory-mapped.
+
+{_mediapipe_section(meta)}
+```kotlin
+// build.gradle.kts: implementation("com.google.ai.edge.litert:litert:1.0.1")
+//   (the same API as the older org.tensorflow:tensorflow-lite artifact)
+import android.content.Context
+import android.graphics.Bitmap
+import org.tensorflow.lite.Interpreter
+import java.io.FileInputStream
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+import java.nio.channels.FileChannel
+
+class WbcClassifier(context: Context) {{
+    private val size = {size}                       // wbc_model.json input.shape[1]
+    private val outScale = {meta['output']['scale']!r}f           // output.scale
+    private val outZeroPoint = {meta['output']['zero_point']}                // output.zero_point
+    val labels: List<String> = context.assets.open("{LABELS_FILE}").bufferedReader()
+        .readLines().filter {{ it.isNotBlank() }}
+    private val interpreter = Interpreter(
+        context.assets.openFd("{MODEL_FILE}").use {{ fd ->
+            FileInputStream(fd.fileDescriptor).channel.map(
+                FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+        }},
+        Interpreter.Options().setNumThreads(4))
+    private val input = ByteBuffer.allocateDirect(size * size * 3).order(ByteOrder.nativeOrder())
+    private val pixels = IntArray(size * size)
+    private val output = Array(1) {{ ByteArray(labels.size) }}
+
+    /** Returns (label, probability) of the most likely class. */
+    fun classify(bitmap: Bitmap): Pair<String, Float> {{
+        val argb = if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap
+                   else bitmap.copy(Bitmap.Config.ARGB_8888, false)
+        val scaled = Bitmap.createScaledBitmap(argb, size, size, /* filter = bilinear */ true)
+        scaled.getPixels(pixels, 0, size, 0, 0, size, size)
+        input.rewind()
+        for (p in pixels) {{                         // ARGB_8888 int -> R, G, B bytes, raw 0..255
+            input.put(((p shr 16) and 0xFF).toByte())
+            input.put(((p shr 8) and 0xFF).toByte())
+            input.put((p and 0xFF).toByte())
+        }}
+        input.rewind()
+        interpreter.run(input, output)
+        val probs = FloatArray(labels.size) {{ i ->
+            ((output[0][i].toInt() and 0xFF) - outZeroPoint) * outScale   // uint8 -> probability
+        }}
+        val best = probs.indices.maxByOrNull {{ probs[it] }}!!
+        return labels[best] to probs[best]
+    }}
+
+    fun close() = interpreter.close()
+}}
+```
+"""

@@ -1,0 +1,186 @@
+"""Selective int8: one calibration of a model, reused for per-layer error and for models whose worst
+layers stay float (the `int8_mixed` variant's converter hook; `wbc-edge diagnose` builds on it).
+
+Built on TensorFlow's maintained tool, `tf.lite.experimental.QuantizationDebugger`: it calibrates once
+(the expensive part: the float model over every calibration image), then
+
+- `layer_errors(pixels)`: the debug model (NumericVerify after every quantised op) on any images -> the
+  per-layer error of wbc_edge.export.layer_error;
+- `model(float_layers)`: the same calibration re-quantised with those ops' output tensors denylisted
+  (`QuantizationDebugOptions(denylisted_nodes=...)`, `get_nondebug_quantized_model()`): they run in float,
+  with dequantise/quantise around them, everything else int8.  The I/O is then made uint8 raw pixels /
+  uint8 probabilities as for export's int8 (`modify_model_io_type`, what TFLiteConverter itself runs for
+  `inference_input_type=tf.uint8`; tensorflow.lite.python.util, not tf.lite's public namespace), so a mixed
+  model is a drop-in for the int8 file.  With no layer
+  denylisted this is export's int8 model (same agreement on every image in our runs).
+
+Why not ai-edge-quantizer 0.10: measured on the 224 px model (benchmarks/diagnose/README.md) it gives the same
+int8 accuracy from the same min/max calibration, but its per-tensor validation compares whole-model
+activations (the error accumulated up to each tensor), its int8 model takes int8 not uint8 input, and it is
+a second quantisation stack beside the converter export uses; its a16w8 recipe ran 50x slower (no XNNPACK).
+
+TensorFlow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WbcEdgeError
+from .layer_error import LayerError, parse_statistics, rank
+
+
+class IOWouldChange(WbcEdgeError):
+    """Keeping this op float would change the model's uint8 input/output (it touches the graph's I/O)."""
+
+
+def _mean_abs_error(diffs: np.ndarray) -> float:
+    return float(np.mean(np.abs(diffs)))
+
+
+def rank_subset(pixels: np.ndarray, n: int) -> np.ndarray:
+    """`n` evenly spaced images of a calibration batch (label-free, deterministic; the calibration sample is
+    class-sorted, so this keeps every class in proportion)."""
+    if n >= len(pixels):
+        return pixels
+    idx = np.unique(np.linspace(0, len(pixels) - 1, n).round().astype(int))
+    return pixels[idx]
+
+
+class _Feed:
+    """The debugger's dataset factory: yields the images currently set, one per step, as float32."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+        self.advance: Callable[[int], None] | None = None
+
+    def __call__(self):
+        for i in range(len(self.pixels)):
+            yield [np.asarray(self.pixels[i:i + 1], dtype=np.float32)]
+            if self.advance is not None:
+                self.advance(1)
+
+
+class Quantiser:
+    """A SavedModel calibrated once on `calibration` (float32 (N,S,S,3), export's pinned batch)."""
+
+    def __init__(self, saved_model_dir: str | Path, calibration: np.ndarray):
+        from ..tfcompat import import_tf
+
+        tf, _ = import_tf()
+        self._tf = tf
+        self.saved_model_dir = Path(saved_model_dir)
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model_dir))
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        cal = np.ascontiguousarray(calibration, dtype=np.float32)
+
+        def representative():
+            for i in range(len(cal)):
+                yield [cal[i:i + 1]]
+
+        conv.representative_dataset = representative
+        self._feed = _Feed(cal[:1])
+        self._denylist: tuple[str, ...] = ()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=self._feed, debug_options=self._options(()))
+
+    def _options(self, denylist: Sequence[str]):
+        return self._tf.lite.experimental.QuantizationDebugOptions(
+            layer_debug_metrics={"mean_abs_error": _mean_abs_error},
+            denylisted_nodes=list(denylist) or None)
+
+    def _use(self, denylist: Sequence[str]) -> None:
+        if tuple(denylist) != self._denylist:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._debugger.options = self._options(denylist)
+            self._denylist = tuple(denylist)
+
+    def layer_errors(self, pixels: np.ndarray,
+                     advance: Callable[[int], None] | None = None) -> list[LayerError]:
+        """Each quantised op's own error on `pixels` (uint8 or float32 (N,S,S,3)), in execution order."""
+        if len(pixels) == 0:
+            return []
+        self._use(())
+        self._feed.pixels, self._feed.advance = pixels, advance
+        try:
+            self._debugger.run()
+        finally:
+            self._feed.advance = None
+        buf = io.StringIO()
+        self._debugger.layer_statistics_dump(buf)
+        return parse_statistics(buf.getvalue())
+
+    def model(self, float_layers: Sequence[str] = ()) -> bytes:
+        """The int8 flatbuffer (uint8 I/O) with `float_layers` (output tensor names) left in float.
+        IOWouldChange when one of them is the graph's first or last op."""
+        from tensorflow.lite.python.util import modify_model_io_type
+
+        self._use(float_layers)
+        with contextlib.redirect_stdout(io.StringIO()):
+            blob = self._debugger.get_nondebug_quantized_model()
+        try:
+            return bytes(modify_model_io_type(blob, self._tf.uint8, self._tf.uint8))
+        except (ValueError, RuntimeError) as exc:
+            raise IOWouldChange(f"keeping {', '.join(float_layers)} float changes the uint8 I/O "
+                                f"({exc})") from None
+
+    def selective(self, ranked: Sequence[LayerError],
+                  ks: Sequence[int]) -> dict[int, tuple[bytes, list[str]]]:
+        """{K: (flatbuffer, the K tensors kept float)} for each K, taking the ranked layers worst first and
+        passing over any that would change the uint8 I/O (the softmax output, the first op).  A K larger
+        than the candidates allow is left out."""
+        want = sorted({int(k) for k in ks})
+        out: dict[int, tuple[bytes, list[str]]] = {}
+        if 0 in want:
+            out[0] = (self.model(()), [])
+        chosen: list[str] = []
+        for e in ranked:
+            if len(chosen) >= want[-1]:
+                break
+            try:
+                blob = self.model([*chosen, e.tensor])
+            except IOWouldChange:
+                continue
+            chosen.append(e.tensor)
+            if len(chosen) in want:
+                out[len(chosen)] = (blob, list(chosen))
+        return out
+
+    def float_model(self, float16: bool = False) -> bytes:
+        """The float32 (or float16-weights) flatbuffer of the same SavedModel: the reference / a baseline."""
+        tf = self._tf
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model_dir))
+        if float16:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        with contextlib.redirect_stdout(io.StringIO()):
+            return bytes(conv.convert())
+
+
+def int8_mixed_hook(converter, ctx) -> bytes:
+    """Export's converter hook of the `int8_mixed` variant (wbc_edge.export.variants): rank the ops on
+    `rank_images` of the calibration images by `rank_metric` and keep the worst `float_layers` float
+    (ctx.options: the spec's, overridden by ExportConfig.variant_options / --int8-float-layers).  The
+    converter export set up is not used: the debugger calibrates from the SavedModel itself.
+    The kept layers go into `ctx.record` -> the variant's manifest entry (`float_layers`,
+    `float_layers_ranking`)."""
+    del converter
+    k, n_rank = int(ctx.options["float_layers"]), int(ctx.options["rank_images"])
+    metric = str(ctx.options["rank_metric"])
+    q = Quantiser(ctx.saved_model_dir, ctx.calibration)
+    ranked = rank(q.layer_errors(rank_subset(ctx.calibration, n_rank)), metric)
+    models = q.selective(ranked, [0, k])
+    blob, chosen = models[max(models)]
+    by = {e.tensor: e for e in ranked}
+    ctx.record["float_layers"] = [{"layer": by[t].layer, "op": by[t].op, "tensor": t,
+                                   metric: round(float(getattr(by[t], metric)), 4)} for t in chosen]
+    ctx.record["float_layers_ranking"] = {"metric": metric, "images": int(min(n_rank, len(ctx.calibration))),
+                                          "on": "the calibration images (evenly spaced)",
+                                          "worst": [by[e.tensor].layer for e in ranked[:12]]}
+    return blob

@@ -1,0 +1,117 @@
+"""Score a reference Keras model on labelled images (a split of a manifest, or every image of a folder).
+
+Separate from `wbc_edge.metrics` (pure numpy, TF-free, shared with the runtime and bench) because this half
+runs the Keras model and so needs TensorFlow.  The class list is the model's: read from its run (run.json
+`labels`, else the run's split manifest), and only for models made before labels were stored, the five
+WBC classes every such model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .labels import WBC5_LABELS, Labels
+from .preprocess import preprocess
+from .progress import Progress, resolve
+
+
+@dataclass
+class EvalInputs:
+    paths: list[str]
+    labels: np.ndarray  # int64 class indices into `label_set`
+    source: str  # description: "split.csv (test)" or "all valid images in DATA"
+    label_set: Labels
+
+
+def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, labels: Labels | None = None,
+                   progress: Progress | bool | None = True) -> EvalInputs:
+    """Images + labels to score: a split of a manifest, or (split='all') every valid image under data_root.
+
+    `labels`: the model's classes (indices follow their order; a folder or row naming another class is a
+    one-line DatasetError).  None: the data's own classes (the manifest's label set, or the folders)."""
+    from .data import SplitManifest, require_all_classes, scan_dataset
+
+    if split == "all":
+        scan = scan_dataset(data_root, labels=labels, progress=progress)
+        paths = [str(Path(data_root) / r.path) for r in scan.records]
+        # A cross-domain folder may lack a class: scored anyway (the metrics skip absent classes), but said.
+        absent = scan.missing_classes
+        return EvalInputs(paths, scan.label_indices(), f"all {len(paths)} valid images in {data_root}"
+                          + (f" ({len(scan.bad)} bad files skipped)" if scan.bad else "")
+                          + (f" (no images of: {', '.join(absent)})" if absent else ""), scan.labels)
+    if not split_manifest:
+        raise DatasetError(f"--split {split} needs a split manifest (--split-manifest, or a split.csv beside the "
+                           "model); use --split all to score every image of DATA")
+    manifest = SplitManifest.load(split_manifest, labels=labels)
+    label_set = labels if labels is not None else manifest.label_set
+    paths, y = manifest.files(split, data_root, labels=label_set)
+    if len(paths) == 0:
+        raise DatasetError(f"{split_manifest}: split '{split}' is empty")
+    require_all_classes(y, f"{split_manifest}: split '{split}'", labels=label_set)
+    manifest.verify(data_root)  # a manifest paired with the wrong data folder fails here, not mid-way
+    return EvalInputs([str(p) for p in paths], y, f"{split_manifest} ({split})", label_set)
+
+
+def model_labels(model_path: str | Path, split_manifest: str | None = None) -> Labels:
+    """The class list of a .keras model, from what its run stored.
+
+    run.json `labels` beside the model, else the label set of its split manifest (given, or split.csv beside
+    the model: a training split holds every class), else WBC5 - what every model made before labels were
+    stored was trained on."""
+    from .data import SplitManifest
+
+    folder = Path(model_path).parent
+    run_json = folder / "run.json"
+    if run_json.is_file():
+        try:
+            stored = json.loads(run_json.read_text(encoding="utf-8")).get("labels")
+        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+            raise DatasetError(f"{run_json}: not a readable run.json ({exc})") from None
+        if stored:
+            return Labels.from_list(stored)
+    candidate = Path(split_manifest) if split_manifest else folder / "split.csv"
+    if candidate.is_file():
+        return SplitManifest.load(candidate).label_set
+    return WBC5_LABELS
+
+
+def predict_keras(model, paths: list[str], batch_size: int = 32,
+                  progress: Progress | bool | None = True) -> np.ndarray:
+    """Softmax probabilities of a Keras model over image files, fed through the one preprocessing path."""
+    size = int(model.input_shape[1])
+    out = np.empty((len(paths), int(model.output_shape[-1])), dtype=np.float32)
+    with resolve(progress).task(len(paths), "Predicting") as advance:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            x = np.stack([preprocess(p, size) for p in chunk]).astype(np.float32)
+            out[start:start + len(chunk)] = model(x, training=False).numpy()
+            advance(len(chunk))
+    return out
+
+
+def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", split_manifest: str | None = None,
+                   out_dir: str | None = None, progress: Progress | bool | None = True):
+    """Load the model safely, score it, save metrics.json + confusion.json/png; returns (Metrics, paths)."""
+    from .metrics import compute_metrics, save_metrics
+    from .model import check_classifier, load_model
+
+    if split_manifest is None and split != "all":
+        candidate = Path(model_path).parent / "split.csv"
+        split_manifest = str(candidate) if candidate.exists() else None
+    labels = model_labels(model_path, split_manifest)
+    model = load_model(model_path)
+    check_classifier(model, model_path, labels)
+    inputs = collect_inputs(data_root, split, split_manifest, labels=labels, progress=progress)
+    t = time.time()
+    probs = predict_keras(model, inputs.paths, progress=progress)
+    metrics = compute_metrics(inputs.labels, probs.argmax(1), labels)
+    out = Path(out_dir) if out_dir else Path(model_path).parent / f"eval_{Path(data_root).name}_{split}"
+    saved = save_metrics(metrics, out, extra={"model": str(model_path), "data": str(data_root),
+                                               "source": inputs.source, "seconds": round(time.time() - t, 1)})
+    return metrics, saved

@@ -1,0 +1,87 @@
+"""`TrainConfig`: every option of a training run as one typed record, checked before anything is written.
+
+Why one record: the whole recipe goes to RUN_DIR/config.json (compared on resume, so an interrupted run only
+continues with the same options) and into run.json, and the CLI's defaults are read from it, so the library,
+the CLI and the benchmarks run the same recipe.  `labels` is the one field the data decides: None on input
+means "the class folders / split manifest say", and `train` records the list it found (it then also sizes the
+model's head, `model.num_classes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..augment import DEFAULT_PRESET, AugmentConfig, preset
+from ..errors import WbcEdgeError
+from ..model import ModelConfig, resolve_weights
+
+#: `mode`: cached = CPU-practical (activation cache, head, top blocks); full = end-to-end (GPU, tf.distribute).
+MODES = ("cached", "full")
+#: `distribute` (full mode): no strategy, MirroredStrategy on one machine, MultiWorkerMirroredStrategy.
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+#: MobileNetV2 blocks the cached mode can cut at (`finetune_from`).
+FINETUNE_BLOCKS = (13, 14, 15, 16)
+
+
+@dataclass
+class TrainConfig:
+    data_root: str
+    out_dir: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mode: str = "cached"                  # cached | full
+    split_manifest: str | None = None     # reuse a saved split instead of computing one
+    seed: int = 42
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    batch_size: int = 32
+    epochs: int = 15                      # full mode: epochs of end-to-end training (paper: 15)
+    learning_rate: float = 1e-3           # Adam, head phase / full mode
+    head_epochs: int = 15                 # cached mode: head on frozen features (paper: 15 epochs, Adam)
+    finetune_epochs: int = 8              # cached mode: top blocks on cached activations
+    finetune_learning_rate: float = 1e-4  # peak of the warm-up + cosine schedule
+    finetune_warmup: float = 1.0          # cached mode: epochs of linear learning-rate warm-up
+    swa: bool = True                      # cached mode: also try the average of the second half's epochs
+    finetune_from: int = 13               # first MobileNetV2 block that is fine-tuned (13 .. 16)
+    aug_views: int = 4                    # cached mode: augmented views cached per train image
+    aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
+    augment: AugmentConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
+    shifted_val: bool = True              # select the model on clean val + held-out shifted val
+    shared_cache: str | None = None       # cached mode: folder where seed-independent activations (clean and
+                                          # shifted-val views) are shared between runs (pretrained init only)
+    class_weights: bool = True
+    early_stopping: int | None = None     # patience in epochs (on val accuracy); None = off
+    limit_per_class: int | None = None    # quick runs: at most this many images per class and split
+    distribute: str = "none"              # none | mirrored | multiworker (full mode)
+    labels: list[str] | None = None       # the classes in output order; None = from the data (set by train)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> TrainConfig:
+        """Refuse a bad combination now, before RUN_DIR is created or the dataset scanned."""
+        if self.mode not in MODES:
+            raise WbcEdgeError(f"unknown training mode {self.mode!r} (expected 'cached' or 'full')")
+        if self.distribute not in DISTRIBUTE:
+            raise WbcEdgeError(f"unknown --distribute {self.distribute!r} ({' | '.join(DISTRIBUTE)})")
+        if self.mode == "cached" and self.distribute != "none":
+            raise WbcEdgeError("--distribute needs --mode full (cached mode is the single-CPU-machine path)")
+        if self.finetune_from not in FINETUNE_BLOCKS:
+            raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block 13..16, got {self.finetune_from}")
+        if self.limit_per_class is not None and self.limit_per_class < 1:
+            raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
+        resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
+        if self.distribute == "multiworker" and not self.split_manifest:
+            raise WbcEdgeError("--distribute multiworker needs --split-manifest: every worker must train on the "
+                               "same split (make it once with `wbc-edge data split`)")
+        return self
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    test_accuracy: float
+    history: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)

@@ -1,0 +1,56 @@
+"""The images a run trains, selects and is scored on: the manifest's splits as (paths, class indices), checked
+up front, plus the per-image pixels and the class weights the trainers feed.
+
+Why up front: a manifest paired with the wrong data folder, or a split that lacks a class, must fail before
+hours of training, not in the final scoring step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..augment import AugmentConfig, augment
+from ..data import SplitManifest, per_class_indices, require_all_classes
+from ..errors import DatasetError
+from ..labels import Labels
+from ..preprocess import preprocess
+from .config import TrainConfig
+
+#: Splits a run reads (all three: train to fit, val to select and calibrate, test to score).
+SPLITS = ("train", "val", "test")
+
+Split = tuple[list[str], np.ndarray]
+
+
+def load_splits(manifest: SplitManifest, cfg: TrainConfig, labels: Labels, where: str) -> dict[str, Split]:
+    """{split: (absolute paths, int64 class indices in `labels` order)}, capped by `cfg.limit_per_class`
+    (the first images of each class in manifest order); DatasetError naming `where` for an empty split or a
+    missing class."""
+    manifest.verify(cfg.data_root)  # the manifest must match DATA before hours of training, not mid-way
+    data: dict[str, Split] = {}
+    for split in SPLITS:
+        paths, y = manifest.files(split, cfg.data_root, labels=labels)
+        y = np.asarray(y, dtype=np.int64)
+        keep = per_class_indices(y, cfg.limit_per_class)
+        paths, y = [str(paths[i]) for i in keep], y[keep]
+        if len(paths) == 0:
+            raise DatasetError(f"{where}: split '{split}' is empty")
+        require_all_classes(y, f"{where}: split '{split}'",
+                            "to train" if split == "train" else "to select and score the model", labels=labels)
+        data[split] = (paths, y)
+    return data
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Loss weight per class, inversely proportional to its frequency (mean 1 over the present classes)."""
+    counts = np.bincount(y, minlength=num_classes).astype(float)
+    present = counts > 0
+    w = np.zeros_like(counts)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return {i: float(w[i]) for i in range(num_classes)}
+
+
+def load_pixels(path: str, size: int, rng: np.random.Generator | None, aug: AugmentConfig) -> np.ndarray:
+    """uint8 pixels of one image on the one preprocessing path, augmented when an rng is given."""
+    px = preprocess(path, size)
+    return augment(px, rng, aug) if rng is not None else px

@@ -1,0 +1,125 @@
+"""`train()`: one training run from a config to a finished RUN_DIR, in order.
+
+validate the config -> (multi-worker: pick this process's folder) -> create or resume RUN_DIR, settle the
+split and the class list (`run_dir`) -> load the splits (`inputs`) -> the trainer of the mode (`cached` /
+`full`) -> the final artifacts, each written atomically: split.csv, model.keras, history.json, curves.png,
+the test metrics of the saved model, calibration.json and, last, run.json (the run is finished when run.json
+exists and the pending split is gone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from .. import atomic
+from ..atomic import sha256_file
+from ..confidence import save_calibration
+from ..errors import WbcEdgeError
+from ..progress import Progress, resolve
+from ..tfcompat import import_tf, versions
+from .cached import CachedTrainer
+from .config import TrainConfig, TrainResult
+from .distribute import worker_out_dir, worker_role
+from .full import FullTrainer
+from .inputs import load_splits
+from .run_dir import PENDING_SPLIT, prepare_run
+from .selection import shifted_val_pixels
+
+
+def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | None = True) -> TrainResult:
+    """Train according to `cfg`, writing everything into cfg.out_dir (see the package docstring).
+
+    `progress`: a `wbc_edge.progress.Progress` (the CLI passes its click one), True for plain lines on
+    stderr, False for none."""
+    progress = resolve(progress)
+    cfg.validate()
+    if cfg.distribute == "multiworker":
+        chief, index = worker_role()
+        if not chief:
+            # Only the chief writes RUN_DIR; the other workers keep their (identical) copies in a scratch
+            # directory inside it, so that nothing races on the same files.
+            cfg = dataclasses.replace(cfg, out_dir=worker_out_dir(cfg.out_dir, index))
+    t0 = time.time()
+    run, manifest, resumed, cfg, labels = prepare_run(cfg, force=force, progress=progress)
+    split_src = cfg.split_manifest or run / PENDING_SPLIT
+    data = load_splits(manifest, cfg, labels, str(split_src))
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(cfg.seed)
+    trainer = (CachedTrainer if cfg.mode == "cached" else FullTrainer)(cfg, run, data, progress)
+    model, history, phase_bounds, timings = trainer.run()
+
+    # Final artifacts (atomic).  The reference model is the best-validation checkpoint.
+    from ..metrics import compute_metrics, plot_curves, save_metrics
+    from ..scoring import predict_keras
+
+    # split.csv first: from here on the artifacts belong to the new model (the pending split, removed last,
+    # keeps the run marked unfinished until run.json is written).
+    manifest.save(run / "split.csv")  # canonical bytes: the file hashes to the sha256 run.json records
+    with atomic.atomic_path(run / "model.keras") as tmp:
+        model.save(tmp)
+    hist_cols = history_columns(history)
+    atomic.write_json(run / "history.json", {"epochs": history, "phase_boundaries": phase_bounds, **hist_cols})
+    try:
+        plot_curves(hist_cols, run / "curves.png", title=f"{model.name} ({cfg.mode} mode)",
+                    phase_boundaries=phase_bounds)
+    except WbcEdgeError as exc:
+        progress.say(f"(no curves.png: {exc})")
+
+    # Score the test split with the saved full model on the one preprocessing path, exactly as
+    # `wbc-edge evaluate` and export's parity check will (not from the float16 activation cache).
+    t_eval = time.time()
+    probs = predict_keras(model, data["test"][0], batch_size=cfg.batch_size, progress=False)
+    y_true = data["test"][1]
+    metrics = compute_metrics(y_true, probs.argmax(1), labels)
+    save_metrics(metrics, run, prefix="test_", extra={"split": "test", "n": len(y_true)})
+    timings["test_eval_s"] = round(time.time() - t_eval, 1)
+    calibration = fit_run_calibration(trainer, model, data, cfg)
+    save_calibration(run, calibration)
+    progress.say(f"Confidence: temperature {calibration.temperature:.3f} (val ECE {calibration.ece_before:.3f} -> "
+                 f"{calibration.ece_after:.3f}), abstain below {calibration.abstain_threshold:.3f}")
+    timings["total_s"] = round(time.time() - t0, 1)
+    run_info = {
+        "config": cfg.to_dict(),
+        "labels": labels.to_list(),
+        "versions": versions(),
+        "timings": timings,
+        "split_manifest_sha256": manifest.sha256(),
+        "split_counts": {s: len(data[s][0]) for s in data},
+        "resumed": resumed,
+        "test": {"accuracy": metrics.accuracy, "balanced_accuracy": metrics.balanced_accuracy,
+                 "macro_f1": metrics.macro_f1, "accuracy_ci95": list(metrics.accuracy_ci95)},
+        "model_sha256": sha256_file(run / "model.keras"),
+        "calibration": calibration.to_dict(),
+    }
+    atomic.write_json(run / "run.json", run_info)
+    (run / PENDING_SPLIT).unlink(missing_ok=True)  # the run is finished
+    progress.say(metrics.format_table())
+    progress.say(f"Done in {timings['total_s'] / 60:.1f} min -> {run / 'model.keras'}")
+    return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings, labels.to_list())
+
+
+def fit_run_calibration(trainer, model, data: dict, cfg: TrainConfig):
+    """Temperature on clean val, abstain threshold on shifted val (see wbc_edge.calibration)."""
+    from ..calibration import fit_calibration
+    from ..scoring import predict_keras
+
+    y_val = data["val"][1]
+    probs = getattr(trainer, "val_probs", None)
+    if not probs:  # full mode: no activation cache, run the model
+        probs = [predict_keras(model, data["val"][0], batch_size=cfg.batch_size, progress=False)]
+        if cfg.shifted_val:
+            px = shifted_val_pixels(data["val"][0], cfg.model.input_size).astype(np.float32)
+            probs.append(model.predict(px, batch_size=cfg.batch_size, verbose=0))
+    shifted = probs[1] if len(probs) > 1 else None
+    return fit_calibration(probs[0], y_val, shifted, y_val if shifted is not None else None)
+
+
+def history_columns(history: list[dict]) -> dict:
+    """history.json's per-metric columns (None where an epoch has no such value), as the curves plot them."""
+    cols: dict[str, list] = {}
+    for key in ("accuracy", "val_accuracy", "loss", "val_loss"):
+        cols[key] = [float(h[key]) if h.get(key) is not None else None for h in history]
+    return cols
