@@ -55,6 +55,14 @@ def test_training_takes_its_classes_from_the_data(tmp_path, folders):
     contract = read_contract(res.files["float32"])
     assert contract.labels == expected
 
+    # ... and benches on its own data with its own classes (train -> export -> bench end to end).
+    from wbc_edge.bench import BenchConfig, run_bench
+
+    bench = run_bench(BenchConfig([res.files["float32"]], data=root, split_manifest=out / "split.csv",
+                                  split="test", runs=2, warmup=0, batch_throughput_images=0, ttfp=False))
+    assert bench["data"]["n_images"] > 0 and set(bench["data"]["class_counts"]) == set(expected)
+    assert bench["variants"][0]["labels"] == expected
+
 
 def test_a_resumed_run_keeps_its_recorded_labels_and_old_runs_mean_the_five(tmp_path, sample_root):
     """config.json of a run started before labels were stored (no `labels` key, 5-class head) is still
