@@ -134,6 +134,8 @@ def test_diagnosis_names_the_broken_layer_and_its_fallback_restores_agreement(tm
     assert np.dtype(out["dtype"]) == np.uint8
 
 
+# slow (53 s): the CLI end to end; the diagnosis itself is covered by the broken-layer test above
+@pytest.mark.slow
 def test_diagnose_command_writes_the_report(tmp_path, tiny_run_dir, sample_root):
     from click.testing import CliRunner
 

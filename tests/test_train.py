@@ -154,6 +154,8 @@ def test_evaluate_matches_training_report(sample_root, sample_split, tmp_path):
     assert json.loads((tmp_path / "ev_all" / "metrics.json").read_text())["n"] == 40
 
 
+# slow (76 s on 2 cores): tf.distribute across two logical CPUs; unchanged training path, run with -m slow
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(sample_root, sample_split, tmp_path):
     """Full mode under MirroredStrategy with two logical CPU devices (how the GPU path is tested here)."""
     script = textwrap.dedent(f"""
