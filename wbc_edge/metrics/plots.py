@@ -89,10 +89,15 @@ def plot_confusion(cm: Any, labels: Sequence[str], path: str | os.PathLike, titl
         acc = float(np.trace(counts)) / total if total else 0.0
         ax.set_title((f"{title}\n" if title else "") + f"n={total}, accuracy {acc:.2%}", fontsize=11)
         fig.tight_layout()
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", pad_inches=0.15)
+        return save_png(fig, path)
     finally:
         plt.close(fig)
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Write a figure as PNG atomically (one place for the dpi/margins every project plot uses)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", pad_inches=0.15)
     return Path(path)
 
 
@@ -147,10 +152,8 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight", pad_inches=0.15)
+        return save_png(fig, path)
     finally:
         plt.close(fig)
-    return Path(path)
 
-__all__ = ["MATPLOTLIB_MISSING", "matplotlib_available", "plot_confusion", "plot_curves", "pyplot"]
+__all__ = ["MATPLOTLIB_MISSING", "matplotlib_available", "plot_confusion", "plot_curves", "pyplot", "save_png"]
