@@ -147,7 +147,7 @@ def adapted_run(tiny_run_dir, sample_root, tmp_path_factory):
     local = _local_copy(sample_root, base / "lab")
     cfg = AdaptConfig(source=str(tiny_run_dir), data_root=str(local), out_dir=str(base / "run"), per_class=4,
                       aug_views=1, head_epochs=2, min_steps=4, finetune_epochs=1, batch_size=8, replay_images=10,
-                      seed=3)
+                      seed=3, interpolate=True)  # --keep-source: the whole path, end to end
     res = adapt(cfg, progress=False)
     return res, local, cfg
 
@@ -176,6 +176,12 @@ def test_adapt_writes_a_run_directory(adapted_run, tiny_run_dir, sample_root):
     cal = json.loads((run / "calibration.json").read_text())
     assert cal["temperature"] > 0 and "local val split" in cal["fitted_on"]
     assert info["heldout"]["n"] == 20
+    at = info["test"]["at_threshold"]   # what the val-fitted threshold does on the test split alone
+    assert at["n"] == 10 and at["threshold"] == pytest.approx(cal["abstain_threshold"]) and 0 <= at["coverage"] <= 1
+    # Interpolated back towards the source, alpha chosen on the source run's val images (never local ones).
+    ip = info["interpolation"]
+    assert ip["alpha"] in cfg.alphas and ip["images_from"] == f"{tiny_run_dir / 'split.csv'} (val split)"
+    assert f"{ip['alpha']:g}" in ip["accuracy_by_alpha"] and 0 < ip["images"] <= cfg.source_check_images
 
 
 def test_adapted_model_equals_the_cached_path_and_differs_from_the_source(adapted_run, tiny_run_dir):
@@ -267,3 +273,66 @@ def test_a_three_class_model_adapts_with_its_own_labels(tmp_path, sample_root):
     (src / "run.json").write_text("{}", encoding="utf-8")  # an old run: no labels stored
     with pytest.raises(ModelFileError, match="3 outputs and no stored class list"):
         adapt(cfg(local, "run_old"), progress=False)
+
+
+# --- weight interpolation (WiSE-FT): the rule, on a stand-in network --------------------------------------
+
+class _FakeNet:
+    """predict_top's view of a SplitNet: one scalar weight w; image i is classified right iff w <= limit[i]."""
+
+    num_classes = 2
+
+    def __init__(self, limits):
+        self.limits = np.asarray(limits, dtype=np.float64)
+        self.w = [np.zeros(1, np.float32)]
+        outer = self
+
+        class _Model:
+            def set_weights(self, ws):
+                outer.w = [np.array(a, copy=True) for a in ws]
+
+            def get_weights(self):
+                return [np.array(a, copy=True) for a in outer.w]
+
+        class _Top:
+            def predict(self, x, batch_size=None, verbose=0):
+                right = outer.w[0][0] <= outer.limits + 1e-6
+                return np.stack([right, ~right], 1).astype(np.float32)  # label 0 is right
+
+        self.model, self.top = _Model(), _Top()
+
+
+def test_interpolate_weights_mixes_tensor_by_tensor():
+    from wbc_edge.adapt import interpolate_weights
+
+    s, a = [np.zeros((2, 2), np.float32), np.ones(3, np.float32)], [np.ones((2, 2), np.float32), np.full(3, 3, np.float32)]
+    mix = interpolate_weights(s, a, 0.25)
+    np.testing.assert_allclose(mix[0], 0.25) and np.testing.assert_allclose(mix[1], 1.5)
+    assert mix[0].dtype == np.float32
+    assert interpolate_weights(s, a, 1.0)[1] is a[1] and interpolate_weights(s, a, 0.0)[0] is s[0]
+    with pytest.raises(ValueError):
+        interpolate_weights(s, a[:1], 0.5)
+
+
+@pytest.mark.parametrize("drop, expected", [(0.0, 0.6), (0.25, 0.8), (0.5, 0.8), (0.75, 1.0)])
+def test_choose_alpha_takes_the_largest_alpha_within_the_source_drop(drop, expected):
+    """Source w = 0, adapted w = 1: the mix at alpha has w = alpha.  Four check images stay right up to w = 0.6,
+    0.8, 0.8 and 1.0: accuracy 1.0 at alpha <= 0.6, 0.75 up to 0.8, 0.25 at 0.9 and 1.0."""
+    from wbc_edge.adapt import choose_alpha
+
+    net = _FakeNet([0.6, 0.8, 0.8, 1.0])
+    y = np.zeros(4, np.int64)
+    ch = choose_alpha(net, [np.zeros(1, np.float32)], [np.ones(1, np.float32)], np.zeros((4, 1)), y,
+                      alphas=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0), max_source_drop=drop)
+    assert ch.source_accuracy == 1.0 and ch.alpha == pytest.approx(expected)
+    assert net.w[0][0] == pytest.approx(expected)            # the network is left at the chosen mix
+    assert list(ch.accuracy_by_alpha)[0] == "1"              # tried from the adapted model down
+
+
+def test_choose_alpha_falls_back_to_the_smallest_alpha():
+    from wbc_edge.adapt import choose_alpha
+
+    net = _FakeNet([0.1, 0.1])
+    ch = choose_alpha(net, [np.zeros(1, np.float32)], [np.ones(1, np.float32)], np.zeros((2, 1)), np.zeros(2, np.int64),
+                      alphas=(1.0, 0.5), max_source_drop=0.0)
+    assert ch.alpha == 0.5 and ch.accuracy_by_alpha == {"1": 0.0, "0.5": 0.0}

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ("unadapted", "pbc", "pbc_head", "imagenet", "pbc_noreplay")
-ARM_NAMES = {"unadapted": "PBC model, not adapted", "pbc": "PBC model + adapt (default: replay, no head phase)",
+ARMS = ("unadapted", "pbc", "pbc_interp", "pbc_head", "imagenet", "pbc_noreplay")
+ARM_NAMES = {"unadapted": "PBC model, not adapted",
+             "pbc": "PBC model + adapt (default: replay, no head phase)",
+             "pbc_interp": "PBC model + adapt + `--keep-source` (interpolated back towards PBC)",
              "pbc_head": "PBC model + head phase + adapt (replay)",
              "imagenet": "ImageNet + head phase + adapt (replay)", "pbc_noreplay": "PBC model + adapt, no replay"}
 SHORT = {"zheng2018_tecom": "Tecom", "zheng2018_cellavision": "CellaVision"}
@@ -133,7 +135,7 @@ def plot(table: list[dict], meta: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colours = {"unadapted": "grey", "pbc": "tab:blue", "pbc_head": "tab:purple", "imagenet": "tab:orange",
-               "pbc_noreplay": "tab:green"}
+               "pbc_noreplay": "tab:green", "pbc_interp": "tab:cyan"}
     panels = [("zheng2018_tecom", "balanced_accuracy_big4", "Tecom: bal. acc EO/LY/MO/NE"),
               ("zheng2018_cellavision", "balanced_accuracy", "CellaVision blog: bal. acc"),
               (None, "pbc_test_accuracy", "PBC test accuracy after adapting")]
@@ -151,7 +153,7 @@ def plot(table: list[dict], meta: dict, path: Path) -> None:
                 label = ARM_NAMES[arm] + ("" if name else f" ({SHORT[set_name]})")
                 if any(r["seeds"] < len(meta["seeds"]) for r in rows):
                     label += " (partial)"
-                ax.errorbar(ks, m, yerr=s, fmt="o" + style, color=colour, capsize=3, label=label)
+                ax.errorbar(ks, m, yerr=s, fmt="o" + style, color=colour, capsize=3, label=label.replace("`", ""))
         ax.axhline(98.5 if key == "pbc_test_accuracy" else 90, color="k", lw=0.6, ls=":")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("labelled images per class (k)")

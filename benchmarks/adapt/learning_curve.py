@@ -14,6 +14,7 @@ OUT/runs.jsonl without running anything (benchmarks/adapt/curve_report.py).  Arm
   pbc_head  (optional, --arms) the PBC model with the ImageNet arm's head phase (head_epochs=20) first - the
             same two phases as the ImageNet arm, so the two differ only in the init (and distilled replay)
   pbc_noreplay (optional, --arms) the PBC model adapted without replay - what replay buys against forgetting
+  pbc_interp (optional, --arms) the default + `--keep-source`: weights interpolated back towards the PBC model
   unadapted the PBC model as is, on the same held-out images
 Reported: balanced accuracy over the held-out images (Tecom also over EO/LY/MO/NE only; its one basophil is
 always held out), mean +- sd over seeds; PBC test accuracy (leak-free split, 2,057 images) after adaptation.
@@ -110,8 +111,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--arms", nargs="+", default=["pbc", "imagenet"],
-                    choices=["pbc", "imagenet", "pbc_head", "pbc_noreplay"])
-    ap.add_argument("--pbc-test-arms", nargs="+", default=["pbc", "pbc_head", "pbc_noreplay"],
+                    choices=["pbc", "imagenet", "pbc_head", "pbc_noreplay", "pbc_interp"])
+    ap.add_argument("--pbc-test-arms", nargs="+", default=["pbc", "pbc_head", "pbc_noreplay", "pbc_interp"],
                     help="arms whose PBC test accuracy is measured after each adaptation")
     ap.add_argument("--summary-only", action="store_true",
                     help="no runs: re-derive learning_curve.{md,json,png} from OUT/runs.jsonl and the meta of "
@@ -125,7 +126,8 @@ def main() -> None:
         records = list(load_records(out / "runs.jsonl", meta["model_sha256"]).values())
         print(to_markdown(write_summary(records, meta, out), meta))
         return
-    from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, bottom_activations, fit_top, make_adapt_split,
+    from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, bottom_activations, choose_alpha, fit_top,
+                                make_adapt_split,
                                 pooled_features, predict_top, replay_pool, replay_soft_targets, scan_local)
     from wbc_edge.data import SplitManifest
     from wbc_edge.progress import Progress
@@ -145,7 +147,7 @@ def main() -> None:
     pbc = SplitNet.of(load_model(args.model))
     keras.utils.set_random_seed(1234)  # the new head's random init
     imagenet = SplitNet.of(build_model(ModelConfig(weights=str(shared / WEIGHTS))))
-    nets = {"pbc": pbc, "imagenet": imagenet, "pbc_head": pbc, "pbc_noreplay": pbc}
+    nets = {"pbc": pbc, "imagenet": imagenet, "pbc_head": pbc, "pbc_noreplay": pbc, "pbc_interp": pbc}
     same_bottom = all(np.array_equal(a, b) for a, b in zip(pbc.bottom.get_weights(), imagenet.bottom.get_weights(),
                                                             strict=True))
     log(f"model {args.model} sha256 {model_sha[:16]}...; bottoms identical: {same_bottom}")
@@ -177,6 +179,11 @@ def main() -> None:
     pbc_test = cached(cache / "pbc_test_f32.npz", lambda: [bottom_activations(
         pbc, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), label="PBC test")[0]])[0]
     ty = np.asarray(ty, dtype=np.int64)
+    # The source val images `--keep-source` checks (the sample `wbc-edge adapt` draws).
+    cpaths, cy, _ = replay_pool(str(pbc_root), PBC_SPLIT, cfg.source_check_images, cfg.seed + 2, WBC5_LABELS,
+                                split="val")
+    check = cached(cache / f"pbc_check_{cfg.source_check_images}.npz", lambda: [bottom_activations(
+        pbc, cpaths, 0, cfg.augment, 0, progress=Progress(), label="PBC val check")[0]])[0]
     timing["activations_s"] = round(time.time() - t, 1)
 
     # Pooled features per init (the head phase's input), once.
@@ -192,7 +199,10 @@ def main() -> None:
 
     # The recipe per arm.  The ImageNet start has a random head: it is first fitted on pooled features (20
     # epochs), and its replay images are trained towards their labels (there is no source model to distill).
-    arm_cfg = {"pbc": cfg, "pbc_noreplay": cfg, "pbc_head": dataclasses.replace(cfg, head_epochs=20),
+    # Interpolation (WiSE-FT back towards the init, `--keep-source`) only in its own arm: from ImageNet it
+    # would mix towards a random head, and the other arms isolate one ingredient each.
+    arm_cfg = {"pbc": cfg, "pbc_noreplay": cfg, "pbc_interp": dataclasses.replace(cfg, interpolate=True),
+               "pbc_head": dataclasses.replace(cfg, head_epochs=20),
                "imagenet": dataclasses.replace(cfg, head_epochs=20, replay_targets="labels")}
     pbc.model.set_weights(init_weights["pbc"])
     soft_pbc = cached(cache / "soft_pbc_replay.npz", lambda: [replay_soft_targets(pbc, replay)])[0]
@@ -237,11 +247,18 @@ def main() -> None:
                     t = time.time()
                     fit = fit_top(net, local, rep, arm_cfg[arm], seed=seed)
                     fit_s = time.time() - t
+                    interp = None
+                    if arm_cfg[arm].interpolate:
+                        c = arm_cfg[arm]
+                        interp = choose_alpha(net, init_weights[init], net.model.get_weights(), check, cy, c.alphas,
+                                              c.max_source_drop).to_dict()
                     rec = {"set": name, "k": k, "seed": seed, "arm": arm, "model_sha256": model_sha,
                            "n_adapt": int(len(tr)), "adapt_per_class": np.bincount(acts.labels[tr], minlength=5).tolist(),
                            "test_per_class": np.bincount(y_te, minlength=5).tolist(),
                            "steps": fit["steps"], "fit_s": round(fit_s, 1),
                            "target": score(y_te, predict_top(net, acts.views[0][te]))}
+                    if interp is not None:
+                        rec["interpolation"] = interp
                     if arm in args.pbc_test_arms:
                         rec["pbc_test"] = score(ty, predict_top(net, pbc_test))
                     done[(name, k, seed, arm)] = rec

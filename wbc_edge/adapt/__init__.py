@@ -11,6 +11,7 @@ The stages, one module each:
 - `network`  the model cut at block_13 and the cached activations of its frozen bottom
 - `replay`   source-domain images mixed into every batch against forgetting
 - `finetune` training the top on local + replay activations (distillation towards the source model)
+- `interpolate` WiSE-FT: weights mixed back towards the source, alpha chosen on source val images
 - `pipeline` `adapt()`: the above in order, writing the run directory atomically
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from .config import AdaptConfig, AdaptResult
 from .finetune import balanced_draw, balanced_weights, finetune_steps, fit_top, gather
+from .interpolate import AlphaChoice, choose_alpha, interpolate_weights
 from .network import (ADAPT_FROM, ActSet, SplitNet, bottom_activations, pooled_features, predict_top,
                       replay_soft_targets)
 from .pipeline import adapt
@@ -26,7 +28,7 @@ from .source import check_outputs, resolve_source, source_labels
 from .split import HARMLESS, make_adapt_split, scan_local, split_table
 
 __all__ = [
-    "ADAPT_FROM", "HARMLESS", "ActSet", "AdaptConfig", "AdaptResult", "SplitNet", "adapt", "balanced_draw",
+    "ADAPT_FROM", "HARMLESS", "ActSet", "AlphaChoice", "choose_alpha", "interpolate_weights", "AdaptConfig", "AdaptResult", "SplitNet", "adapt", "balanced_draw",
     "balanced_weights", "bottom_activations", "check_outputs", "default_replay", "finetune_steps", "fit_top",
     "gather", "make_adapt_split", "pooled_features", "predict_top", "replay_pool", "replay_soft_targets",
     "resolve_source", "scan_local", "source_labels", "split_table",

@@ -48,6 +48,13 @@ class AdaptConfig:
     #: what the replay images are trained towards: "labels" (their classes) or "distill" (the source model's own
     #: probabilities on them - keeps its behaviour on the source domain, not only its labels)
     replay_targets: str = "distill"
+    # -- weight interpolation back towards the source (WiSE-FT, `interpolate`), chosen on source val images.
+    #    Off by default: on Tecom / CellaVision it kept PBC within 0.2 pp but cost the new lab 1-5 pp
+    #    (benchmarks/adapt/README.md) - a lab that must not lose the source domain turns it on.
+    interpolate: bool = False
+    alphas: tuple = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)   # tried from 1 (the adapted model) down; the first safe wins
+    max_source_drop: float = 0.002        # accuracy the source val images may lose against the source model
+    source_check_images: int = 500        # stratified sample of the source run's val split
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +77,12 @@ class AdaptConfig:
             raise WbcEdgeError(f"--replay-images must be >= 0, got {self.replay_images}")
         if self.replay_targets not in ("labels", "distill"):
             raise WbcEdgeError(f"replay_targets must be 'labels' or 'distill', got {self.replay_targets!r}")
+        if not 0.0 <= self.max_source_drop < 1.0:
+            raise WbcEdgeError(f"--max-source-drop must be in [0, 1), got {self.max_source_drop}")
+        if not self.alphas or any(not 0.0 <= float(a) <= 1.0 for a in self.alphas):
+            raise WbcEdgeError(f"interpolation alphas must be in [0, 1], got {list(self.alphas)}")
+        if self.source_check_images < 0:
+            raise WbcEdgeError(f"--source-check-images must be >= 0, got {self.source_check_images}")
         if self.batch_size < 2:
             raise WbcEdgeError(f"--batch-size must be >= 2, got {self.batch_size}")
         self.augment.validate()

@@ -22,6 +22,7 @@ from ..labels import Labels
 from ..progress import Progress, resolve
 from .config import AdaptConfig, AdaptResult
 from .finetune import fit_top
+from .interpolate import choose_alpha
 from .network import ActSet, SplitNet, bottom_activations, predict_top
 from .replay import default_replay, replay_pool
 from .source import check_outputs, resolve_source, source_labels
@@ -95,8 +96,11 @@ def _score_heldout(run: Path, labels: Labels, probs, y_val, y_test, cal) -> tupl
     if len(y_test):
         m = compute_metrics(y_test, p_test.argmax(1), names)
         save_metrics(m, run, prefix="test_", extra={"split": "test", "n": len(y_test)})
+        # The abstain threshold was fitted on val: only the test split says honestly what it accepts.
         test_info = {"accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy, "macro_f1": m.macro_f1,
-                     "accuracy_ci95": list(m.accuracy_ci95) if m.accuracy_ci95 else None}
+                     "accuracy_ci95": list(m.accuracy_ci95) if m.accuracy_ci95 else None,
+                     "at_threshold": coverage_at(apply_temperature(p_test, cal.temperature), y_test,
+                                                 cal.abstain_threshold)}
     y_held = np.concatenate([y_val, y_test])
     heldout = {"n": int(len(y_held))}
     if len(y_held):
@@ -130,12 +134,37 @@ def _print_summary(progress: Progress, labels: Labels, heldout: dict, y_held, te
         progress.say("  recall: " + ", ".join(f"{c} {r:.0%} (n={int(np.sum(y_held == labels.index(c)))})"
                                               for c, r in heldout["per_class_recall"].items()))
     if test_info:
+        at = test_info["at_threshold"]
+        acc = "-" if at["accepted_accuracy"] is None else f"{at['accepted_accuracy']:.1%}"
         progress.say(f"Test split (n = {n_test}): accuracy {test_info['accuracy']:.2%}, balanced accuracy "
-                     f"{test_info['balanced_accuracy']:.2%}")
+                     f"{test_info['balanced_accuracy']:.2%}; at the abstain threshold {at['coverage']:.0%} "
+                     f"accepted, {acc} of them right")
     progress.say(f"Confidence: temperature {cal.temperature:.3f}, abstain below {cal.abstain_threshold:.3f} "
                  f"({cal.fitted_on.split(';')[0]})")
     progress.say(f"Done in {timings['total_s'] / 60:.1f} min -> {run / 'model.keras'} (export with: "
                  f"wbc-edge export {run})")
+
+
+def _interpolate(cfg: AdaptConfig, net, source_weights, root, manifest, labels, progress, timings) -> dict | None:
+    """WiSE-FT back towards the source, alpha chosen on source val images (`interpolate`); None when off."""
+    if not cfg.interpolate or not root or cfg.source_check_images == 0:
+        if cfg.interpolate:
+            progress.say("Interpolation: off (no source images to check the source accuracy on)")
+        return None
+    t = time.time()
+    try:
+        paths, y, where = replay_pool(root, manifest, cfg.source_check_images, cfg.seed + 2, labels, progress,
+                                      split="val" if manifest else "train")
+    except DatasetError as exc:  # a split without val rows: check on (other) train images, and say so
+        progress.say(f"Interpolation: {exc}; checking on train images instead")
+        paths, y, where = replay_pool(root, manifest, cfg.source_check_images, cfg.seed + 2, labels, progress)
+    acts = bottom_activations(net, paths, 0, cfg.augment, 0, batch_size=cfg.batch_size, progress=progress,
+                              label="source check images")[0]
+    choice = choose_alpha(net, source_weights, net.model.get_weights(), acts, y, cfg.alphas, cfg.max_source_drop)
+    timings["interpolate_s"] = round(time.time() - t, 1)
+    progress.say(f"Interpolation: alpha {choice.alpha:g} (source accuracy {choice.source_accuracy:.2%} before, "
+                 f"{choice.accuracy_by_alpha[f'{choice.alpha:g}']:.2%} after, on {choice.images} images of {where})")
+    return {**choice.to_dict(), "images_from": where}
 
 
 def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | None = True) -> AdaptResult:
@@ -197,8 +226,10 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
 
     # Training.
     progress.say("Training ...")
+    source_weights = model.get_weights()
     fit = fit_top(net, local, replay, cfg, seed=cfg.seed, progress=progress)
     timings.update(fit["timings"])
+    interpolation = _interpolate(cfg, net, source_weights, replay_root, replay_manifest, labels, progress, timings)
 
     # Held-out scoring and confidence calibration (temperature on val, threshold on val, as fit_calibration).
     probs = predict_top(net, held)
@@ -232,6 +263,7 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
         "heldout": heldout,
         "model_sha256": sha256_file(run / "model.keras"),
         "calibration": cal.to_dict(),
+        "interpolation": interpolation,
     }
     atomic.write_json(run / "run.json", info)
     _print_summary(progress, labels, heldout, np.concatenate([y_val, y_test]), test_info, len(y_test), cal, run,

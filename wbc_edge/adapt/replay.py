@@ -31,18 +31,19 @@ def default_replay(cfg: AdaptConfig, run_dir: Path | None, run_info: dict | None
 
 
 def replay_pool(root: str, manifest_path: str | None, n: int, seed: int, labels: Labels,
-                progress: Progress | bool | None = None) -> tuple[list[str], np.ndarray, str]:
-    """Stratified sample of n replay images: (paths, label indices in `labels` order, where they came from).
+                progress: Progress | bool | None = None, split: str = "train") -> tuple[list[str], np.ndarray, str]:
+    """Stratified sample of n source images: (paths, label indices in `labels` order, where they came from).
 
-    From the manifest's train split when one is given, else from every valid image of root; a class the
-    source labels do not know is a one-line DatasetError (never a silently shifted index)."""
+    From the manifest's `split` when one is given (train: the replay; val: the images `interpolate` checks
+    the source accuracy on), else from every valid image of root; a class the source labels do not know is a
+    one-line DatasetError (never a silently shifted index)."""
     from ..data import SplitManifest, scan_dataset, stratified_indices
 
     if manifest_path:
-        paths, y = SplitManifest.load(manifest_path, labels=labels).files("train", root, labels=labels)
+        paths, y = SplitManifest.load(manifest_path, labels=labels).files(split, root, labels=labels)
         if not paths:
-            raise DatasetError(f"{manifest_path}: split 'train' is empty (replay)")
-        where = f"{manifest_path} (train split)"
+            raise DatasetError(f"{manifest_path}: split {split!r} is empty (source images for adapting)")
+        where = f"{manifest_path} ({split} split)"
     else:
         paths, y = scan_dataset(root, labels=labels, progress=resolve(progress)).files(labels)
         where = f"{root} (all images)"

@@ -45,12 +45,18 @@ from ..adapt.config import AdaptConfig
 @click.option("--replay-images", type=click.IntRange(min=0), default=AdaptConfig.replay_images, show_default=True,
               help="Source images replayed (stratified sample); 0 = no replay.")
 @click.option("--no-replay", is_flag=True, help="Adapt on the local images only (the source domain may be forgotten).")
+@click.option("--keep-source", is_flag=True,
+              help="Mix the adapted weights back towards the source model (WiSE-FT) as far as needed to keep its "
+                   "accuracy on the source run's val images within --max-source-drop.  Costs the new lab some "
+                   "accuracy (1-5 pp in benchmarks/adapt/); for a lab that also needs the source domain.")
+@click.option("--max-source-drop", type=click.FloatRange(0, 1, max_open=True), default=AdaptConfig.max_source_drop,
+              show_default=True, help="With --keep-source: source val accuracy the model may lose (0.002 = 0.2 pp).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable local files instead of refusing the folder.")
 @click.option("--force", is_flag=True, help="Replace an existing --out directory.")
 @click.option("--quiet", is_flag=True, help="Only errors.")
 def adapt(source, local_root, out_dir, per_class, holdout_fraction, min_holdout, val_share, seed, aug_views,
           finetune_epochs, min_steps, learning_rate, head_epochs, replay_data, replay_split_manifest, replay_images,
-          no_replay, skip_bad, force, quiet):
+          no_replay, keep_source, max_source_drop, skip_bad, force, quiet):
     """Adapt SOURCE (a run directory or a .keras model) to the labelled images in LOCAL_ROOT
     (LOCAL_ROOT/<class>/<image>, 5-50 per class; a class may be missing; class folders must be
     classes of SOURCE).
@@ -68,5 +74,6 @@ def adapt(source, local_root, out_dir, per_class, holdout_fraction, min_holdout,
                       skip_bad=skip_bad, aug_views=aug_views, finetune_epochs=finetune_epochs, min_steps=min_steps,
                       learning_rate=learning_rate, head_epochs=head_epochs, replay=not no_replay,
                       replay_data=replay_data, replay_split_manifest=replay_split_manifest,
-                      replay_images=replay_images)
+                      replay_images=replay_images, interpolate=keep_source,
+                      max_source_drop=max_source_drop)
     run_adapt(cfg, force=force, progress=ClickProgress(enabled=not quiet))
