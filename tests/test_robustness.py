@@ -937,3 +937,23 @@ def test_cli_keyboard_interrupt_exits_130(tmp_path, monkeypatch, sample_root):
         assert res.exit_code == 130, res.output
         assert "Interrupted" in res.stderr and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_read_json_names_the_file_and_the_problem_in_one_line(tmp_path):
+    """The one JSON reader (manifests, bench results, run.json): missing, corrupt and non-UTF-8 files."""
+    from wbc_edge.errors import ModelFileError
+
+    kw = dict(missing="thing not found", unreadable="not a readable thing")
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}')
+    assert atomic.read_json(good, ModelFileError, **kw) == {"a": 1}
+    for name, data, expected in [("missing.json", None, "thing not found"),
+                                 ("cut.json", b'{"a": ', "not a readable thing ("),
+                                 ("latin1.json", b'{"a": "\xe9"}', "not a readable thing (")]:
+        p = tmp_path / name
+        if data is not None:
+            p.write_bytes(data)
+        with pytest.raises(ModelFileError) as exc:
+            atomic.read_json(p, ModelFileError, **kw)
+        msg = str(exc.value)
+        assert msg.startswith(f"{p}: {expected}") and "\n" not in msg, msg

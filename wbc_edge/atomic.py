@@ -93,6 +93,21 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json(path: str | os.PathLike, error_cls: type[Exception], *, missing: str, unreadable: str):
+    """The JSON value in a file, or a one-line `error_cls` naming the file: "`path`: `missing`" when it does
+    not exist, "`path`: `unreadable` (reason)" when it cannot be read or parsed.  The one reader behind
+    manifests, bench results and run.json, so every caller reports a bad file the same way."""
+    from .errors import first_line
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error_cls(f"{p}: {missing}") from None
+    except (OSError, ValueError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise error_cls(f"{p}: {unreadable} ({first_line(exc)})") from None
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, streamed (models and manifests are recorded by their hash)."""
     h = hashlib.sha256()

@@ -8,9 +8,9 @@ fallback is checked against the model's output count once it is loaded.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..atomic import read_json
 from ..errors import ModelFileError, WbcEdgeError
 from ..labels import WBC5_LABELS, Labels
 
@@ -32,10 +32,7 @@ def resolve_source(source: str | Path) -> tuple[Path, Path | None, dict | None]:
         raise ModelFileError(f"{src}: source model not found")
     info = None
     if run_dir is not None and (run_dir / "run.json").is_file():
-        try:
-            info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:
-            raise ModelFileError(f"{run_dir / 'run.json'}: not valid JSON ({exc})") from None
+        info = read_json(run_dir / "run.json", ModelFileError, missing="not found", unreadable="not valid JSON")
     return model_path, run_dir, info
 
 

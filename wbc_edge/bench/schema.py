@@ -7,10 +7,10 @@ earlier versions (benchmarks/results/) must keep loading: add keys, never rename
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from ..atomic import read_json
 from ..errors import WbcEdgeError
 
 __all__ = ["SCHEMA_VERSION", "RESULT_KIND", "MERGE_KIND", "RESULT_KEYS", "VARIANT_KEYS", "LATENCY_KEYS",
@@ -70,12 +70,7 @@ def result_rows(result: dict) -> list[dict]:
 def load_result(path: str | os.PathLike) -> dict:
     """Read a bench result JSON (ours or converted from benchmark_model); checks kind and schema_version."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WbcEdgeError(f"{p}: result file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WbcEdgeError(f"{p}: not a readable JSON result ({exc})") from None
+    data = read_json(p, WbcEdgeError, missing="result file not found", unreadable="not a readable JSON result")
     if not isinstance(data, dict) or data.get("kind") != RESULT_KIND:
         kind = data.get("kind") if isinstance(data, dict) else None
         raise WbcEdgeError(f"{p}: not a wbc-edge bench result (kind {kind!r})")

@@ -9,10 +9,10 @@ the model's outputs mean (`resolve_labels`: run.json's stored list; the five WBC
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import read_json
 from ..errors import DatasetError, ModelFileError, WbcEdgeError
 from ..labels import WBC5_LABELS, Labels
 from . import variants as registry
@@ -46,10 +46,7 @@ def resolve_inputs(cfg: ExportConfig) -> ExportInputs:
     run_info = None
     run_json = run_dir / "run.json"
     if run_json.is_file():
-        try:
-            run_info = json.loads(run_json.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{run_json}: not valid JSON ({exc})") from None
+        run_info = read_json(run_json, ModelFileError, missing="not found", unreadable="not valid JSON")
         if not isinstance(run_info, dict):
             raise ModelFileError(f"{run_json}: not a JSON object")
     split_path = Path(cfg.split_manifest).expanduser() if cfg.split_manifest else run_dir / "split.csv"

@@ -10,13 +10,12 @@ need only `file` (and take every other key as optional), so older manifests read
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import atomic
-from ..errors import ModelFileError, first_line
+from ..errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -57,12 +56,8 @@ def manifest_path(path: str | os.PathLike) -> Path:
 def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest (a path to it or to its folder) as a dict; one-line ModelFileError when unusable."""
     p = manifest_path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFileError(f"{p}: export manifest not found") from None
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{p}: not a readable export manifest ({first_line(exc)})") from None
+    data = atomic.read_json(p, ModelFileError, missing="export manifest not found",
+                            unreadable="not a readable export manifest")
     if not isinstance(data, dict):
         raise ModelFileError(f"{p}: not a JSON object")
     return data
