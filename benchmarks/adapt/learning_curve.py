@@ -111,7 +111,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--arms", nargs="+", default=["pbc", "imagenet"],
-                    choices=["pbc", "imagenet", "pbc_head", "pbc_noreplay", "pbc_interp"])
+                    help="of pbc, imagenet, pbc_head, pbc_noreplay, pbc_interp and the --variant names")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE[,FIELD=VALUE...]",
+                    help="recipe development: an extra arm, the default recipe from the PBC model with AdaptConfig "
+                         "fields overridden (e.g. lr3e4:learning_rate=3e-4); name it in --arms")
+    ap.add_argument("--val-share", type=float, default=0.0,
+                    help="recipe development: this share of each seed's held-out images is scored as 'val' (what "
+                         "a lab has to choose with: `wbc-edge adapt` splits its held-out images the same way) and "
+                         "only the rest as the test set ('target'); 0 (the reported curve): all held-out images "
+                         "are the test set.  Use a separate --out: the records are not comparable")
     ap.add_argument("--pbc-test-arms", nargs="+", default=["pbc", "pbc_head", "pbc_noreplay", "pbc_interp"],
                     help="arms whose PBC test accuracy is measured after each adaptation")
     ap.add_argument("--summary-only", action="store_true",
@@ -121,6 +129,12 @@ def main() -> None:
 
     os.chdir(REPO)
     out = Path(args.out)
+    variants = parse_variants(args.variant)
+    known = {"pbc", "imagenet", "pbc_head", "pbc_noreplay", "pbc_interp", *variants}
+    if unknown := [a for a in args.arms if a not in known]:
+        ap.error(f"unknown arm(s) {unknown}: not a built-in arm and not named by --variant")
+    if not 0.0 <= args.val_share < 1.0:
+        ap.error("--val-share must be in [0, 1)")
     if args.summary_only:
         meta = json.loads((out / "learning_curve.json").read_text())["meta"]
         records = list(load_records(out / "runs.jsonl", meta["model_sha256"]).values())
@@ -147,7 +161,8 @@ def main() -> None:
     pbc = SplitNet.of(load_model(args.model))
     keras.utils.set_random_seed(1234)  # the new head's random init
     imagenet = SplitNet.of(build_model(ModelConfig(weights=str(shared / WEIGHTS))))
-    nets = {"pbc": pbc, "imagenet": imagenet, "pbc_head": pbc, "pbc_noreplay": pbc, "pbc_interp": pbc}
+    nets = {"pbc": pbc, "imagenet": imagenet, "pbc_head": pbc, "pbc_noreplay": pbc, "pbc_interp": pbc,
+            **{name: pbc for name in variants}}
     same_bottom = all(np.array_equal(a, b) for a, b in zip(pbc.bottom.get_weights(), imagenet.bottom.get_weights(),
                                                             strict=True))
     log(f"model {args.model} sha256 {model_sha[:16]}...; bottoms identical: {same_bottom}")
@@ -201,9 +216,12 @@ def main() -> None:
     # epochs), and its replay images are trained towards their labels (there is no source model to distill).
     # Interpolation (WiSE-FT back towards the init, `--keep-source`) only in its own arm: from ImageNet it
     # would mix towards a random head, and the other arms isolate one ingredient each.
-    arm_cfg = {"pbc": cfg, "pbc_noreplay": cfg, "pbc_interp": dataclasses.replace(cfg, interpolate=True),
+    arm_cfg = {"pbc": cfg, "pbc_noreplay": dataclasses.replace(cfg, replay=False),
+               "pbc_interp": dataclasses.replace(cfg, interpolate=True),
                "pbc_head": dataclasses.replace(cfg, head_epochs=20),
-               "imagenet": dataclasses.replace(cfg, head_epochs=20, replay_targets="labels")}
+               "imagenet": dataclasses.replace(cfg, head_epochs=20, replay_targets="labels"),
+               **{name: dataclasses.replace(cfg, **over) for name, over in variants.items()}}
+    pbc_test_arms = set(args.pbc_test_arms) | set(variants)
     pbc.model.set_weights(init_weights["pbc"])
     soft_pbc = cached(cache / "soft_pbc_replay.npz", lambda: [replay_soft_targets(pbc, replay)])[0]
 
@@ -219,17 +237,21 @@ def main() -> None:
         tg = targets[name]
         for k in args.ks:
             for seed in args.seeds:
-                split = make_adapt_split(tg["scan"].records, tg["groups"], per_class=k, seed=seed, val_share=0.0)
-                is_train = np.array([r.split == "train" for r in split.rows])  # rows sorted by path == scan order
+                # val_share only carves 'val' out of the held-out images: the adapt subset is the same either way.
+                split = make_adapt_split(tg["scan"].records, tg["groups"], per_class=k, seed=seed,
+                                         val_share=args.val_share)
+                part = np.array([r.split for r in split.rows])  # rows sorted by path == scan order
                 assert [r.path for r in split.rows] == [r.path for r in tg["scan"].records]
-                tr, te = np.flatnonzero(is_train), np.flatnonzero(~is_train)
-                y_te = tg["acts"].labels[te]
+                tr, va, te = (np.flatnonzero(part == s) for s in ("train", "val", "test"))
+                y_te, y_va = tg["acts"].labels[te], tg["acts"].labels[va]
                 key0 = (name, k, seed, "unadapted")
                 if key0 not in done:
                     rec = {"set": name, "k": k, "seed": seed, "arm": "unadapted", "model_sha256": model_sha,
                            "n_adapt": int(len(tr)), "adapt_per_class": np.bincount(tg["acts"].labels[tr], minlength=5).tolist(),
                            "test_per_class": np.bincount(y_te, minlength=5).tolist(),
                            "target": score(y_te, base_probs[name][te]), "pbc_test": base_pbc_test}
+                    if len(va):
+                        rec["val"] = score(y_va, base_probs[name][va])
                     done[key0] = rec
                     with open(runs_file, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
@@ -241,8 +263,8 @@ def main() -> None:
                     net.model.set_weights(init_weights[init])
                     acts = tg["acts"]
                     local = ActSet(acts.views, acts.labels, feats[init][name]).subset(tr)
-                    rep = None if arm == "pbc_noreplay" else ActSet(replay.views, replay.labels, feats[init]["replay"])
-                    if rep is not None and init == "pbc":
+                    rep = ActSet(replay.views, replay.labels, feats[init]["replay"]) if arm_cfg[arm].replay else None
+                    if rep is not None and init == "pbc" and arm_cfg[arm].replay_targets == "distill":
                         rep.soft = soft_pbc  # distillation targets: the PBC model's probabilities
                     t = time.time()
                     fit = fit_top(net, local, rep, arm_cfg[arm], seed=seed)
@@ -257,10 +279,15 @@ def main() -> None:
                            "test_per_class": np.bincount(y_te, minlength=5).tolist(),
                            "steps": fit["steps"], "fit_s": round(fit_s, 1),
                            "target": score(y_te, predict_top(net, acts.views[0][te]))}
+                    if len(va):
+                        rec["val"] = score(y_va, predict_top(net, acts.views[0][va]))
+                        rec["val_share"] = args.val_share
                     if interp is not None:
                         rec["interpolation"] = interp
-                    if arm in args.pbc_test_arms:
+                    if arm in pbc_test_arms:
                         rec["pbc_test"] = score(ty, predict_top(net, pbc_test))
+                        # Forgetting as a recipe may be chosen on it: the 500 PBC *val* images --keep-source checks.
+                        rec["pbc_val"] = score(np.asarray(cy, dtype=np.int64), predict_top(net, check))
                     done[(name, k, seed, arm)] = rec
                     with open(runs_file, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
@@ -276,7 +303,74 @@ def main() -> None:
             "versions": versions(), "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                                             "load_avg_at_end": os.getloadavg()},
             "timing_this_invocation": timing, "ks": args.ks, "seeds": args.seeds, "sets": args.sets}
-    print(to_markdown(write_summary(list(done.values()), meta, out), meta))
+    if args.val_share > 0 or variants:
+        meta["val_share"], meta["variants"] = args.val_share, variants
+        print(write_dev_summary(list(done.values()), meta, out))
+    else:
+        print(to_markdown(write_summary(list(done.values()), meta, out), meta))
+
+
+#: Fields a --variant may not change: the cached activations were computed with them.
+CACHED_FIELDS = ("augment", "aug_preset", "aug_views", "replay_images", "replay_views", "seed", "source_check_images")
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict]:
+    """{name: {field: value}} from NAME:FIELD=VALUE[,FIELD=VALUE] (values typed like AdaptConfig's defaults)."""
+    from wbc_edge.adapt import AdaptConfig
+
+    base = AdaptConfig(source="", data_root="", out_dir="")
+    fields = {f.name for f in dataclasses.fields(AdaptConfig)}
+    out: dict[str, dict] = {}
+    for spec in specs:
+        name, _, body = spec.partition(":")
+        if not name or not body or name in out:
+            raise SystemExit(f"--variant {spec!r}: expected a new NAME:FIELD=VALUE[,FIELD=VALUE]")
+        over = {}
+        for item in body.split(","):
+            key, _, raw = item.partition("=")
+            if key not in fields or key in CACHED_FIELDS:
+                raise SystemExit(f"--variant {spec!r}: {key!r} is not an AdaptConfig field a variant may change")
+            default = getattr(base, key)
+            if isinstance(default, bool):
+                over[key] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, (int, float)):
+                over[key] = type(default)(float(raw)) if isinstance(default, int) else float(raw)
+            else:
+                over[key] = raw
+        out[name] = over
+    return out
+
+
+def write_dev_summary(records: list[dict], meta: dict, out: Path) -> str:
+    """Recipe development: per set / k / arm, mean +- sd of val and test balanced accuracy and PBC test."""
+    def m(vals):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return "–"
+        return f"{100 * np.mean(vals):.1f} ± {100 * (np.std(vals, ddof=1) if len(vals) > 1 else 0.0):.1f}"
+
+    key = {"zheng2018_tecom": "balanced_accuracy_big4"}
+    lines = [f"val share {meta['val_share']}; seeds {meta['seeds']}; variants {json.dumps(meta['variants'])}", "",
+             "| set | k | arm | val bal. acc % | test bal. acc % | PBC val acc % (500) | PBC test acc % | n val / test |",
+             "|---|---:|---|---:|---:|---:|---:|---|"]
+    arms = list(dict.fromkeys(r["arm"] for r in records))
+    for name in meta["sets"]:
+        for k in meta["ks"]:
+            for arm in arms:
+                rs = [r for r in records if r["set"] == name and r["k"] == k and r["arm"] == arm
+                      and r["seed"] in meta["seeds"]]
+                if not rs:
+                    continue
+                kk = key.get(name, "balanced_accuracy")
+                lines.append(f"| {name} | {k} | {arm} | {m([r.get('val', {}).get(kk) for r in rs])} | "
+                             f"{m([r['target'][kk] for r in rs])} | "
+                             f"{m([r['pbc_val']['accuracy'] for r in rs if 'pbc_val' in r])} | "
+                             f"{m([r['pbc_test']['accuracy'] for r in rs if 'pbc_test' in r])} | "
+                             f"{rs[0].get('val', {}).get('n', 0)} / {rs[0]['target']['n']} |")
+    text = "\n".join(lines) + "\n"
+    (out / "dev_summary.md").write_text(text)
+    (out / "dev_meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    return text
 
 
 if __name__ == "__main__":
