@@ -30,7 +30,8 @@ from ..adapt.config import AdaptConfig
               help="Augmented views (robust preset) cached per adapt image.")
 @click.option("--epochs", "finetune_epochs", type=click.FloatRange(min=0), default=AdaptConfig.finetune_epochs,
               show_default=True, help="Fine-tune passes over the local adapt images (at least --min-steps steps).")
-@click.option("--min-steps", type=click.IntRange(min=0), default=AdaptConfig.min_steps, show_default=True)
+@click.option("--min-steps", type=click.IntRange(min=0), default=AdaptConfig.min_steps, show_default=True,
+              help="Fine-tune steps at least, however few the local images (small sets need the steps).")
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=AdaptConfig.learning_rate,
               show_default=True, help="Peak learning rate of the top-block fine-tune (after warm-up).")
 @click.option("--head-epochs", type=click.IntRange(min=0), default=AdaptConfig.head_epochs, show_default=True,
