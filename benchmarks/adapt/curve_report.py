@@ -43,25 +43,30 @@ def ms(values) -> tuple[float | None, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(records: list[dict], meta: dict) -> list[dict]:
-    """One row per set x k x arm: mean/sd over the seeds in meta['seeds'] that were run."""
-    arms = [a for a in ARMS if any(r["arm"] == a for r in records)]
-    table = []
+def groups(records: list[dict], meta: dict, arms):
+    """(set, k, arm, records over the seeds in meta['seeds']) for every set x k x arm that has runs."""
     for name in meta["sets"]:
         for k in meta["ks"]:
             for arm in arms:
                 rs = [r for r in records if r["set"] == name and r["k"] == k and r["arm"] == arm
                       and r["seed"] in meta["seeds"]]
-                if not rs:
-                    continue
-                row = {"set": name, "k": k, "arm": arm, "seeds": len(rs), "seed_list": sorted(r["seed"] for r in rs),
-                       "n_adapt": ms([r["n_adapt"] for r in rs])[0], "n_test": ms([r["target"]["n"] for r in rs])[0],
-                       "adapt_per_class": rs[0]["adapt_per_class"], "test_per_class": rs[0]["test_per_class"]}
-                for key in ("balanced_accuracy", "balanced_accuracy_big4", "accuracy"):
-                    row[key] = ms([r["target"][key] for r in rs])
-                row["pbc_test_accuracy"] = ms([r["pbc_test"]["accuracy"] for r in rs if "pbc_test" in r])
-                row["fit_s"] = ms([r.get("fit_s") for r in rs])
-                table.append(row)
+                if rs:
+                    yield name, k, arm, rs
+
+
+def summarize(records: list[dict], meta: dict) -> list[dict]:
+    """One row per set x k x arm: mean/sd over the seeds in meta['seeds'] that were run."""
+    arms = [a for a in ARMS if any(r["arm"] == a for r in records)]
+    table = []
+    for name, k, arm, rs in groups(records, meta, arms):
+        row = {"set": name, "k": k, "arm": arm, "seeds": len(rs), "seed_list": sorted(r["seed"] for r in rs),
+               "n_adapt": ms([r["n_adapt"] for r in rs])[0], "n_test": ms([r["target"]["n"] for r in rs])[0],
+               "adapt_per_class": rs[0]["adapt_per_class"], "test_per_class": rs[0]["test_per_class"]}
+        for key in ("balanced_accuracy", "balanced_accuracy_big4", "accuracy"):
+            row[key] = ms([r["target"][key] for r in rs])
+        row["pbc_test_accuracy"] = ms([r["pbc_test"]["accuracy"] for r in rs if "pbc_test" in r])
+        row["fit_s"] = ms([r.get("fit_s") for r in rs])
+        table.append(row)
     return table
 
 

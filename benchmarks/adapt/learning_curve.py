@@ -48,7 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from curve_report import load_records, to_markdown, write_summary  # noqa: E402  (this folder)
+from curve_report import groups, load_records, ms, pct, to_markdown, write_summary  # noqa: E402  (this folder)
 from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
 
 #: The Zheng sets and the PBC model have the five WBC classes; indices follow the model's output order.
@@ -343,30 +343,20 @@ def parse_variants(specs: list[str]) -> dict[str, dict]:
 
 def write_dev_summary(records: list[dict], meta: dict, out: Path) -> str:
     """Recipe development: per set / k / arm, mean +- sd of val and test balanced accuracy and PBC test."""
-    def m(vals):
-        vals = [v for v in vals if v is not None]
-        if not vals:
-            return "–"
-        return f"{100 * np.mean(vals):.1f} ± {100 * (np.std(vals, ddof=1) if len(vals) > 1 else 0.0):.1f}"
+    def m(vals) -> str:
+        return pct(ms(vals))
 
     key = {"zheng2018_tecom": "balanced_accuracy_big4"}
     lines = [f"val share {meta['val_share']}; seeds {meta['seeds']}; variants {json.dumps(meta['variants'])}", "",
              "| set | k | arm | val bal. acc % | test bal. acc % | PBC val acc % (500) | PBC test acc % | n val / test |",
              "|---|---:|---|---:|---:|---:|---:|---|"]
-    arms = list(dict.fromkeys(r["arm"] for r in records))
-    for name in meta["sets"]:
-        for k in meta["ks"]:
-            for arm in arms:
-                rs = [r for r in records if r["set"] == name and r["k"] == k and r["arm"] == arm
-                      and r["seed"] in meta["seeds"]]
-                if not rs:
-                    continue
-                kk = key.get(name, "balanced_accuracy")
-                lines.append(f"| {name} | {k} | {arm} | {m([r.get('val', {}).get(kk) for r in rs])} | "
-                             f"{m([r['target'][kk] for r in rs])} | "
-                             f"{m([r['pbc_val']['accuracy'] for r in rs if 'pbc_val' in r])} | "
-                             f"{m([r['pbc_test']['accuracy'] for r in rs if 'pbc_test' in r])} | "
-                             f"{rs[0].get('val', {}).get('n', 0)} / {rs[0]['target']['n']} |")
+    for name, k, arm, rs in groups(records, meta, list(dict.fromkeys(r["arm"] for r in records))):
+        kk = key.get(name, "balanced_accuracy")
+        lines.append(f"| {name} | {k} | {arm} | {m([r.get('val', {}).get(kk) for r in rs])} | "
+                     f"{m([r['target'][kk] for r in rs])} | "
+                     f"{m([r['pbc_val']['accuracy'] for r in rs if 'pbc_val' in r])} | "
+                     f"{m([r['pbc_test']['accuracy'] for r in rs if 'pbc_test' in r])} | "
+                     f"{rs[0].get('val', {}).get('n', 0)} / {rs[0]['target']['n']} |")
     text = "\n".join(lines) + "\n"
     (out / "dev_summary.md").write_text(text)
     (out / "dev_meta.json").write_text(json.dumps(meta, indent=1, default=str))
