@@ -255,3 +255,45 @@ def _sha(path):
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_lower_cut_fine_tunes_the_14x14_stage_and_keeps_the_bottom(tmp_path):
+    """--finetune-from 7: the activation cache is cut at block 7's input (the 14x14 stage), blocks 7-16 and
+    the head are what the fine-tune trains, BatchNorm stays in inference mode, and block 6 and below are
+    the frozen bottom.  (The tiny random-init model has dead features, so this checks the mechanism; the
+    ablation in benchmarks/robust/ trains it for real.)"""
+    from wbc_edge.progress import resolve
+    from wbc_edge.train.cached import CachedTrainer
+
+    def trainer(cut):
+        cfg = tiny_train_config(tmp_path, tmp_path / f"cut{cut}", None, finetune_from=cut).validate()
+        return CachedTrainer(cfg, tmp_path / f"cut{cut}", {}, resolve(False))
+
+    for cut, shape in ((7, (6, 6, 24)), (13, (6, 6, 32))):
+        tr = trainer(cut)
+        assert tuple(tr.bottom.output_shape[1:]) == shape
+        tr._set_trainable()
+        trained = {layer.name for layer in tr.model.layers if layer.trainable and layer.weights}
+        blocks = {int(n.split("_")[1]) for n in trained if n.startswith("block_")}
+        assert blocks == set(range(cut, 17)), (cut, sorted(blocks))
+        assert {"Conv_1", "predictions"} <= trained
+        assert not any(isinstance(tr.model.get_layer(n), tr.keras.layers.BatchNormalization) for n in trained)
+
+
+def test_finetune_from_outside_the_cached_stages_is_refused(tmp_path):
+    from wbc_edge.train import TrainConfig
+
+    with pytest.raises(WbcEdgeError, match="--finetune-from must be a MobileNetV2 block 7..16, got 6"):
+        TrainConfig(data_root=str(tmp_path), out_dir=str(tmp_path / "o"), finetune_from=6).validate()
+
+
+def test_zero_head_epochs_fine_tunes_from_the_initial_head(sample_root, sample_split, tmp_path):
+    """`--head-epochs 0` is accepted by the CLI: the run skips the head phase instead of crashing in Keras."""
+    from wbc_edge.train import train
+
+    out = tmp_path / "nohead"
+    train(_tiny_cfg(sample_root, out, sample_split, head_epochs=0, finetune_epochs=1), progress=False)
+    history = json.loads((out / "history.json").read_text())
+    assert [r["phase"] for r in history["epochs"]] == ["finetune"]
+    assert history["phase_boundaries"] == [0]
+    assert (out / "model.keras").is_file()

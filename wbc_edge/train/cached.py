@@ -90,11 +90,13 @@ class CachedTrainer:
         head = keras.Model(inp, out, name="head")
         head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        h = head.fit(feats_train, y_rep, validation_data=(feats_val, y_val), epochs=cfg.head_epochs,
-                     batch_size=cfg.batch_size, class_weight=cw, shuffle=True, verbose=0,
-                     callbacks=[epoch_reporter(keras, self.progress, "head", cfg.head_epochs)])
-        for e in range(len(h.history["loss"])):
-            history.append({"phase": "head", "epoch": e + 1, **{k: float(v[e]) for k, v in h.history.items()}})
+        if cfg.head_epochs:  # 0: the fine-tune starts from the initial head (Keras refuses epochs=0)
+            h = head.fit(feats_train, y_rep, validation_data=(feats_val, y_val), epochs=cfg.head_epochs,
+                         batch_size=cfg.batch_size, class_weight=cw, shuffle=True, verbose=0,
+                         callbacks=[epoch_reporter(keras, self.progress, "head", cfg.head_epochs)])
+            for e in range(len(h.history["loss"])):
+                history.append({"phase": "head", "epoch": e + 1,
+                                **{k: float(v[e]) for k, v in h.history.items()}})
         save_weights_atomic(self.model, self.files.head)  # also the fine-tune's head-only baseline
         timings["head_s"] = round(time.time() - t, 1)
         self.state.set(head_done=True, history=history, timings=timings)

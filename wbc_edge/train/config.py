@@ -20,8 +20,10 @@ from ..model import ModelConfig, resolve_weights
 MODES = ("cached", "full")
 #: `distribute` (full mode): no strategy, MirroredStrategy on one machine, MultiWorkerMirroredStrategy.
 DISTRIBUTE = ("none", "mirrored", "multiworker")
-#: MobileNetV2 blocks the cached mode can cut at (`finetune_from`).
-FINETUNE_BLOCKS = (13, 14, 15, 16)
+#: MobileNetV2 blocks the cached mode can cut at (`finetune_from`): the 14x14 and 7x7 stages.  Below block 7
+#: the cached activation of every view grows to 28x28 or more (4x the memory and disk per view), and the
+#: fine-tune would run most of the network per step, which is full mode's job.
+FINETUNE_BLOCKS = tuple(range(7, 17))
 
 
 @dataclass
@@ -42,7 +44,7 @@ class TrainConfig:
     finetune_learning_rate: float = 1e-4  # peak of the warm-up + cosine schedule
     finetune_warmup: float = 1.0          # cached mode: epochs of linear learning-rate warm-up
     swa: bool = True                      # cached mode: also try the average of the second half's epochs
-    finetune_from: int = 13               # first MobileNetV2 block that is fine-tuned (13 .. 16)
+    finetune_from: int = 13               # first MobileNetV2 block that is fine-tuned (7 .. 16)
     aug_views: int = 4                    # cached mode: augmented views cached per train image
     aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
     augment: AugmentConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
@@ -67,7 +69,8 @@ class TrainConfig:
         if self.mode == "cached" and self.distribute != "none":
             raise WbcEdgeError("--distribute needs --mode full (cached mode is the single-CPU-machine path)")
         if self.finetune_from not in FINETUNE_BLOCKS:
-            raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block 13..16, got {self.finetune_from}")
+            raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block {FINETUNE_BLOCKS[0]}..{FINETUNE_BLOCKS[-1]}, "
+                                 f"got {self.finetune_from}")
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
