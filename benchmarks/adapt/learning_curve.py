@@ -19,10 +19,12 @@ OUT/runs.jsonl without running anything (benchmarks/adapt/curve_report.py).  Arm
 Reported: balanced accuracy over the held-out images (Tecom also over EO/LY/MO/NE only; its one basophil is
 always held out), mean +- sd over seeds; PBC test accuracy (leak-free split, 2,057 images) after adaptation.
 
-Speed: the bottom of the network (below block_13) is frozen and, in cached-mode PBC training, is the ImageNet
-bottom itself - so the bottom activations of every target image (clean + the recipe's augmented views), of
-the replay images and of PBC test are computed once and shared by both inits when their bottoms are equal
-(checked).  Pooled features for the head phase are computed once per init model.  Only the k-subset
+Speed: the bottom of the network (below block_13) is frozen.  In cached-mode PBC training cut at block 13 it
+is the ImageNet bottom itself - so the bottom activations of every target image (clean + the recipe's
+augmented views) and of the replay images are computed once and shared by both inits when their bottoms are
+equal (checked); a model trained from a lower cut (`--finetune-from 7`) has its own bottom, and the ImageNet
+arm then gets its own activations (cached as imagenet_*).  PBC test and the PBC val check are only scored
+with PBC-init arms.  Pooled features for the head phase are computed once per init model.  Only the k-subset
 changes between seeds and k.  Caches go to --cache (outside the project: they are derived from the Zheng
 sets, which are never shipped).  Per-run results are appended to OUT/runs.jsonl, so an interrupted run resumes.
 
@@ -166,8 +168,9 @@ def main() -> None:
     same_bottom = all(np.array_equal(a, b) for a, b in zip(pbc.bottom.get_weights(), imagenet.bottom.get_weights(),
                                                             strict=True))
     log(f"model {args.model} sha256 {model_sha[:16]}...; bottoms identical: {same_bottom}")
-    if not same_bottom:
-        raise SystemExit("the PBC model's bottom differs from ImageNet's: this script assumes a cached-mode model")
+    # Whose bottom computes each init's activations, and the cache-name prefix of that bottom's files.
+    bottoms = {"pbc": (pbc, ""), "imagenet": (pbc, "") if same_bottom else (imagenet, "imagenet_")}
+    inits = ["pbc"] + (["imagenet"] if "imagenet" in args.arms else [])
     init_weights = {"pbc": pbc.model.get_weights(), "imagenet": imagenet.model.get_weights()}
     timing: dict = {}
 
@@ -180,14 +183,23 @@ def main() -> None:
         groups = scan.duplicates()
         paths = [str(Path(scan.root) / r.path) for r in scan.records]
         y = np.array([CLASS_INDEX[r.label] for r in scan.records], dtype=np.int64)
-        views = cached(cache / f"{name}_v{cfg.aug_views}.npz", lambda paths=paths, name=name: bottom_activations(
-            pbc, paths, cfg.aug_views, cfg.augment, AUG_SEED, progress=Progress(), label=name))
-        targets[name] = {"scan": scan, "groups": groups, "acts": ActSet(views, y)}
+        acts = {}
+        for init in inits:
+            net, pre = bottoms[init]
+            views = cached(cache / f"{pre}{name}_v{cfg.aug_views}.npz", lambda net=net, paths=paths, name=name:
+                           bottom_activations(net, paths, cfg.aug_views, cfg.augment, AUG_SEED, progress=Progress(),
+                                              label=name))
+            acts[init] = ActSet(views, y)
+        targets[name] = {"scan": scan, "groups": groups, "acts": acts["pbc"], "acts_by_init": acts}
         log(f"{name}: {len(y)} images, per class {dict(zip(CLASSES, np.bincount(y, minlength=5).tolist(), strict=True))}")
     pbc_root = shared / "data" / "pbc"
     rpaths, ry, where = replay_pool(str(pbc_root), PBC_SPLIT, cfg.replay_images, cfg.seed, WBC5_LABELS)
-    replay = ActSet(cached(cache / f"replay_{cfg.replay_images}_v{cfg.replay_views}.npz", lambda: bottom_activations(
-        pbc, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1, progress=Progress(), label="replay")), ry)
+    replays = {init: ActSet(cached(cache / f"{bottoms[init][1]}replay_{cfg.replay_images}_v{cfg.replay_views}.npz",
+                                   lambda net=bottoms[init][0]: bottom_activations(
+                                       net, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1, progress=Progress(),
+                                       label="replay")), ry)
+               for init in inits}
+    replay = replays["pbc"]
     test_rows = [r for r in SplitManifest.load(PBC_SPLIT).rows if r.split == "test"]
     tpaths = [pbc_root.joinpath(*r.path.split("/")) for r in test_rows]
     ty = [CLASS_INDEX[r.label] for r in test_rows]
@@ -204,12 +216,12 @@ def main() -> None:
     # Pooled features per init (the head phase's input), once.
     t = time.time()
     feats = {}
-    for arm in ("pbc", "imagenet"):
+    for arm in inits:
         net = nets[arm]
-        feats[arm] = {name: cached(cache / f"feats_{arm}_{name}.npz", lambda net=net, name=name: [pooled_features(
-            net, targets[name]["acts"])])[0] for name in args.sets}
+        feats[arm] = {name: cached(cache / f"feats_{arm}_{name}.npz", lambda net=net, name=name, arm=arm: [
+            pooled_features(net, targets[name]["acts_by_init"][arm])])[0] for name in args.sets}
         feats[arm]["replay"] = cached(cache / f"feats_{arm}_replay.npz",
-                                      lambda net=net: [pooled_features(net, replay)])[0]
+                                      lambda net=net, arm=arm: [pooled_features(net, replays[arm])])[0]
     timing["features_s"] = round(time.time() - t, 1)
 
     # The recipe per arm.  The ImageNet start has a random head: it is first fitted on pooled features (20
@@ -222,6 +234,9 @@ def main() -> None:
                "imagenet": dataclasses.replace(cfg, head_epochs=20, replay_targets="labels"),
                **{name: dataclasses.replace(cfg, **over) for name, over in variants.items()}}
     pbc_test_arms = set(args.pbc_test_arms) | set(variants)
+    if "imagenet" in pbc_test_arms and not same_bottom:
+        raise SystemExit("--pbc-test-arms imagenet: PBC test is cached through the PBC model's bottom, which is "
+                         "not ImageNet's here")
     pbc.model.set_weights(init_weights["pbc"])
     soft_pbc = cached(cache / "soft_pbc_replay.npz", lambda: [replay_soft_targets(pbc, replay)])[0]
 
@@ -261,9 +276,10 @@ def main() -> None:
                     init = "imagenet" if arm == "imagenet" else "pbc"
                     net = nets[arm]
                     net.model.set_weights(init_weights[init])
-                    acts = tg["acts"]
+                    acts = tg["acts_by_init"][init]
                     local = ActSet(acts.views, acts.labels, feats[init][name]).subset(tr)
-                    rep = ActSet(replay.views, replay.labels, feats[init]["replay"]) if arm_cfg[arm].replay else None
+                    rep = (ActSet(replays[init].views, replays[init].labels, feats[init]["replay"])
+                           if arm_cfg[arm].replay else None)
                     if rep is not None and init == "pbc" and arm_cfg[arm].replay_targets == "distill":
                         rep.soft = soft_pbc  # distillation targets: the PBC model's probabilities
                     t = time.time()

@@ -4,6 +4,8 @@
 # for <= 60 min on 2 CPU cores; run it on an otherwise idle host, or the figure says nothing.
 #
 #   SHARED=../shared benchmarks/robust/pipeline_time.sh 3        # seed 3 -> runs/pipeline/robust_s3
+#   NAME=robust_ft7 EXTRA="--finetune-from 7" SHARED=../shared benchmarks/robust/pipeline_time.sh 3
+#                                                                   # a variant -> runs/pipeline/robust_ft7_s3
 #
 # Writes OUT/pipeline_time.json (wall seconds per stage, load average, CPUs) next to the run, and prints it.
 # Not resumable on purpose (a resumed run's time is not a pipeline's time): an existing run dir is refused.
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/../.."
 SEED=${1:?usage: pipeline_time.sh SEED}
 SHARED=${SHARED:-../shared}
 WBC=${WBC:-.venv/bin/wbc-edge}
-RUN=${RUNS:-runs/pipeline}/robust_s$SEED
+RUN=${RUNS:-runs/pipeline}/${NAME:-robust}_s$SEED
 SPLIT=benchmarks/training/pbc224_cached/split.csv
 WEIGHTS=$SHARED/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 TECOM=$SHARED/data/zheng2018_tecom
@@ -30,8 +32,9 @@ stage() {  # stage NAME CMD... : run, append to the log, print and remember the 
   eval "T_$name=$s"
 }
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# shellcheck disable=SC2086  # EXTRA is a list of options
 stage train "$WBC" train "$SHARED/data/pbc" --out "$RUN" --weights "$WEIGHTS" --split-manifest "$SPLIT" \
-  --seed "$SEED" --augment robust
+  --seed "$SEED" --augment robust ${EXTRA:-}
 stage export "$WBC" export "$RUN" --all --out "$RUN/export" --parity-data "Tecom=$TECOM" \
   --parity-data "CellaVision=$CV" --min-domain-agreement 0
 stage bench "$WBC" bench run "$RUN/export/" --reference "$RUN/model.keras" --data "$SHARED/data/pbc" \
@@ -41,7 +44,7 @@ stage bench "$WBC" bench run "$RUN/export/" --reference "$RUN/model.keras" --dat
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 cat > "$RUN/pipeline_time.json" <<EOF
 {"seed": $SEED, "run": "$RUN", "cpus": $(nproc), "cpu_model": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)",
- "load_avg_before": "$LOAD0", "load_avg_after": "$LOAD1", "shared_activation_cache": false,
+ "load_avg_before": "$LOAD0", "load_avg_after": "$LOAD1", "shared_activation_cache": false, "extra": "${EXTRA:-}",
  "train_s": $T_train, "export_all_s": $T_export, "bench_s": $T_bench,
  "total_s": $(echo "$T_train + $T_export + $T_bench" | bc)}
 EOF

@@ -2,8 +2,10 @@
 
     python benchmarks/robust/summarize.py [RUNS=runs/robust] [--out benchmarks/robust/results.md]
 
-Reads RUNS/<preset>_s<seed>/{run.json, crossdomain/crossdomain.json}; writes results.json + results.md.
-Recipes are chosen on PBC val + shifted val only; the cross-domain columns are reported, never tuned on.
+Reads RUNS/<recipe>_s<seed>/{run.json, crossdomain/crossdomain.json}; writes results.json + results.md.
+A recipe is the run name without its `_s<seed>` (the preset, or run_recipe.sh's NAME for a variant of one).
+Recipes are chosen on the selection score (PBC val + shifted val) only; the cross-domain columns are
+reported, never tuned on.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ def run_row(run: Path) -> dict | None:
         return None
     report = json.loads(cd.read_text())
     meta = json.loads(info.read_text())
-    row = {"run": run.name, "seed": meta["config"]["seed"], "preset": meta["config"].get("aug_preset", "basic"),
-           "train_min": meta["timings"]["total_s"] / 60, "selected": meta["timings"].get("selected", {})}
+    selected = meta["timings"].get("selected", {})
+    row = {"run": run.name, "seed": meta["config"]["seed"], "recipe": re.sub(r"_s\d+$", "", run.name),
+           "preset": meta["config"].get("aug_preset", "basic"), "finetune_from": meta["config"].get("finetune_from"),
+           "train_min": meta["timings"]["total_s"] / 60, "selected": selected, "select": selected.get("select")}
     for key, _, prefix, metric in COLUMNS:
         dom = next(d for d in report["domains"] if d["name"].startswith(prefix))
         res = next(iter(dom["results"].values()))
@@ -59,20 +63,21 @@ def main() -> None:
     args = ap.parse_args()
     rows = [r for p in sorted(Path(args.runs).glob("*_s*")) if p.is_dir() and re.search(r"_s\d+$", p.name)
             for r in [run_row(p)] if r]
-    by_preset: dict[str, list[dict]] = {}
+    by_recipe: dict[str, list[dict]] = {}
     for r in rows:
-        by_preset.setdefault(r["preset"], []).append(r)
-    lines = ["| recipe | seeds | " + " | ".join(h for _, h, _, _ in COLUMNS) + " | train min |",
-             "|---|---|" + "---:|" * (len(COLUMNS) + 1)]
-    for preset, rs in by_preset.items():
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    head = " | ".join(h for _, h, _, _ in COLUMNS) + " | selection score | train min |"
+    lines = ["| recipe | seeds | " + head, "|---|---|" + "---:|" * (len(COLUMNS) + 2)]
+    for recipe, rs in by_recipe.items():
         cells = [fmt([r[k] for r in rs if r[k] is not None], "f1" in k) for k, _, _, _ in COLUMNS]
-        lines.append(f"| {preset} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
+        cells.append(fmt([r["select"] for r in rs if r["select"] is not None], True))
+        lines.append(f"| {recipe} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
                      + f" | {fmt([r['train_min'] for r in rs], False)} |")
-    lines += ["", "Per run:", "", "| run | " + " | ".join(h for _, h, _, _ in COLUMNS) + " | train min |",
-              "|---|" + "---:|" * (len(COLUMNS) + 1)]
+    lines += ["", "Per run:", "", "| run | " + head, "|---|" + "---:|" * (len(COLUMNS) + 2)]
     for r in rows:
-        lines.append(f"| {r['run']} | " + " | ".join(fmt([r[k]] if r[k] is not None else [], "f1" in k)
-                                                    for k, _, _, _ in COLUMNS) + f" | {r['train_min']:.1f} |")
+        cells = [fmt([r[k]] if r[k] is not None else [], "f1" in k) for k, _, _, _ in COLUMNS]
+        cells.append(fmt([r["select"]] if r["select"] is not None else [], True))
+        lines.append(f"| {r['run']} | " + " | ".join(cells) + f" | {r['train_min']:.1f} |")
     md = "\n".join(lines) + "\n"
     Path(args.out + ".md").write_text(md)
     Path(args.out + ".json").write_text(json.dumps({"runs": rows}, indent=2))
