@@ -140,7 +140,7 @@ def main() -> None:
     if args.summary_only:
         meta = json.loads((out / "learning_curve.json").read_text())["meta"]
         records = list(load_records(out / "runs.jsonl", meta["model_sha256"]).values())
-        print(to_markdown(write_summary(records, meta, out), meta))
+        print(to_markdown(write_summary(records, covering(meta, records), out), meta))
         return
     from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, bottom_activations, choose_alpha, fit_top,
                                 make_adapt_split,
@@ -323,7 +323,15 @@ def main() -> None:
         meta["val_share"], meta["variants"] = args.val_share, variants
         print(write_dev_summary(list(done.values()), meta, out))
     else:
-        print(to_markdown(write_summary(list(done.values()), meta, out), meta))
+        print(to_markdown(write_summary(list(done.values()), covering(meta, list(done.values())), out), meta))
+
+
+def covering(meta: dict, records: list[dict]) -> dict:
+    """meta with sets / ks / seeds widened to every one the records hold, so a summary covers all of OUT's runs,
+    not only the last invocation's (e.g. one invocation per set with its own --ks)."""
+    sets = list(meta["sets"]) + sorted({r["set"] for r in records} - set(meta["sets"]))
+    return {**meta, "sets": sets, "ks": sorted(set(meta["ks"]) | {r["k"] for r in records}),
+            "seeds": sorted(set(meta["seeds"]) | {r["seed"] for r in records})}
 
 
 #: Fields a --variant may not change: the cached activations were computed with them.
