@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from wbc_edge.data.scan import scan_dataset  # noqa: E402
 from wbc_edge.labels import WBC5  # noqa: E402
 from wbc_edge.model import load_model  # noqa: E402
-from wbc_edge.preprocess import preprocess  # noqa: E402
+from wbc_edge.preprocess import preprocess_batch  # noqa: E402
 from wbc_edge.tfcompat import import_tf  # noqa: E402
 
 
 def load(root: Path, size: int):
     scan = scan_dataset(root, progress=False)
-    x = np.stack([preprocess(root / r.path, size) for r in scan.records]).astype(np.float32)
+    x = preprocess_batch((root / r.path for r in scan.records), size).astype(np.float32)
     return x, np.array([WBC5.index(r.label) for r in scan.records])
 
 

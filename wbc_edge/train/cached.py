@@ -81,16 +81,17 @@ class CachedTrainer:
             return
         t = time.time()
         y_train, y_val = self.data["train"][1], self.data["val"][1]
-        self.progress.say(f"Head phase: {cfg.head_epochs} epochs on frozen features ...")
-        feats_train = np.concatenate([self.features.predict(a, batch_size=128, verbose=0) for a in acts["train"]])
-        y_rep = np.concatenate([y_train] * len(acts["train"]))
-        feats_val = self.features.predict(acts["val"][0], batch_size=128, verbose=0)
-        inp = keras.Input(shape=feats_train.shape[1:], name="features")
-        out = self.model.get_layer("predictions")(self.model.get_layer("head_dropout")(inp))
-        head = keras.Model(inp, out, name="head")
-        head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         if cfg.head_epochs:  # 0: the fine-tune starts from the initial head (Keras refuses epochs=0)
+            self.progress.say(f"Head phase: {cfg.head_epochs} epochs on frozen features ...")
+            feats_train = np.concatenate([self.features.predict(a, batch_size=128, verbose=0)
+                                          for a in acts["train"]])
+            y_rep = np.concatenate([y_train] * len(acts["train"]))
+            feats_val = self.features.predict(acts["val"][0], batch_size=128, verbose=0)
+            inp = keras.Input(shape=feats_train.shape[1:], name="features")
+            out = self.model.get_layer("predictions")(self.model.get_layer("head_dropout")(inp))
+            head = keras.Model(inp, out, name="head")
+            head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             h = head.fit(feats_train, y_rep, validation_data=(feats_val, y_val), epochs=cfg.head_epochs,
                          batch_size=cfg.batch_size, class_weight=cw, shuffle=True, verbose=0,
                          callbacks=[epoch_reporter(keras, self.progress, "head", cfg.head_epochs)])
