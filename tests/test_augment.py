@@ -146,3 +146,29 @@ def test_preview_aug_writes_a_png(sample_root, tmp_path):
     assert "ms per augmented view" in res.output
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] == 4 * 128 and im.size[1] == 5 * (128 + 18)
+
+
+def test_feature_style_jitter_redraws_statistics_of_the_chosen_samples_only():
+    """DSU on cached activations: the chosen samples keep their spatial pattern (the map normalised by its
+    own mean/std is unchanged) but get new per-channel statistics; the others are untouched; seeded."""
+    from wbc_edge.augment import feature_style_jitter
+
+    x = np.random.default_rng(0).normal(1.0, 3.0, size=(16, 7, 7, 8)).astype(np.float32)
+    x *= np.random.default_rng(1).uniform(0.5, 2.0, size=(16, 1, 1, 8)).astype(np.float32)
+    y = feature_style_jitter(x, np.random.default_rng(5), 0.5)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.array_equal(y, feature_style_jitter(x, np.random.default_rng(5), 0.5))
+    moved = ~np.all(np.isclose(y, x), axis=(1, 2, 3))
+    assert 0 < moved.sum() < 16, "p = 0.5 jitters some samples, not all"
+
+    def normalised(a):
+        return (a - a.mean(axis=(1, 2), keepdims=True)) / a.std(axis=(1, 2), keepdims=True)
+
+    # (DSU draws std around its own value without clipping, so a channel may flip sign: compare magnitudes)
+    assert np.allclose(np.abs(normalised(y)), np.abs(normalised(x)), atol=1e-3), "the spatial pattern is kept"
+    assert not np.allclose(y[moved].mean(axis=(1, 2)), x[moved].mean(axis=(1, 2)), atol=1e-3)
+    assert feature_style_jitter(x, np.random.default_rng(5), 0.0) is x
+    assert np.all(~np.all(np.isclose(feature_style_jitter(x, np.random.default_rng(5), 1.0), x), axis=(1, 2, 3)))
+    with pytest.raises(WbcEdgeError, match="--feature-style"):
+        from wbc_edge.train import TrainConfig
+        TrainConfig(data_root="d", out_dir="o", feature_style=1.5).validate()

@@ -297,3 +297,29 @@ def test_zero_head_epochs_fine_tunes_from_the_initial_head(sample_root, sample_s
     assert [r["phase"] for r in history["epochs"]] == ["finetune"]
     assert history["phase_boundaries"] == [0]
     assert (out / "model.keras").is_file()
+
+
+def test_feature_style_jitters_fine_tune_batches_reproducibly(sample_root, sample_split, tmp_path):
+    """`--feature-style` reaches the fine-tune batches (seeded per batch, so the order Keras asks in does not
+    matter), the run records it, and 0 leaves the cached activations as they are."""
+    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.train import activation_sequence, train
+
+    _, keras = import_tf()
+    views = [np.random.default_rng(v).normal(size=(10, 4, 4, 3)).astype(np.float32) for v in range(2)]
+    labels = np.arange(10) % 2
+
+    def batches(style, seed=7):
+        seq = activation_sequence(views, labels, 4, None, np.random.default_rng(seed), keras, feature_style=style)
+        return [seq[i][0] for i in reversed(range(len(seq)))]
+
+    plain, a, b = batches(0.0), batches(1.0), batches(1.0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not any(np.allclose(x, y) for x, y in zip(plain, a))
+    rows = [r for v in views for r in v]
+    assert all(any(np.array_equal(r, c) for c in rows) for x in plain for r in x), "0 = the cached rows as is"
+
+    out = tmp_path / "style"
+    train(_tiny_cfg(sample_root, out, sample_split, head_epochs=0, finetune_epochs=1, feature_style=0.5),
+          progress=False)
+    assert json.loads((out / "run.json").read_text())["config"]["feature_style"] == 0.5

@@ -180,6 +180,32 @@ def shifted_view(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _to_uint8(f)
 
 
+
+def feature_style_jitter(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Perturb the per-channel "style" statistics of a batch of feature maps (N, H, W, C): on a fraction `p`
+    of the samples, each channel's spatial mean and std are redrawn around their own values, with the spread
+    of those statistics across the batch (DSU, Li et al. 2022, "Uncertainty modeling for out-of-distribution
+    generalization").  Why here too: pixel augmentation only reaches the shifts we can write down; feature
+    statistics carry the rest of a lab's look (stain, optics) at the depth where the model is fine-tuned, so
+    jittering them asks the top blocks to read shape and texture instead.  Applied to cached activations at
+    train time only; float32 in and out, deterministic for a given rng state."""
+    if p <= 0 or len(x) < 2:
+        return x
+    sel = rng.random(len(x)) < p
+    if not sel.any():
+        return x
+    eps = np.float32(1e-6)
+    mu = x.mean(axis=(1, 2), keepdims=True)
+    sig = np.sqrt(x.var(axis=(1, 2), keepdims=True) + eps)
+    s_mu = np.sqrt(mu.var(axis=0, keepdims=True) + eps)
+    s_sig = np.sqrt(sig.var(axis=0, keepdims=True) + eps)
+    beta = mu + rng.standard_normal(mu.shape, dtype=np.float32) * s_mu
+    gamma = sig + rng.standard_normal(sig.shape, dtype=np.float32) * s_sig
+    out = x.copy()
+    out[sel] = ((x - mu) / sig * gamma + beta)[sel]
+    return out
+
+
 # -- building blocks ------------------------------------------------------------------------------------------
 
 # Ruifrok & Johnston stain vectors (haematoxylin, eosin, DAB) as in scikit-image's rgb_from_hed.

@@ -1,6 +1,6 @@
 """Aggregate the recipe runs of run_recipe.sh into one table: mean ± sd over seeds per recipe.
 
-    python benchmarks/robust/summarize.py [RUNS=runs/robust] [--out benchmarks/robust/results.md]
+    python benchmarks/robust/summarize.py [RUNS=runs/robust] [--out benchmarks/robust/results] [--keep OLD.json]
 
 Reads RUNS/<recipe>_s<seed>/{run.json, crossdomain/crossdomain.json}; writes results.json + results.md.
 A recipe is the run name without its `_s<seed>` (the preset, or run_recipe.sh's NAME for a variant of one).
@@ -60,9 +60,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="?", default="runs/robust")
     ap.add_argument("--out", default="benchmarks/robust/results")
+    ap.add_argument("--keep", metavar="SUMMARY.json",
+                    help="also list the runs of an earlier summary (e.g. the committed ablation.json) that RUNS "
+                         "does not hold: run directories are not committed, so a later variant would otherwise "
+                         "drop the recorded rows.  A run in RUNS replaces the recorded one of the same name.")
     args = ap.parse_args()
     rows = [r for p in sorted(Path(args.runs).glob("*_s*")) if p.is_dir() and re.search(r"_s\d+$", p.name)
             for r in [run_row(p)] if r]
+    if args.keep:
+        fresh = {r["run"] for r in rows}
+        kept = [r for r in json.loads(Path(args.keep).read_text())["runs"] if r["run"] not in fresh]
+        rows = sorted(kept + rows, key=lambda r: r["run"])
     by_recipe: dict[str, list[dict]] = {}
     for r in rows:
         by_recipe.setdefault(r["recipe"], []).append(r)

@@ -47,6 +47,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--aug-views", type=click.IntRange(0, 16), default=TrainConfig.aug_views, show_default=True,
               help="Cached mode: augmented views cached per training image (each costs one pass of the "
                    "frozen backbone over the train split).")
+@click.option("--feature-style", type=click.FloatRange(0, 1), default=TrainConfig.feature_style, show_default=True,
+              help="Cached mode: share of fine-tune samples whose per-channel feature statistics (mean, std at "
+                   "the cache cut) are redrawn around their own values, a feature-level 'other lab' "
+                   "augmentation (DSU). 0 = off (measured: no gain on other labs; benchmarks/robust/README.md).")
 @click.option("--augment", "aug_preset", type=click.Choice(list(PRESETS)), default=TrainConfig.aug_preset,
               show_default=True,
               help="Augmentation recipe. robust: zoom 0.8-2.8x + blur/low-res/JPEG/noise + stain (HED), hue, "
@@ -75,7 +79,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
-          finetune_epochs, finetune_from, aug_views, aug_preset, finetune_warmup, no_swa, no_shifted_val,
+          finetune_epochs, finetune_from, aug_views, feature_style, aug_preset, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
           limit_per_class, distribute, force, quiet):
     """Train MobileNetV2 on an ImageFolder DATA (DATA/<class>/<image>) with a leak-free split.
@@ -91,6 +95,7 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
                       model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
+                      feature_style=feature_style,
                       aug_preset=aug_preset, augment=preset(aug_preset), finetune_warmup=finetune_warmup,
                       swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,
                       batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,

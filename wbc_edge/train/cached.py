@@ -27,6 +27,7 @@ from .callbacks import epoch_reporter
 from .config import TrainConfig
 from .inputs import class_weights
 from .run_dir import FinetuneFiles, RunState, save_weights_atomic
+from ..augment import feature_style_jitter
 from .selection import describe, selection_score, swa_add, swa_load
 
 
@@ -144,7 +145,8 @@ class CachedTrainer:
         swa_from = cfg.finetune_epochs // 2 + 1  # epochs swa_from..finetune_epochs are averaged
         for epoch in range(start_epoch, 0 if stopped else cfg.finetune_epochs):
             seq = activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
-                                      np.random.default_rng([cfg.seed, 1000 + epoch]), keras)
+                                      np.random.default_rng([cfg.seed, 1000 + epoch]), keras,
+                                      feature_style=cfg.feature_style)
             te = time.time()
             h = self.top.fit(seq, epochs=1, verbose=0, shuffle=False)
             score = self._score(acts, y_val)
@@ -201,8 +203,10 @@ class CachedTrainer:
                                and not isinstance(layer, self.keras.layers.BatchNormalization))
 
 
-def activation_sequence(views, labels, batch_size, class_weight, rng, keras):
-    """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled.
+def activation_sequence(views, labels, batch_size, class_weight, rng, keras, feature_style: float = 0.0):
+    """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled, with
+    `feature_style` the share of each batch whose feature statistics are jittered (`augment.feature_style_jitter`;
+    batch i's draw depends only on (rng, i), so the order Keras asks in does not matter).
     (Built in a function because keras.utils.Sequence is only importable once TensorFlow is.)"""
 
     class Seq(keras.utils.Sequence):
@@ -211,6 +215,7 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras):
             n = len(labels)
             self.order = rng.permutation(n)
             self.view = rng.integers(len(views), size=n)
+            self.style_seed = int(rng.integers(2**62))
             self.sw = None
             if class_weight:
                 self.sw = np.array([class_weight[int(c)] for c in labels], dtype=np.float32)
@@ -225,6 +230,8 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras):
                 sel = self.view[idx] == v
                 if sel.any():
                     x[sel] = views[v][idx[sel]]
+            if feature_style:
+                x = feature_style_jitter(x, np.random.default_rng([self.style_seed, i]), feature_style)
             y = labels[idx]
             return (x, y, self.sw[idx]) if self.sw is not None else (x, y)
 

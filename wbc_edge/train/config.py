@@ -46,6 +46,8 @@ class TrainConfig:
     swa: bool = True                      # cached mode: also try the average of the second half's epochs
     finetune_from: int = 13               # first MobileNetV2 block that is fine-tuned (7 .. 16)
     aug_views: int = 4                    # cached mode: augmented views cached per train image
+    feature_style: float = 0.0            # cached mode: share of fine-tune samples whose feature statistics
+                                          # are jittered (augment.feature_style_jitter); 0 = off
     aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
     augment: AugmentConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
     shifted_val: bool = True              # select the model on clean val + held-out shifted val
@@ -71,6 +73,8 @@ class TrainConfig:
         if self.finetune_from not in FINETUNE_BLOCKS:
             raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block {FINETUNE_BLOCKS[0]}..{FINETUNE_BLOCKS[-1]}, "
                                  f"got {self.finetune_from}")
+        if not 0.0 <= self.feature_style <= 1.0:
+            raise WbcEdgeError(f"--feature-style must be a share in [0, 1], got {self.feature_style}")
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
