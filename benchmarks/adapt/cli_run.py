@@ -1,13 +1,13 @@
 """Record one `wbc-edge adapt` run through the CLI, end to end: Tecom as the new lab, k = 10 per class, seed 0.
 
-    .venv/bin/python benchmarks/adapt/cli_run.py --source runs/robust/robust_s42 \
+    .venv/bin/python benchmarks/adapt/cli_run.py --source runs/robust/robust_s3 \
         --lab ../shared/data/zheng2018_tecom --per-class 10 --seed 0
 
 Why: the learning curve (learning_curve.py) calls the library with cached activations shared by all runs; this
 shows what a user types and sees, and how long the whole command takes on this host.  The run directory goes
 to a temporary folder and is deleted (it holds a split.csv naming the Tecom files, which are not shipped);
 only the command, its printed output, the time and run.json's summary numbers are kept, in
-results/cli_<name>.json.  The command runs under `nice -n 10` (this host is shared).
+results_s3/cli_<name>.json (--out).  The command runs under `nice -n 10` (this host is shared).
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--source", default="runs/robust/robust_s42")
+    ap.add_argument("--source", default="runs/robust/robust_s3")
     ap.add_argument("--lab", default="../shared/data/zheng2018_tecom")
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="tecom_k10_seed0")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "adapt" / "results_s3"),
+                    help="folder for cli_<name>.json (results_s3: the shipped model's records)")
     ap.add_argument("--wbc", default=str(REPO / ".venv" / "bin" / "wbc-edge"))
     args = ap.parse_args()
     os.chdir(REPO)
@@ -64,10 +66,11 @@ def main() -> None:
         "cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
         "nice": 10, "output": lines,
     }
-    dest = REPO / "benchmarks" / "adapt" / "results" / f"cli_{args.name}.json"
+    dest = Path(args.out) / f"cli_{args.name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print("\n".join(lines))
-    print(f"-> {dest.relative_to(REPO)} ({wall:.0f} s)")
+    print(f"-> {dest} ({wall:.0f} s)")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,7 +1,7 @@
 """Few-shot adaptation learning curve: the two Zheng 2018 sets as "the new lab".
 
     nice -n 19 .venv/bin/python benchmarks/adapt/learning_curve.py \
-        --model runs/robust/robust_s42/model.keras --shared ../shared --out benchmarks/adapt/results
+        --model runs/robust/robust_s3/model.keras --shared ../shared --out benchmarks/adapt/results_s3
 
 For each set (zheng2018_tecom, zheng2018_cellavision), k in --ks labelled images per class (fewer where a class
 has fewer: `wbc_edge.adapt.make_adapt_split` with per_class=k always holds out >= 1 image per class) and each
