@@ -314,8 +314,8 @@ def test_feature_style_jitters_fine_tune_batches_reproducibly(sample_root, sampl
         return [seq[i][0] for i in reversed(range(len(seq)))]
 
     plain, a, b = batches(0.0), batches(1.0), batches(1.0)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not any(np.allclose(x, y) for x, y in zip(plain, a))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not any(np.allclose(x, y) for x, y in zip(plain, a, strict=True))
     rows = [r for v in views for r in v]
     assert all(any(np.array_equal(r, c) for c in rows) for x in plain for r in x), "0 = the cached rows as is"
 

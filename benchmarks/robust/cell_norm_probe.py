@@ -113,7 +113,7 @@ def test_time(shared: Path, model: str) -> None:
         for name, fn in transforms.items():
             pred = [clf.labels[int(np.argmax(clf.predict_pixels(preprocess(fn(load_image(f)))[None])[0]))]
                     for f, _ in items]
-            rec = {c: np.mean([p == c for (_, t), p in zip(items, pred) if t == c]) for c in classes}
+            rec = {c: np.mean([p == c for (_, t), p in zip(items, pred, strict=True) if t == c]) for c in classes}
             print(f"{s:24s} {name:26s} bal. acc {100 * np.mean(list(rec.values())):5.1f} %  "
                   + " ".join(f"{c[:2].upper()} {100 * v:3.0f}" for c, v in rec.items()), flush=True)
 
