@@ -180,7 +180,6 @@ def shifted_view(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _to_uint8(f)
 
 
-
 def feature_style_jitter(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
     """Perturb the per-channel "style" statistics of a batch of feature maps (N, H, W, C): on a fraction `p`
     of the samples, each channel's spatial mean and std are redrawn around their own values, with the spread

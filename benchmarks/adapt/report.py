@@ -172,6 +172,7 @@ def targets_block(records: dict, meta: dict, timing: dict, cli: dict | None) -> 
                     + f" over {len(alphas)} runs | – |")
     # 5-7. calibration and abstention (the robust runs' cross-domain reports)
     cd = crossdomain_rows()
+    runs = sorted({r["run"] for r in cd}, key=ROBUST_RUNS.index)
     pbc = [r for r in cd if r["domain"] == "PBC test"]
     tec = [r for r in cd if r["domain"] == TECOM]
     if pbc:
@@ -202,7 +203,7 @@ def targets_block(records: dict, meta: dict, timing: dict, cli: dict | None) -> 
         rows.append(f"| Tecom: images above the stored threshold ≥ 90 % correct | not adapted (robust models): {txt} "
                     f"| {_met(ok)} not adapted |")
         rows.append("| Coverage at the stored threshold reported for every domain | the table below (PBC test, "
-                    f"Tecom, CellaVision{_times_runs(cd)}) | **met** |")
+                    f"Tecom, CellaVision{f' × {len(runs)} runs' if len(runs) > 1 else ''}) | **met** |")
     # 8. timing
     wall = timing["wall_s"]
     rows.append(f"| Adapting 50 images per class ≤ 5 min on 2 cores | {wall / 60:.1f} min wall ({wall:.0f} s; "
@@ -212,9 +213,8 @@ def targets_block(records: dict, meta: dict, timing: dict, cli: dict | None) -> 
                 "`tests/test_adapt.py::test_bad_local_folder_gives_one_line_error` (empty, one class, unknown "
                 "folder, corrupt file, too few to adapt) and `::test_a_three_class_model_adapts_with_its_own_labels` "
                 "(a folder the model has no class for) | **met** |")
-    runs = sorted({r["run"] for r in cd}, key=ROBUST_RUNS.index)
     out = rows + ["", "Calibration and abstention at the stored threshold, from the cross-domain report"
-                  + (f"s of the {len(runs)} robust runs" if len(runs) > 1 else f" of {runs[0]}")
+                  + (f"s of the {len(runs)} robust runs" if len(runs) != 1 else f" of {runs[0]}")
                   + " (`benchmarks/robust/runs/*/crossdomain/crossdomain.json`; robust_s3 is the shipped model; "
                   "only its per-run files are committed):", "",
                   *confidence_table(cd)]
@@ -222,11 +222,6 @@ def targets_block(records: dict, meta: dict, timing: dict, cli: dict | None) -> 
     if notes:
         out += ["", " ".join(notes)]
     return "\n".join(out)
-
-
-def _times_runs(cd: list[dict]) -> str:
-    n = len({r["run"] for r in cd})
-    return f" × {n} runs" if n > 1 else ""
 
 
 def _pct(v) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..augment import feature_style_jitter
 from ..model import build_model
 from ..progress import Progress
 from ..tfcompat import import_tf
@@ -27,7 +28,6 @@ from .callbacks import epoch_reporter
 from .config import TrainConfig
 from .inputs import class_weights
 from .run_dir import FinetuneFiles, RunState, save_weights_atomic
-from ..augment import feature_style_jitter
 from .selection import describe, selection_score, swa_add, swa_load
 
 
