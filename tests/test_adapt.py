@@ -237,6 +237,44 @@ def test_adapt_with_a_missing_class_and_no_replay(tiny_run_dir, sample_root, tmp
     assert info["split_counts"]["train"] == 12
 
 
+def test_adapt_from_a_lower_block_trains_from_there_and_no_lower(tiny_run_dir, sample_root, tmp_path):
+    """`--adapt-from 10`: blocks 10-16 and the head learn, blocks below 10 keep the source's weights; `--augment`
+    picks the views' preset."""
+    from wbc_edge.model import load_model
+
+    local = _local_copy(sample_root, tmp_path / "lab")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["adapt", str(tiny_run_dir), str(local), "--out", str(run), "--per-class", "3",
+                                  "--aug-views", "1", "--min-steps", "3", "--epochs", "1", "--no-replay",
+                                  "--adapt-from", "10", "--augment", "robust", "--quiet"])
+    assert r.exit_code == 0, r.output
+    conf = json.loads((run / "run.json").read_text())["config"]
+    assert conf["adapt_from"] == 10
+    assert conf["aug_preset"] == "robust" and conf["augment"]["hed_p"] > 0   # the preset's strengths, recorded
+    new, old = load_model(run / "model.keras"), load_model(tiny_run_dir / "model.keras")
+
+    def same(name: str) -> bool:
+        return all(np.array_equal(a, b) for a, b in zip(new.get_layer(name).get_weights(),
+                                                         old.get_layer(name).get_weights(), strict=True))
+    assert same("Conv1") and same("block_9_expand") and same("block_9_project")
+    assert not same("block_10_expand") and not same("block_12_project")
+    assert same("block_10_expand_BN")    # BatchNorm stays frozen wherever the cut is
+
+
+def test_adapt_from_must_be_a_block_and_the_default_views_keep_the_lab_colours():
+    from wbc_edge.adapt import AdaptConfig
+    from wbc_edge.augment import preset
+    from wbc_edge.errors import WbcEdgeError
+
+    cfg = AdaptConfig(source="m", data_root="d", out_dir="o")
+    assert cfg.aug_preset == "scale" and cfg.augment == preset("scale") and cfg.augment.hed_p == 0
+
+    with pytest.raises(WbcEdgeError, match="--adapt-from"):
+        AdaptConfig(source="m", data_root="d", out_dir="o", adapt_from=0).validate()
+    r = CliRunner().invoke(main, ["adapt", "--help"])
+    assert "--adapt-from" in r.output
+
+
 def test_a_three_class_model_adapts_with_its_own_labels(tmp_path, sample_root):
     """The class list comes from the source run (run.json `labels`), not a global: a lab's 3-class model
     adapts as a 3-class model, a local folder of a class it does not have is a one-line error, and a
@@ -310,6 +348,9 @@ def test_interpolate_weights_mixes_tensor_by_tensor():
     np.testing.assert_allclose(mix[0], 0.25) and np.testing.assert_allclose(mix[1], 1.5)
     assert mix[0].dtype == np.float32
     assert interpolate_weights(s, a, 1.0)[1] is a[1] and interpolate_weights(s, a, 0.0)[0] is s[0]
+    # A tensor adapting left alone comes back bit for bit (a naive (1-a)s + a*s rounds it).
+    w = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    np.testing.assert_array_equal(interpolate_weights([w], [w.copy()], 0.7)[0], w)
     with pytest.raises(ValueError):
         interpolate_weights(s, a[:1], 0.5)
 

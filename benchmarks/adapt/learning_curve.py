@@ -19,6 +19,9 @@ OUT/runs.jsonl without running anything (benchmarks/adapt/curve_report.py).  Arm
 Reported: balanced accuracy over the held-out images (Tecom also over EO/LY/MO/NE only; its one basophil is
 always held out), mean +- sd over seeds; PBC test accuracy (leak-free split, 2,057 images) after adaptation.
 
+Variants (`--variant NAME:FIELD=VALUE`) override AdaptConfig fields; `adapt_from` (the cut) and `aug_preset` (the
+views' augmentation) get their own cached activations (files prefixed cut<N>_ / aug_<preset>_).
+
 Speed: the bottom of the network (below block_13) is frozen.  In cached-mode PBC training cut at block 13 it
 is the ImageNet bottom itself - so the bottom activations of every target image (clean + the recipe's
 augmented views) and of the replay images are computed once and shared by both inits when their bottoms are
@@ -142,9 +145,10 @@ def main() -> None:
         records = list(load_records(out / "runs.jsonl", meta["model_sha256"]).values())
         print(to_markdown(write_summary(records, covering(meta, records), out), meta))
         return
-    from wbc_edge.adapt import (ActSet, AdaptConfig, SplitNet, bottom_activations, choose_alpha, fit_top,
+    from wbc_edge.adapt import (ADAPT_FROM, ActSet, AdaptConfig, SplitNet, bottom_activations, choose_alpha, fit_top,
                                 make_adapt_split,
                                 pooled_features, predict_top, replay_pool, replay_soft_targets, scan_local)
+    from wbc_edge.augment import preset
     from wbc_edge.data import SplitManifest
     from wbc_edge.progress import Progress
     from wbc_edge.model import ModelConfig, build_model, load_model
@@ -159,19 +163,55 @@ def main() -> None:
     t_start = time.time()
     tf, keras = import_tf()
 
-    # The two init models.
-    pbc = SplitNet.of(load_model(args.model))
+    # The recipe per arm.  The ImageNet start has a random head: it is first fitted on pooled features (20
+    # epochs), and its replay images are trained towards their labels (there is no source model to distill).
+    # Interpolation (WiSE-FT back towards the init, `--keep-source`) only in its own arm: from ImageNet it
+    # would mix towards a random head, and the other arms isolate one ingredient each.
+    arm_cfg = {"pbc": cfg, "pbc_noreplay": dataclasses.replace(cfg, replay=False),
+               "pbc_interp": dataclasses.replace(cfg, interpolate=True),
+               "pbc_head": dataclasses.replace(cfg, head_epochs=20),
+               "imagenet": dataclasses.replace(cfg, head_epochs=20, replay_targets="labels"),
+               # aug_preset names the views' augmentation, so it brings its AugmentConfig (cached per preset)
+               **{name: dataclasses.replace(cfg, **over, **({"augment": preset(over["aug_preset"])}
+                                                             if "aug_preset" in over else {}))
+                  for name, over in variants.items()}}
+
+    # The two init models, each cut where its arms cut it (a variant may set adapt_from).
+    pbc_model = load_model(args.model)
     keras.utils.set_random_seed(1234)  # the new head's random init
-    imagenet = SplitNet.of(build_model(ModelConfig(weights=str(shared / WEIGHTS))))
-    nets = {"pbc": pbc, "imagenet": imagenet, "pbc_head": pbc, "pbc_noreplay": pbc, "pbc_interp": pbc,
-            **{name: pbc for name in variants}}
-    same_bottom = all(np.array_equal(a, b) for a, b in zip(pbc.bottom.get_weights(), imagenet.bottom.get_weights(),
-                                                            strict=True))
-    log(f"model {args.model} sha256 {model_sha[:16]}...; bottoms identical: {same_bottom}")
-    # Whose bottom computes each init's activations, and the cache-name prefix of that bottom's files.
-    bottoms = {"pbc": (pbc, ""), "imagenet": (pbc, "") if same_bottom else (imagenet, "imagenet_")}
-    inits = ["pbc"] + (["imagenet"] if "imagenet" in args.arms else [])
-    init_weights = {"pbc": pbc.model.get_weights(), "imagenet": imagenet.model.get_weights()}
+    imagenet_model = build_model(ModelConfig(weights=str(shared / WEIGHTS)))
+    init_of = {arm: "imagenet" if arm == "imagenet" else "pbc" for arm in arm_cfg}
+    # Every (init, cut, augmentation preset) the requested arms need; the default always (the un-adapted
+    # scores use it).  Activations are cached per triple; the networks per (init, cut).
+    def key_of(arm: str) -> tuple[str, int, str]:
+        return init_of[arm], arm_cfg[arm].adapt_from, arm_cfg[arm].aug_preset
+
+    triples = list(dict.fromkeys([("pbc", cfg.adapt_from, cfg.aug_preset)] + [key_of(a) for a in args.arms]))
+    pairs = list(dict.fromkeys((init, cut) for init, cut, _ in triples))
+    nets = {(init, cut): SplitNet.of(pbc_model if init == "pbc" else imagenet_model, cut) for init, cut in pairs}
+    pbc = nets[("pbc", cfg.adapt_from)]
+    init_weights = {"pbc": pbc_model.get_weights(), "imagenet": imagenet_model.get_weights()}
+
+    def pre(init: str, cut: int, aug: str = cfg.aug_preset) -> str:
+        """Cache-name prefix of the bottom that computes (init, cut)'s activations (the PBC model's where the
+        two bottoms are equal, as they are below block 13 for a model trained in cached mode from block 13),
+        with the augmentation preset of the views where it is not `robust` (the first caches' preset)."""
+        cut_pre = ("" if cut == ADAPT_FROM else f"cut{cut}_") + ("" if aug == "robust" else f"aug_{aug}_")
+        if init == "pbc" or same_bottom[cut]:
+            return cut_pre
+        return "imagenet_" + cut_pre
+
+    same_bottom = {}
+    for init, cut in pairs:
+        if init == "imagenet" and cut not in same_bottom:
+            a, b = SplitNet.of(pbc_model, cut).bottom, nets[(init, cut)].bottom
+            same_bottom[cut] = all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+    log(f"model {args.model} sha256 {model_sha[:16]}...; cuts {sorted({c for _, c in pairs})}; "
+        f"bottoms identical: {same_bottom}")
+
+    def bottom_net(init: str, cut: int):
+        return nets[(init, cut)] if init == "imagenet" and not same_bottom[cut] else SplitNet.of(pbc_model, cut)
+
     timing: dict = {}
 
     # Bottom activations, once: target sets (clean + aug views), replay pool (clean + replay views), PBC test.
@@ -184,66 +224,67 @@ def main() -> None:
         paths = [str(Path(scan.root) / r.path) for r in scan.records]
         y = np.array([CLASS_INDEX[r.label] for r in scan.records], dtype=np.int64)
         acts = {}
-        for init in inits:
-            net, pre = bottoms[init]
-            views = cached(cache / f"{pre}{name}_v{cfg.aug_views}.npz", lambda net=net, paths=paths, name=name:
-                           bottom_activations(net, paths, cfg.aug_views, cfg.augment, AUG_SEED, progress=Progress(),
+        for init, cut, aug in triples:
+            views = cached(cache / f"{pre(init, cut, aug)}{name}_v{cfg.aug_views}.npz",
+                           lambda net=bottom_net(init, cut), paths=paths, name=name, aug=aug:
+                           bottom_activations(net, paths, cfg.aug_views, preset(aug), AUG_SEED, progress=Progress(),
                                               label=name))
-            acts[init] = ActSet(views, y)
-        targets[name] = {"scan": scan, "groups": groups, "acts": acts["pbc"], "acts_by_init": acts}
+            acts[(init, cut, aug)] = ActSet(views, y)
+        targets[name] = {"scan": scan, "groups": groups, "acts": acts[triples[0]], "acts_by": acts}
         log(f"{name}: {len(y)} images, per class {dict(zip(CLASSES, np.bincount(y, minlength=5).tolist(), strict=True))}")
     pbc_root = shared / "data" / "pbc"
     rpaths, ry, where = replay_pool(str(pbc_root), PBC_SPLIT, cfg.replay_images, cfg.seed, WBC5_LABELS)
-    replays = {init: ActSet(cached(cache / f"{bottoms[init][1]}replay_{cfg.replay_images}_v{cfg.replay_views}.npz",
-                                   lambda net=bottoms[init][0]: bottom_activations(
-                                       net, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1, progress=Progress(),
-                                       label="replay")), ry)
-               for init in inits}
-    replay = replays["pbc"]
+    replays = {(init, cut, aug): ActSet(cached(
+        cache / f"{pre(init, cut, aug)}replay_{cfg.replay_images}_v{cfg.replay_views}.npz",
+        lambda net=bottom_net(init, cut), aug=aug: bottom_activations(
+            net, rpaths, cfg.replay_views, preset(aug), cfg.seed + 1, progress=Progress(), label="replay")), ry)
+        for init, cut, aug in triples}
     test_rows = [r for r in SplitManifest.load(PBC_SPLIT).rows if r.split == "test"]
     tpaths = [pbc_root.joinpath(*r.path.split("/")) for r in test_rows]
     ty = [CLASS_INDEX[r.label] for r in test_rows]
-    pbc_test = cached(cache / "pbc_test_f32.npz", lambda: [bottom_activations(
-        pbc, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), label="PBC test")[0]])[0]
     ty = np.asarray(ty, dtype=np.int64)
     # The source val images `--keep-source` checks (the sample `wbc-edge adapt` draws).
     cpaths, cy, _ = replay_pool(str(pbc_root), PBC_SPLIT, cfg.source_check_images, cfg.seed + 2, WBC5_LABELS,
                                 split="val")
-    check = cached(cache / f"pbc_check_{cfg.source_check_images}.npz", lambda: [bottom_activations(
-        pbc, cpaths, 0, cfg.augment, 0, progress=Progress(), label="PBC val check")[0]])[0]
+    pbc_cuts = sorted({cut for init, cut in pairs if init == "pbc"})
+    pbc_test, check = {}, {}
+    for cut in pbc_cuts:
+        net = SplitNet.of(pbc_model, cut)
+        pbc_test[cut] = cached(cache / f"{pre('pbc', cut)}pbc_test_f32.npz", lambda net=net: [bottom_activations(
+            net, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), label="PBC test")[0]])[0]
+        check[cut] = cached(cache / f"{pre('pbc', cut)}pbc_check_{cfg.source_check_images}.npz",
+                            lambda net=net: [bottom_activations(net, cpaths, 0, cfg.augment, 0, progress=Progress(),
+                                                                label="PBC val check")[0]])[0]
     timing["activations_s"] = round(time.time() - t, 1)
 
-    # Pooled features per init (the head phase's input), once.
+    # Pooled features per (init, cut) (the head phase's input), once.
     t = time.time()
     feats = {}
-    for arm in inits:
-        net = nets[arm]
-        feats[arm] = {name: cached(cache / f"feats_{arm}_{name}.npz", lambda net=net, name=name, arm=arm: [
-            pooled_features(net, targets[name]["acts_by_init"][arm])])[0] for name in args.sets}
-        feats[arm]["replay"] = cached(cache / f"feats_{arm}_replay.npz",
-                                      lambda net=net, arm=arm: [pooled_features(net, replays[arm])])[0]
+    for init, cut, aug in triples:
+        net = nets[(init, cut)]
+        p = pre("pbc", cut, aug)  # the features are the init's, whichever bottom fed them
+        feats[(init, cut, aug)] = {name: cached(cache / f"{p}feats_{init}_{name}.npz",
+                                                lambda net=net, a=targets[name]["acts_by"][(init, cut, aug)]: [
+                                                    pooled_features(net, a)])[0] for name in args.sets}
+        feats[(init, cut, aug)]["replay"] = cached(
+            cache / f"{p}feats_{init}_replay.npz",
+            lambda net=net, a=replays[(init, cut, aug)]: [pooled_features(net, a)])[0]
     timing["features_s"] = round(time.time() - t, 1)
 
-    # The recipe per arm.  The ImageNet start has a random head: it is first fitted on pooled features (20
-    # epochs), and its replay images are trained towards their labels (there is no source model to distill).
-    # Interpolation (WiSE-FT back towards the init, `--keep-source`) only in its own arm: from ImageNet it
-    # would mix towards a random head, and the other arms isolate one ingredient each.
-    arm_cfg = {"pbc": cfg, "pbc_noreplay": dataclasses.replace(cfg, replay=False),
-               "pbc_interp": dataclasses.replace(cfg, interpolate=True),
-               "pbc_head": dataclasses.replace(cfg, head_epochs=20),
-               "imagenet": dataclasses.replace(cfg, head_epochs=20, replay_targets="labels"),
-               **{name: dataclasses.replace(cfg, **over) for name, over in variants.items()}}
     pbc_test_arms = set(args.pbc_test_arms) | set(variants)
-    if "imagenet" in pbc_test_arms and not same_bottom:
+    if "imagenet" in pbc_test_arms and not all(same_bottom.values()):
         raise SystemExit("--pbc-test-arms imagenet: PBC test is cached through the PBC model's bottom, which is "
                          "not ImageNet's here")
-    pbc.model.set_weights(init_weights["pbc"])
-    soft_pbc = cached(cache / "soft_pbc_replay.npz", lambda: [replay_soft_targets(pbc, replay)])[0]
+    pbc_model.set_weights(init_weights["pbc"])
+    soft_pbc = {(cut, aug): cached(cache / f"{pre('pbc', cut, aug)}soft_pbc_replay.npz",
+                                   lambda cut=cut, aug=aug: [replay_soft_targets(nets[("pbc", cut)],
+                                                                                 replays[("pbc", cut, aug)])])[0]
+                for init, cut, aug in triples if init == "pbc"}
 
     # Un-adapted PBC model on every target image, and on PBC test.
     pbc.model.set_weights(init_weights["pbc"])
     base_probs = {name: predict_top(pbc, targets[name]["acts"].views[0]) for name in args.sets}
-    base_pbc_test = score(ty, predict_top(pbc, pbc_test))
+    base_pbc_test = score(ty, predict_top(pbc, pbc_test[cfg.adapt_from]))
     log(f"un-adapted PBC test accuracy {base_pbc_test['accuracy']:.4f}")
 
     runs_file = out / "runs.jsonl"
@@ -273,22 +314,21 @@ def main() -> None:
                 for arm in args.arms:
                     if (name, k, seed, arm) in done:
                         continue
-                    init = "imagenet" if arm == "imagenet" else "pbc"
-                    net = nets[arm]
+                    init, cut, aug = key = key_of(arm)
+                    net = nets[(init, cut)]
                     net.model.set_weights(init_weights[init])
-                    acts = tg["acts_by_init"][init]
-                    local = ActSet(acts.views, acts.labels, feats[init][name]).subset(tr)
-                    rep = (ActSet(replays[init].views, replays[init].labels, feats[init]["replay"])
-                           if arm_cfg[arm].replay else None)
+                    acts = tg["acts_by"][key]
+                    local = ActSet(acts.views, acts.labels, feats[key][name]).subset(tr)
+                    rep = ActSet(replays[key].views, ry, feats[key]["replay"]) if arm_cfg[arm].replay else None
                     if rep is not None and init == "pbc" and arm_cfg[arm].replay_targets == "distill":
-                        rep.soft = soft_pbc  # distillation targets: the PBC model's probabilities
+                        rep.soft = soft_pbc[(cut, aug)]  # distillation targets: the PBC model's probabilities
                     t = time.time()
                     fit = fit_top(net, local, rep, arm_cfg[arm], seed=seed)
                     fit_s = time.time() - t
                     interp = None
                     if arm_cfg[arm].interpolate:
                         c = arm_cfg[arm]
-                        interp = choose_alpha(net, init_weights[init], net.model.get_weights(), check, cy, c.alphas,
+                        interp = choose_alpha(net, init_weights[init], net.model.get_weights(), check[cut], cy, c.alphas,
                                               c.max_source_drop).to_dict()
                     rec = {"set": name, "k": k, "seed": seed, "arm": arm, "model_sha256": model_sha,
                            "n_adapt": int(len(tr)), "adapt_per_class": np.bincount(acts.labels[tr], minlength=5).tolist(),
@@ -301,9 +341,9 @@ def main() -> None:
                     if interp is not None:
                         rec["interpolation"] = interp
                     if arm in pbc_test_arms:
-                        rec["pbc_test"] = score(ty, predict_top(net, pbc_test))
+                        rec["pbc_test"] = score(ty, predict_top(net, pbc_test[cut]))
                         # Forgetting as a recipe may be chosen on it: the 500 PBC *val* images --keep-source checks.
-                        rec["pbc_val"] = score(np.asarray(cy, dtype=np.int64), predict_top(net, check))
+                        rec["pbc_val"] = score(np.asarray(cy, dtype=np.int64), predict_top(net, check[cut]))
                     done[(name, k, seed, arm)] = rec
                     with open(runs_file, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
@@ -321,7 +361,7 @@ def main() -> None:
             "timing_this_invocation": timing, "ks": args.ks, "seeds": args.seeds, "sets": args.sets}
     if args.val_share > 0 or variants:
         meta["val_share"], meta["variants"] = args.val_share, variants
-        print(write_dev_summary(list(done.values()), meta, out))
+        print(write_dev_summary(list(done.values()), {**covering(meta, list(done.values())), "seeds": args.seeds}, out))
     else:
         print(to_markdown(write_summary(list(done.values()), covering(meta, list(done.values())), out), meta))
 
@@ -335,7 +375,7 @@ def covering(meta: dict, records: list[dict]) -> dict:
 
 
 #: Fields a --variant may not change: the cached activations were computed with them.
-CACHED_FIELDS = ("augment", "aug_preset", "aug_views", "replay_images", "replay_views", "seed", "source_check_images")
+CACHED_FIELDS = ("augment", "aug_views", "replay_images", "replay_views", "seed", "source_check_images")
 
 
 def parse_variants(specs: list[str]) -> dict[str, dict]:

@@ -7,7 +7,8 @@ not be typed by hand.  Each block sits between `<!-- generated: NAME ... -->` an
 markers and is replaced on every run; the prose around it is hand-written.  Inputs:
 - results_s3/runs.jsonl + results_s3/learning_curve.json (meta): the shipped model's learning curve and the
   accuracy targets; results/ the same for robust_s42, the first curve (block learning-curve-s42);
-- results/timing_50_per_class.json (time_adapt.py): the 5-minute target;
+- results_s3_robust_views/: the shipped model's curve with the `robust` views of the earlier default;
+- results_s3/timing_50_per_class.json (time_adapt.py; results/ before it existed): the 5-minute target;
 - results_s3/cli_tecom_k10_seed*.json (cli_run.py): the CLI end to end and abstention after adapting;
 - benchmarks/robust/runs/robust_*/crossdomain/crossdomain.json: calibration and abstention per domain
   (and runs/robust/robust_*/calibration.json, when present, to check which calibration each report used).
@@ -29,6 +30,7 @@ from curve_report import load_records, partial_note, summarize, table_markdown  
 
 RESULTS = HERE / "results"     # robust_s42: the first curve (and its 80-step records), the timing run
 CURVE = HERE / "results_s3"    # robust_s3, the shipped model: the curve the targets are read from, the CLI runs
+BEFORE = HERE / "results_s3_robust_views"  # robust_s3 adapted with `robust` views (the default until 2026-12-02)
 ROBUST_RUNS = ("robust_s42", "robust_s1", "robust_s2", "robust_s3")  # robust_s3: the shipped model
 TECOM, CV = "zheng2018_tecom", "zheng2018_cellavision"
 
@@ -237,7 +239,7 @@ def cli_runs(prefix: str) -> list[dict]:
     return sorted(out, key=lambda c: c["seed"])
 
 
-def timing_block(t: dict) -> str:
+def timing_block(t: dict, path: Path) -> str:
     ph = t["phases_s"]
     h = t["heldout"]
     return "\n".join([
@@ -253,7 +255,7 @@ def timing_block(t: dict) -> str:
         "",
         f"{t['cpus']} CPUs; the wall time includes TensorFlow's start-up and model loading. Held-out: "
         f"{100 * h['accuracy']:.0f} % of {h['n']} (PBC images, so this says nothing about a new lab - it is a "
-        "timing run). From `results/timing_50_per_class.json` (`time_adapt.py`).",
+        f"timing run). From `{path.relative_to(HERE)}` (`time_adapt.py`).",
     ])
 
 
@@ -295,13 +297,18 @@ def main() -> None:
     records = load_records(CURVE / "runs.jsonl", meta["model_sha256"])
     first_meta = json.loads((RESULTS / "learning_curve.json").read_text())["meta"]
     first = load_records(RESULTS / "runs.jsonl", first_meta["model_sha256"])
-    timing = json.loads((RESULTS / "timing_50_per_class.json").read_text())
+    timing_path = next(p for p in (CURVE / "timing_50_per_class.json", RESULTS / "timing_50_per_class.json")
+                       if p.is_file())
+    timing = json.loads(timing_path.read_text())
+    before_meta = json.loads((BEFORE / "learning_curve.json").read_text())["meta"]
+    before = load_records(BEFORE / "runs.jsonl", before_meta["model_sha256"])
     cli_path = CURVE / "cli_tecom_k10_seed0.json"
     cli = json.loads(cli_path.read_text()) if cli_path.is_file() else None
     blocks = {"learning-curve": learning_curve_block(records, meta),
               "learning-curve-s42": learning_curve_block(first, first_meta, "####"),
+              "learning-curve-s3-robust-views": learning_curve_block(before, before_meta, "####"),
               "targets": targets_block(records, meta, timing, cli),
-              "timing": timing_block(timing)}
+              "timing": timing_block(timing, timing_path)}
     if cli:
         blocks["cli"] = cli_block(cli, records)
     readme = HERE / "README.md"

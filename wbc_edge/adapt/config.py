@@ -28,9 +28,17 @@ class AdaptConfig:
     seed: int = 42
     skip_bad: bool = False                # skip unreadable files instead of refusing the folder
     # -- augmentation and training
-    aug_preset: str = "robust"
-    augment: AugmentConfig = field(default_factory=lambda: preset("robust"))
+    #: augmentation of the cached views of the adapt images (and of the replay images).  "scale" (geometry,
+    #: blur, resolution, JPEG, noise, mild colour), not train's "robust": one lab's stain and camera are fixed,
+    #: and strong colour jitter hid the colour cues the few local images teach (dev seeds, val halves: Tecom
+    #: k=10 +4.7 pp, CellaVision k=5 +3.5 pp; benchmarks/adapt/README.md)
+    aug_preset: str = "scale"
+    augment: AugmentConfig = field(default_factory=lambda: preset("scale"))
     aug_views: int = 6                    # augmented views cached per adapt image (+ the clean one)
+    #: first MobileNetV2 block that is fine-tuned (1-16); everything below it is frozen and cached.  13 is
+    #: train's cached-mode cut; a lower cut also adapts the lower blocks (stain, blur and scale are input-level
+    #: shifts) at 3-7x the cost per step (benchmarks/adapt/README.md)
+    adapt_from: int = 13
     head_epochs: int = 0                  # phase 1: head re-fit on pooled features (for a new head; 0 = skip)
     head_learning_rate: float = 1e-3
     finetune_epochs: float = 15.0         # phase 2: passes over the local adapt images ...
@@ -73,6 +81,8 @@ class AdaptConfig:
             raise WbcEdgeError(f"--val-share must be in [0, 1), got {self.val_share}")
         if not 0.0 < self.replay_share < 1.0:
             raise WbcEdgeError(f"--replay-share must be in (0, 1), got {self.replay_share}")
+        if not 1 <= self.adapt_from <= 16:
+            raise WbcEdgeError(f"--adapt-from must be a MobileNetV2 block 1-16, got {self.adapt_from}")
         for name in ("aug_views", "head_epochs", "min_steps", "replay_views"):
             if getattr(self, name) < 0:
                 raise WbcEdgeError(f"{name} must be >= 0, got {getattr(self, name)}")

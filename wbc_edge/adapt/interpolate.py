@@ -20,10 +20,13 @@ from .network import SplitNet, predict_top
 
 
 def interpolate_weights(source: list, adapted: list, alpha: float) -> list:
-    """(1 - alpha) * source + alpha * adapted, tensor by tensor (alpha = 1: the adapted model)."""
+    """(1 - alpha) * source + alpha * adapted, tensor by tensor (alpha = 1: the adapted model).
+
+    Written as source + alpha * (adapted - source) so that a tensor adapting did not change (the frozen bottom,
+    BatchNorm statistics) comes back bit for bit, not rounded by the mix."""
     if len(source) != len(adapted):
         raise ValueError(f"weight lists differ in length ({len(source)} vs {len(adapted)})")
-    return [(s if alpha == 0 else a if alpha == 1 else ((1.0 - alpha) * s + alpha * a).astype(s.dtype))
+    return [(s if alpha == 0 else a if alpha == 1 else (s + alpha * (a - s)).astype(s.dtype))
             for s, a in zip(source, adapted, strict=True)]
 
 

@@ -4,7 +4,8 @@ Why: adapting on 2 CPU cores in minutes is only possible if the expensive part o
 image.  The model is cut at the input of `block_13_expand` (the cut of `wbc_edge.train`'s cached mode): the
 bottom stays frozen and runs once per local image (clean) and once per augmented view of each image used for
 adapting (`augment`, seeded); only the top (blocks 13-16, Conv_1 and the head) is trained, on the cached
-activations.  `predict_top` on clean activations equals `model(x)` up to float rounding.
+activations.  `AdaptConfig.adapt_from` moves the cut lower (more of the network adapts, each step costs more).
+`predict_top` on clean activations equals `model(x)` up to float rounding.
 """
 
 from __future__ import annotations

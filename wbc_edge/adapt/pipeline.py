@@ -198,7 +198,7 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     model = load_model(model_path)
     check_outputs(model, labels, model_path, stored=bool(src_info and src_info.get("labels")))
     check_classifier(model, model_path, labels)
-    net = SplitNet.of(model)
+    net = SplitNet.of(model, cfg.adapt_from)
     source_sha = sha256_file(model_path)
 
     # Activations: every local image clean; adapt images also in cfg.aug_views augmented views.
