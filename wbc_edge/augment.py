@@ -108,12 +108,7 @@ def preset(name: str, **overrides) -> AugmentConfig:
 
 def augment(pixels: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
     """uint8 (H, W, 3) -> augmented uint8 (H, W, 3); deterministic for a given rng state."""
-    x = pixels
-    if cfg.dihedral:
-        k = int(rng.integers(8))
-        x = np.rot90(x, k % 4, axes=(0, 1))
-        if k >= 4:
-            x = x[:, ::-1]
+    x = dihedral(pixels, int(rng.integers(8))) if cfg.dihedral else pixels
     f = np.ascontiguousarray(x, dtype=np.float32)
     if cfg.hed_p and rng.random() < cfg.hed_p:
         f = _hed_jitter(f, rng, cfg.hed_scale, cfg.hed_bias)
@@ -151,6 +146,12 @@ def augment(pixels: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = A
     if cfg.jpeg_p and rng.random() < cfg.jpeg_p:
         out = _jpeg(out, int(rng.integers(cfg.jpeg_quality_min, 91)))
     return out
+
+
+def dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 dihedral transforms of an (H, W, ...) image: k % 4 quarter turns, mirrored for k >= 4."""
+    x = np.rot90(x, k % 4, axes=(0, 1))
+    return x[:, ::-1] if k >= 4 else x
 
 
 def shifted_view(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

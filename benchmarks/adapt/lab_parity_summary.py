@@ -43,8 +43,9 @@ def main() -> None:
         man = json.loads(Path(mp).read_text())
         gates[seed] = {v["variant"]: v["status"] for v in man["variants"]}
     seeds = sorted(seeds)
+    n = sorted({r["n"] for per in rows.values() for r in per.values()})
     lines = [f"Tecom as the new lab, k = 10, seeds {seeds}: the test split of each `wbc-edge adapt` run "
-             f"(n = {next(iter(next(iter(rows.values())).values()))['n']} images per seed, never adapted on). "
+             f"(n = {' / '.join(map(str, n))} images per seed, never adapted on). "
              "Agreement = top-1 agreement with the same model's float32 file.", "",
              "| files | variant | size MB | agreement with float32 % (per seed) | mean | accuracy % (mean) |",
              "|---|---|---:|---|---:|---:|"]

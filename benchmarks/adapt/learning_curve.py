@@ -188,7 +188,17 @@ def main() -> None:
 
     triples = list(dict.fromkeys([("pbc", cfg.adapt_from, cfg.aug_preset)] + [key_of(a) for a in args.arms]))
     pairs = list(dict.fromkeys((init, cut) for init, cut, _ in triples))
-    nets = {(init, cut): SplitNet.of(pbc_model if init == "pbc" else imagenet_model, cut) for init, cut in pairs}
+    models = {"pbc": pbc_model, "imagenet": imagenet_model}
+    nets: dict = {}
+
+    def net_of(init: str, cut: int):
+        """The (init, cut) view of the model, built once (a SplitNet is three Keras models)."""
+        if (init, cut) not in nets:
+            nets[(init, cut)] = SplitNet.of(models[init], cut)
+        return nets[(init, cut)]
+
+    for init, cut in pairs:
+        net_of(init, cut)
     pbc = nets[("pbc", cfg.adapt_from)]
     init_weights = {"pbc": pbc_model.get_weights(), "imagenet": imagenet_model.get_weights()}
 
@@ -204,13 +214,13 @@ def main() -> None:
     same_bottom = {}
     for init, cut in pairs:
         if init == "imagenet" and cut not in same_bottom:
-            a, b = SplitNet.of(pbc_model, cut).bottom, nets[(init, cut)].bottom
+            a, b = net_of("pbc", cut).bottom, net_of(init, cut).bottom
             same_bottom[cut] = all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
     log(f"model {args.model} sha256 {model_sha[:16]}...; cuts {sorted({c for _, c in pairs})}; "
         f"bottoms identical: {same_bottom}")
 
     def bottom_net(init: str, cut: int):
-        return nets[(init, cut)] if init == "imagenet" and not same_bottom[cut] else SplitNet.of(pbc_model, cut)
+        return net_of(init, cut) if init == "imagenet" and not same_bottom[cut] else net_of("pbc", cut)
 
     timing: dict = {}
 
@@ -249,7 +259,7 @@ def main() -> None:
     pbc_cuts = sorted({cut for init, cut in pairs if init == "pbc"})
     pbc_test, check = {}, {}
     for cut in pbc_cuts:
-        net = SplitNet.of(pbc_model, cut)
+        net = net_of("pbc", cut)
         pbc_test[cut] = cached(cache / f"{pre('pbc', cut)}pbc_test_f32.npz", lambda net=net: [bottom_activations(
             net, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), label="PBC test")[0]])[0]
         check[cut] = cached(cache / f"{pre('pbc', cut)}pbc_check_{cfg.source_check_images}.npz",

@@ -15,7 +15,6 @@ Results: benchmarks/robust/probes/tta_test_time.txt and the robust README ("Trie
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from wbc_edge.augment import _zoom  # noqa: E402
-from wbc_edge.labels import WBC5  # noqa: E402
+from wbc_edge.augment import _zoom, dihedral  # noqa: E402
+from wbc_edge.data import SplitManifest, scan_dataset  # noqa: E402
+from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
 from wbc_edge.preprocess import preprocess  # noqa: E402
 from wbc_edge.runtime import Classifier  # noqa: E402
 
@@ -33,30 +33,20 @@ SPLIT = ROOT / "benchmarks/training/pbc224_cached/split.csv"
 SCALES = (0.7, 1.0, 1.4)
 
 
-def labelled(root: Path) -> list[tuple[Path, str]]:
-    return [(p, c) for c in WBC5 for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() == c
-            for p in sorted(d.iterdir()) if p.is_file()]
+def labelled(root: Path) -> tuple[list[str], np.ndarray]:
+    return scan_dataset(root, labels=WBC5_LABELS, progress=False).files(WBC5_LABELS)
 
 
-def pbc_test(root: Path, per_class: int) -> list[tuple[Path, str]]:
-    by: dict[str, list] = {}
-    for r in csv.DictReader(open(SPLIT)):
-        if r["split"] == "test":
-            by.setdefault(r["label"], []).append(root.joinpath(*r["path"].split("/")))
-    return [(p, c) for c in WBC5 for p in by[c][:per_class]]
-
-
-def dihedral(x: np.ndarray) -> list[np.ndarray]:
-    out = []
-    for k in range(8):
-        y = np.rot90(x, k % 4, axes=(0, 1))
-        out.append(np.ascontiguousarray(y[:, ::-1] if k >= 4 else y))
-    return out
+def pbc_test(root: Path, per_class: int) -> tuple[list[str], np.ndarray]:
+    paths, y = SplitManifest.load(SPLIT).files("test", root, labels=WBC5_LABELS)
+    keep = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(len(WBC5))])
+    return [paths[i] for i in keep], y[keep]
 
 
 def views(px: np.ndarray) -> dict[str, list[np.ndarray]]:
     scaled = [np.clip(_zoom(px.astype(np.float32), z, np.zeros(2)), 0, 255).astype(np.uint8) for z in SCALES]
-    return {"asis": [px], "d8": dihedral(px), "s3": scaled, "s3d4": [d for s in scaled for d in dihedral(s)[::2]]}
+    return {"asis": [px], "d8": [np.ascontiguousarray(dihedral(px, k)) for k in range(8)], "s3": scaled,
+            "s3d4": [np.ascontiguousarray(dihedral(s, k)) for s in scaled for k in range(0, 8, 2)]}
 
 
 def main() -> None:
@@ -72,10 +62,9 @@ def main() -> None:
             "zheng2018_cellavision": labelled(data / "zheng2018_cellavision"),
             f"pbc_test_{args.pbc_per_class}pc": pbc_test(data / "pbc", args.pbc_per_class)}
     print(f"model {args.model}")
-    for name, items in sets.items():
-        y = np.array([WBC5.index(c) for _, c in items])
+    for name, (paths, y) in sets.items():
         probs: dict[str, list] = {}
-        for path, _ in items:
+        for path in paths:
             for kind, vs in views(preprocess(path, clf.input_size)).items():
                 probs.setdefault(kind, []).append(clf.predict_pixels(np.stack(vs))[:, order].mean(0))
         for kind, p in probs.items():
