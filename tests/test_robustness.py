@@ -721,6 +721,28 @@ def test_cli_train_missing_weights_file_is_one_line_and_writes_nothing(tmp_path,
     assert not out.exists(), "a bad --weights must fail before RUN_DIR is created"
 
 
+def test_cli_train_zoom_overrides_only_the_presets_zoom_range(tmp_path, sample_root, monkeypatch):
+    """`--zoom MIN MAX` reaches the training config with the rest of the preset unchanged; MIN > MAX is a
+    one-line error before RUN_DIR exists."""
+    import wbc_edge.train
+    from wbc_edge.augment import preset
+
+    seen = {}
+    monkeypatch.setattr(wbc_edge.train, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    out = tmp_path / "run"
+    res = cli("train", sample_root, "--out", out, "--zoom", "0.5", "2.8", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].augment == preset("robust", zoom_min=0.5, zoom_max=2.8) != preset("robust")
+    res = cli("train", sample_root, "--out", out, "--augment", "scale", "--quiet")
+    assert res.exit_code == 0 and seen["cfg"].augment == preset("robust", zoom_min=0.5, zoom_max=2.8)  # first call kept
+    seen.clear()
+    res = cli("train", sample_root, "--out", out, "--augment", "scale", "--quiet")
+    assert seen["cfg"].augment == preset("scale")        # no --zoom: the preset's own range
+    res = cli("train", sample_root, "--out", out, "--zoom", "2", "1")
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "zoom_min <= zoom_max" in res.stderr and not out.exists()
+
+
 # ------------------------------------------------------------------------------------------------------
 # Runs: interrupted and failed writes lose nothing
 # ------------------------------------------------------------------------------------------------------
@@ -876,6 +898,7 @@ USAGE_ERRORS = [
     ("train", "{data}", "--out", "{out}", "--limit-per-class", "-1"),
     ("train", "{data}", "--out", "{out}", "--split-manifest", "{missing}"),
     ("train", "{data}", "--out", "{out}", "--bogus"),
+    ("train", "{data}", "--out", "{out}", "--zoom", "0", "2"),
     ("evaluate", "{model}"),
     ("evaluate", "{missing}", "{data}"),
     ("evaluate", "{model}", "{missing}"),

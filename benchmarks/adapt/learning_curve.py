@@ -15,6 +15,14 @@ OUT/runs.jsonl without running anything (benchmarks/adapt/curve_report.py).  Arm
             same two phases as the ImageNet arm, so the two differ only in the init (and distilled replay)
   pbc_noreplay (optional, --arms) the PBC model adapted without replay - what replay buys against forgetting
   pbc_interp (optional, --arms) the default + `--keep-source`: weights interpolated back towards the PBC model
+  pbc_st    (optional, --arms; needs --val-share) the default + self-training (selftrain.py, a probe): the
+            val half of the held-out images, labels hidden, is the lab's unlabelled pool; the adapted model (the
+            pbc arm's, reused when it ran just before) pseudo-labels it and adapting re-runs from the PBC model
+            with those added.  Scored on the test half only, like every arm with --val-share
+  pbc_stt   (optional, --arms; needs --val-share) pbc_st, transductive: the pool is all held-out images (val and
+            test halves, labels hidden) - a lab that adapts on the very images it then classifies; test half scored
+  imagenet_st (optional, --arms; needs --val-share) the same self-training from the ImageNet control (teacher:
+            the imagenet arm's model) - the fair control for pbc_st
   unadapted the PBC model as is, on the same held-out images
 Reported: balanced accuracy over the held-out images (Tecom also over EO/LY/MO/NE only; its one basophil is
 always held out), mean +- sd over seeds; PBC test accuracy (leak-free split, 2,057 images) after adaptation.
@@ -54,6 +62,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from curve_report import groups, load_records, ms, pct, to_markdown, write_summary  # noqa: E402  (this folder)
+from selftrain import THRESHOLD, pseudo_label, with_pseudo  # noqa: E402  (this folder)
 from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
 
 #: The Zheng sets and the PBC model have the five WBC classes; indices follow the model's output order.
@@ -135,11 +144,14 @@ def main() -> None:
     os.chdir(REPO)
     out = Path(args.out)
     variants = parse_variants(args.variant)
-    known = {"pbc", "imagenet", "pbc_head", "pbc_noreplay", "pbc_interp", *variants}
+    known = {"pbc", "imagenet", "pbc_head", "pbc_noreplay", "pbc_interp", *ST_BASE, *variants}
     if unknown := [a for a in args.arms if a not in known]:
         ap.error(f"unknown arm(s) {unknown}: not a built-in arm and not named by --variant")
     if not 0.0 <= args.val_share < 1.0:
         ap.error("--val-share must be in [0, 1)")
+    if set(ST_BASE) & set(args.arms) and args.val_share <= 0:
+        ap.error("arms pbc_st / imagenet_st need --val-share > 0: the unlabelled pool is the val half of the "
+                 "held-out images")
     if args.summary_only:
         meta = json.loads((out / "learning_curve.json").read_text())["meta"]
         records = list(load_records(out / "runs.jsonl", meta["model_sha256"]).values())
@@ -180,7 +192,8 @@ def main() -> None:
     pbc_model = load_model(args.model)
     keras.utils.set_random_seed(1234)  # the new head's random init
     imagenet_model = build_model(ModelConfig(weights=str(shared / WEIGHTS)))
-    init_of = {arm: "imagenet" if arm == "imagenet" else "pbc" for arm in arm_cfg}
+    arm_cfg.update({st: arm_cfg[base] for st, base in ST_BASE.items()})
+    init_of = {arm: "imagenet" if arm in ("imagenet", "imagenet_st") else "pbc" for arm in arm_cfg}
     # Every (init, cut, augmentation preset) the requested arms need; the default always (the un-adapted
     # scores use it).  Activations are cached per triple; the networks per (init, cut).
     def key_of(arm: str) -> tuple[str, int, str]:
@@ -281,7 +294,7 @@ def main() -> None:
             lambda net=net, a=replays[(init, cut, aug)]: [pooled_features(net, a)])[0]
     timing["features_s"] = round(time.time() - t, 1)
 
-    pbc_test_arms = set(args.pbc_test_arms) | set(variants)
+    pbc_test_arms = set(args.pbc_test_arms) | set(variants) | {"pbc_st"}
     if "imagenet" in pbc_test_arms and not all(same_bottom.values()):
         raise SystemExit("--pbc-test-arms imagenet: PBC test is cached through the PBC model's bottom, which is "
                          "not ImageNet's here")
@@ -321,6 +334,7 @@ def main() -> None:
                     done[key0] = rec
                     with open(runs_file, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
+                teachers = {}  # base arm -> its adapted weights of this (set, k, seed): the <base>_st arm's teacher
                 for arm in args.arms:
                     if (name, k, seed, arm) in done:
                         continue
@@ -333,8 +347,22 @@ def main() -> None:
                     if rep is not None and init == "pbc" and arm_cfg[arm].replay_targets == "distill":
                         rep.soft = soft_pbc[(cut, aug)]  # distillation targets: the PBC model's probabilities
                     t = time.time()
+                    pseudo = None
+                    if arm in ST_BASE:
+                        if ST_BASE[arm] in teachers:
+                            net.model.set_weights(teachers[ST_BASE[arm]])
+                        else:
+                            fit_top(net, local, rep, arm_cfg[ST_BASE[arm]], seed=seed)
+                        pool_idx = np.concatenate([va, te]) if arm == "pbc_stt" else va  # labels hidden
+                        pool = [v[pool_idx] for v in acts.views]
+                        pl = pseudo_label(net, pool, THRESHOLD, CLASSES)
+                        pseudo = {**pl.to_dict(), "correct": int(np.sum(pl.labels == acts.labels[pool_idx][pl.index]))}
+                        net.model.set_weights(init_weights[init])
+                        local = with_pseudo(local, pool, pl)
                     fit = fit_top(net, local, rep, arm_cfg[arm], seed=seed)
                     fit_s = time.time() - t
+                    if arm in ST_BASE.values():
+                        teachers[arm] = net.model.get_weights()
                     interp = None
                     if arm_cfg[arm].interpolate:
                         c = arm_cfg[arm]
@@ -345,7 +373,10 @@ def main() -> None:
                            "test_per_class": np.bincount(y_te, minlength=5).tolist(),
                            "steps": fit["steps"], "fit_s": round(fit_s, 1),
                            "target": score(y_te, predict_top(net, acts.views[0][te]))}
-                    if len(va):
+                    if pseudo is not None:  # its val half was trained on (pseudo labels): no val score
+                        rec["pseudo"] = pseudo
+                        rec["val_share"] = args.val_share
+                    elif len(va):
                         rec["val"] = score(y_va, predict_top(net, acts.views[0][va]))
                         rec["val_share"] = args.val_share
                     if interp is not None:
@@ -383,6 +414,9 @@ def covering(meta: dict, records: list[dict]) -> dict:
     return {**meta, "sets": sets, "ks": sorted(set(meta["ks"]) | {r["k"] for r in records}),
             "seeds": sorted(set(meta["seeds"]) | {r["seed"] for r in records})}
 
+
+#: Self-training arms and the arm whose adapted model is their teacher (same init, same recipe).
+ST_BASE = {"pbc_st": "pbc", "pbc_stt": "pbc", "imagenet_st": "imagenet"}
 
 #: Fields a --variant may not change: the cached activations were computed with them.
 CACHED_FIELDS = ("augment", "aug_views", "replay_images", "replay_views", "seed", "source_check_images")

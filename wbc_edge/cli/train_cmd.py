@@ -56,6 +56,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Augmentation recipe. robust: zoom 0.8-2.8x + blur/low-res/JPEG/noise + stain (HED), hue, "
                    "white-balance, grey; basic: the original dihedral + mild colour; colour / scale: one family "
                    "each (for ablations). See `wbc-edge data preview-aug`.")
+@click.option("--zoom", "zoom_range", type=click.FloatRange(0, min_open=True), nargs=2, default=None,
+              metavar="MIN MAX",
+              help="Override the preset's zoom range (log-uniform; > 1 magnifies the cell, < 1 shrinks it), e.g. "
+                   "--zoom 0.5 2.8 for labs whose cells are smaller in the frame than PBC's.")
 @click.option("--finetune-warmup", type=click.FloatRange(min=0), default=TrainConfig.finetune_warmup,
               show_default=True, help="Cached mode: epochs of linear learning-rate warm-up before the cosine decay.")
 @click.option("--no-swa", is_flag=True, help="Cached mode: do not average the weights of the second half's epochs.")
@@ -79,7 +83,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
-          finetune_epochs, finetune_from, aug_views, feature_style, aug_preset, finetune_warmup, no_swa, no_shifted_val,
+          finetune_epochs, finetune_from, aug_views, feature_style, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
           limit_per_class, distribute, force, quiet):
     """Train MobileNetV2 on an ImageFolder DATA (DATA/<class>/<image>) with a leak-free split.
@@ -96,9 +100,15 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
                       feature_style=feature_style,
-                      aug_preset=aug_preset, augment=preset(aug_preset), finetune_warmup=finetune_warmup,
+                      aug_preset=aug_preset, augment=preset(aug_preset, **_zoom(zoom_range)),
+                      finetune_warmup=finetune_warmup,
                       swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,
                       batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,
                       early_stopping=early_stopping, class_weights=not no_class_weights,
                       limit_per_class=limit_per_class, distribute=distribute)
     run_train(cfg, force=force, progress=ClickProgress(enabled=not quiet))
+
+
+def _zoom(zoom_range) -> dict:
+    """--zoom MIN MAX as AugmentConfig overrides (none when not given); MIN > MAX is the preset's one-line error."""
+    return {} if not zoom_range else {"zoom_min": zoom_range[0], "zoom_max": zoom_range[1]}

@@ -1,0 +1,89 @@
+"""Probe: how a model holds up when the cells are smaller in the frame than PBC's (a lower magnification).
+
+    .venv/bin/python benchmarks/robust/small_cell_probe.py --shared ../shared \
+        runs/ablation/robust_s42/model.keras runs/ablation/robust_z5_s42/model.keras export/wbc_float32.tflite
+
+Why: DOMAIN_SHIFT.md reports a lab (not in ../shared) whose cells are already small, on which zooming out ruins
+the PBC model - and `robust` only zooms 0.8-2.8x in training, i.e. mostly *larger* cells (Tecom's tight crops).
+We have no labelled small-cell lab, so this is a stand-in: the leak-free PBC test split (2,057 images;
+benchmarks/training/pbc224_cached/split.csv) with every image zoomed out about its centre by a factor z
+(`augment._zoom`, the training transform: the uncovered border takes the border's median colour).  PBC cells
+fill ~1/3 of the crop, so z = 0.5 is a cell filling ~1/6 (e.g. a 50x instead of a 100x objective).
+Printed and written (--out): balanced accuracy and per-class recall per model and z.  Keras files go through
+the Keras model, .tflite files through the runtime (float32 input or uint8: the contract says).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from wbc_edge.augment import _zoom  # noqa: E402
+from wbc_edge.data import SplitManifest  # noqa: E402
+from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
+from wbc_edge.preprocess import preprocess  # noqa: E402
+
+SPLIT = ROOT / "benchmarks/training/pbc224_cached/split.csv"
+ZOOMS = (1.0, 0.7, 0.5, 0.35)
+
+
+def predictor(path: str):
+    """uint8 (N, S, S, 3) pixels -> class index in WBC5 order; and the model's input size."""
+    if path.endswith(".tflite"):
+        from wbc_edge.runtime import Classifier
+
+        clf = Classifier(path, num_threads=2)
+        order = clf.output_order(WBC5)
+        return (lambda px: clf.predict_pixels(px)[:, order].argmax(1)), clf.input_size
+    from wbc_edge.model import load_model
+
+    model = load_model(path)
+    return (lambda px: model.predict(px.astype(np.float32), batch_size=64, verbose=0).argmax(1)), \
+        int(model.input_shape[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", help=".keras or .tflite files (WBC5 outputs)")
+    ap.add_argument("--shared", default="../shared")
+    ap.add_argument("--zooms", type=float, nargs="+", default=list(ZOOMS))
+    ap.add_argument("--out", default=None, help="write the table as OUT.md and OUT.json")
+    args = ap.parse_args()
+    paths, y = SplitManifest.load(SPLIT).files("test", Path(args.shared) / "data" / "pbc", labels=WBC5_LABELS)
+    pixels: dict[int, np.ndarray] = {}
+    rows = []
+    for m in args.models:
+        predict, size = predictor(m)
+        if size not in pixels:
+            pixels[size] = np.stack([preprocess(p, size) for p in paths])
+        for z in args.zooms:
+            x = pixels[size] if z == 1.0 else np.stack([np.clip(_zoom(p.astype(np.float32), z, np.zeros(2)), 0, 255)
+                                                        .astype(np.uint8) for p in pixels[size]])
+            pred = predict(x)
+            recall = {c: float(np.mean(pred[y == i] == i)) for i, c in enumerate(WBC5)}
+            rows.append({"model": m, "zoom": z, "n": int(len(y)), "balanced_accuracy": float(np.mean(list(recall.values()))),
+                         "recall": recall})
+            print(f"{m}  zoom {z:g}: balanced accuracy {rows[-1]['balanced_accuracy']:.4f}  "
+                  + " ".join(f"{c[:2]} {r:.2f}" for c, r in recall.items()), flush=True)
+    lines = ["| model | zoom | balanced acc % | " + " | ".join(f"{c[:2].upper()} %" for c in WBC5) + " |",
+             "|---|---:|---:|" + "---:|" * len(WBC5)]
+    lines += [f"| {r['model']} | {r['zoom']:g} | {100 * r['balanced_accuracy']:.1f} | "
+              + " | ".join(f"{100 * r['recall'][c]:.1f}" for c in WBC5) + " |" for r in rows]
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(f"PBC test split ({len(y)} images), zoomed out about the centre; "
+                                          "`benchmarks/robust/small_cell_probe.py`\n\n" + "\n".join(lines) + "\n")
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
