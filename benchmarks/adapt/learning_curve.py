@@ -150,7 +150,7 @@ def main() -> None:
     if not 0.0 <= args.val_share < 1.0:
         ap.error("--val-share must be in [0, 1)")
     if set(ST_BASE) & set(args.arms) and args.val_share <= 0:
-        ap.error("arms pbc_st / imagenet_st need --val-share > 0: the unlabelled pool is the val half of the "
+        ap.error(f"arms {', '.join(ST_BASE)} need --val-share > 0: their unlabelled pool is (part of) the "
                  "held-out images")
     if args.summary_only:
         meta = json.loads((out / "learning_curve.json").read_text())["meta"]
@@ -193,7 +193,7 @@ def main() -> None:
     keras.utils.set_random_seed(1234)  # the new head's random init
     imagenet_model = build_model(ModelConfig(weights=str(shared / WEIGHTS)))
     arm_cfg.update({st: arm_cfg[base] for st, base in ST_BASE.items()})
-    init_of = {arm: "imagenet" if arm in ("imagenet", "imagenet_st") else "pbc" for arm in arm_cfg}
+    init_of = {arm: "imagenet" if ST_BASE.get(arm, arm) == "imagenet" else "pbc" for arm in arm_cfg}
     # Every (init, cut, augmentation preset) the requested arms need; the default always (the un-adapted
     # scores use it).  Activations are cached per triple; the networks per (init, cut).
     def key_of(arm: str) -> tuple[str, int, str]:

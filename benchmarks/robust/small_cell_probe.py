@@ -57,16 +57,20 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the table as OUT.md and OUT.json")
     args = ap.parse_args()
     paths, y = SplitManifest.load(SPLIT).files("test", Path(args.shared) / "data" / "pbc", labels=WBC5_LABELS)
-    pixels: dict[int, np.ndarray] = {}
+    pixels: dict[tuple[int, float], np.ndarray] = {}  # (input size, zoom) -> uint8 images, shared by the models
+
+    def zoomed(size: int, z: float) -> np.ndarray:
+        if (size, z) not in pixels:
+            pixels[(size, z)] = (np.stack([preprocess(p, size) for p in paths]) if z == 1.0 else
+                                 np.stack([np.clip(_zoom(p.astype(np.float32), z, np.zeros(2)), 0, 255).astype(np.uint8)
+                                           for p in zoomed(size, 1.0)]))
+        return pixels[(size, z)]
+
     rows = []
     for m in args.models:
         predict, size = predictor(m)
-        if size not in pixels:
-            pixels[size] = np.stack([preprocess(p, size) for p in paths])
         for z in args.zooms:
-            x = pixels[size] if z == 1.0 else np.stack([np.clip(_zoom(p.astype(np.float32), z, np.zeros(2)), 0, 255)
-                                                        .astype(np.uint8) for p in pixels[size]])
-            pred = predict(x)
+            pred = predict(zoomed(size, z))
             recall = {c: float(np.mean(pred[y == i] == i)) for i, c in enumerate(WBC5)}
             rows.append({"model": m, "zoom": z, "n": int(len(y)), "balanced_accuracy": float(np.mean(list(recall.values()))),
                          "recall": recall})
