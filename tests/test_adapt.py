@@ -237,6 +237,26 @@ def test_adapt_with_a_missing_class_and_no_replay(tiny_run_dir, sample_root, tmp
     assert info["split_counts"]["train"] == 12
 
 
+def test_swa_averages_the_low_rate_half_of_the_fine_tune(tiny_run_dir, sample_root, tmp_path):
+    """`swa`: the top's weights at the ends of chunks 5-9 of 10 are averaged; without it the last chunk's are kept
+    (same seed, same trajectory: the two models differ only by the average)."""
+    from wbc_edge.adapt import AdaptConfig, adapt
+    from wbc_edge.model import load_model
+
+    local = _local_copy(sample_root, tmp_path / "lab")
+    runs = {}
+    for swa in (False, True):
+        cfg = AdaptConfig(source=str(tiny_run_dir), data_root=str(local), out_dir=str(tmp_path / f"run_{swa}"),
+                          per_class=3, aug_views=0, min_steps=10, finetune_epochs=1, batch_size=8, replay=False,
+                          seed=2, swa=swa)
+        runs[swa] = adapt(cfg, progress=False)
+    hist = {k: json.loads((r.run_dir / "history.json").read_text())["epochs"] for k, r in runs.items()}
+    assert hist[True][-1]["swa_chunks"] == 5 and "swa_chunks" not in hist[False][-1]
+    assert [h["loss"] for h in hist[True]] == [h["loss"] for h in hist[False]]  # the same trajectory
+    a, b = (load_model(runs[k].model_path).get_layer("predictions").get_weights()[0] for k in (False, True))
+    assert not np.allclose(a, b)
+
+
 def test_adapt_from_a_lower_block_trains_from_there_and_no_lower(tiny_run_dir, sample_root, tmp_path):
     """`--adapt-from 10`: blocks 10-16 and the head learn, blocks below 10 keep the source's weights; `--augment`
     picks the views' preset."""

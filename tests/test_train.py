@@ -111,6 +111,9 @@ def test_cached_training_writes_run_dir_and_resumes(sample_root, sample_split, t
     assert run["split_manifest_sha256"] == _sha(out / "split.csv")
     assert {"tensorflow", "tf_keras", "numpy"} <= set(run["versions"])
     assert 0.0 <= result.test_accuracy <= 1.0
+    # The scale guard is fitted on the train split and stored for export (wbc_edge.scale_guard).
+    guard = json.loads((out / "scale_guard.json").read_text())
+    assert run["scale_guard"] == guard and 0.1 < guard["threshold"] <= guard["target"] < 0.5
 
     # A finished run is not overwritten without force.
     with pytest.raises(WbcEdgeError, match="already holds a finished run"):

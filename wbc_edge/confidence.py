@@ -1,9 +1,10 @@
-"""Fit a trained run's confidence calibration (temperature + abstain threshold) and store it with the run.
+"""Fit a trained run's inference-time calibration and store it with the run: the confidence calibration
+(temperature + abstain threshold) and the scale guard (`wbc_edge.scale_guard`, fitted on the train split).
 
 `wbc-edge train` calls this at the end of every run; `wbc-edge calibrate RUN_DIR` does it for runs trained
 before calibration existed.  The result lives in RUN_DIR/calibration.json, and export copies it into every
 variant's contract, where the runtime and `wbc-edge predict` apply it.  (The numpy maths is in
-`wbc_edge.calibration`; this module needs TensorFlow to run the Keras model.)
+`wbc_edge.calibration`; `calibrate_run` needs TensorFlow to run the Keras model, the scale guard does not.)
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import numpy as np
 from . import atomic
 from .calibration import Calibration, fit_calibration
 from .progress import Progress
+from .scale_guard import SCALE_GUARD_FILE, ScaleGuard, fit_scale_guard
 
 CALIBRATION_FILE = "calibration.json"
+#: Train images the scale guard is fitted on (stratified, seed 0): its threshold is their 0.5 % quantile.
+SCALE_GUARD_SAMPLE = 1000
 
 
 def save_calibration(run_dir: str | Path, cal: Calibration) -> Path:
@@ -59,3 +63,52 @@ def calibrate_run(run_dir: str | Path, data_root: str | None = None,
     cal = fit_calibration(val, y, shifted_probs, y)
     save_calibration(run, cal)
     return cal
+
+
+def fit_split_scale_guard(paths, y, size: int, n: int = SCALE_GUARD_SAMPLE) -> ScaleGuard:
+    """The scale guard of a run from its train images (`paths`, class indices `y`): a stratified sample of
+    `n`, seed 0, through the one `preprocess` at the model's input size."""
+    from .data.sampling import stratified_indices
+    from .preprocess import preprocess
+
+    return fit_scale_guard(preprocess(paths[i], size) for i in stratified_indices(np.asarray(y), n, seed=0))
+
+
+def save_scale_guard(run_dir: str | Path, guard: ScaleGuard) -> Path:
+    path = Path(run_dir) / SCALE_GUARD_FILE
+    atomic.write_json(path, guard.to_dict())
+    return path
+
+
+def load_scale_guard(run_dir: str | Path) -> ScaleGuard | None:
+    """RUN_DIR/scale_guard.json, or None for a run fitted before the guard existed."""
+    path = Path(run_dir) / SCALE_GUARD_FILE
+    if not path.exists():
+        return None
+    try:
+        return ScaleGuard.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        from .errors import ModelFileError
+
+        raise ModelFileError(f"{path}: not a valid scale guard ({exc})") from None
+
+
+def scale_guard_run(run_dir: str | Path, data_root: str | None = None) -> ScaleGuard:
+    """Fit and save the scale guard of a finished run from its split.csv train split (no TensorFlow when
+    run.json records the input size)."""
+    from .data import SplitManifest
+    from .scoring import model_labels
+
+    run = Path(run_dir)
+    info = json.loads((run / "run.json").read_text())
+    root = data_root or info["config"]["data_root"]
+    labels = model_labels(run / "model.keras", str(run / "split.csv"))
+    paths, y = SplitManifest.load(run / "split.csv").files("train", root, labels=labels)
+    size = (info["config"].get("model") or {}).get("input_size")
+    if size is None:  # an older or hand-made run.json: ask the model itself
+        from .model import load_model, model_input_size
+
+        size = model_input_size(load_model(run / "model.keras"))
+    guard = fit_split_scale_guard([str(p) for p in paths], y, int(size))
+    save_scale_guard(run, guard)
+    return guard

@@ -63,6 +63,9 @@ class ModelContract:
     #: calibrated p = softmax(log(p) / temperature); below abstain_threshold the prediction is "uncertain".
     temperature: float | None = None
     abstain_threshold: float | None = None
+    #: The scale guard (`wbc_edge.scale_guard.ScaleGuard.to_dict()`), None in models exported before it existed:
+    #: the runtime magnifies an image whose nucleus is far smaller than the training cells' before inference.
+    scale_guard: dict | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -125,6 +128,16 @@ def _field_problem(name: str, v) -> str | None:
         return None if v is None or (_is_number(v) and v > 0) else "a positive number or null"
     if name == "abstain_threshold":
         return None if v is None or (_is_number(v) and 0 <= v <= 1) else "a number in [0, 1] or null"
+    if name == "scale_guard":
+        if v is None:
+            return None
+        from .scale_guard import ScaleGuard
+
+        try:
+            ScaleGuard.from_dict(v)
+        except (ValueError, TypeError) as exc:
+            return f"null or a valid scale guard ({exc})"
+        return None
     if name == "contract_version":
         return None if _is_int(v) else "an integer"
     return None

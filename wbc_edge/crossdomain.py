@@ -11,7 +11,9 @@ The classes are the models' own: the reference's labels (a .tflite's contract, o
 stored), every other model's outputs are mapped to them by name, and each domain folder is read in that
 order (`scan_dataset(root, labels=...)`), so a 3- or 8-class model is reported on its own classes.
 TensorFlow is imported only when a model is a .keras file; .tflite models run on `wbc_edge.runtime`.
-Every image is fed through the one `preprocess`, never augmented.
+Every image is fed through the one `preprocess`, never augmented, then through the reference's scale guard
+(`wbc_edge.scale_guard`; off with `scale_guard=False`) - the pixels the runtime feeds - and every model of the
+report gets those same pixels.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .errors import ModelFileError, WbcEdgeError
 from .labels import Labels
 from .preprocess import preprocess_batch
 from .progress import Progress, resolve
+from .scale_guard import guard_batch
 
 FORMAT = "wbc-edge-crossdomain-1"
 
@@ -58,6 +61,7 @@ class CrossDomainConfig:
     seed: int = 42
     progress: bool = True
     labels: list[str] | None = None  # None: the reference's (else the first model's) labels
+    scale_guard: bool = True       # apply the reference's (else the first model's) scale guard, as the runtime does
 
 
 def _kind(path: str) -> str:
@@ -107,9 +111,12 @@ class _Runner:
             self.size = int(self.model.input_shape[1])
             from .confidence import load_calibration
 
+            from .confidence import load_scale_guard
+
             cal = load_calibration(Path(path).parent)
             self.temperature = cal.temperature if cal else 1.0
             self.threshold = cal.abstain_threshold if cal else 0.0
+            self.guard = load_scale_guard(Path(path).parent)
         else:
             from .runtime import Classifier
 
@@ -117,6 +124,7 @@ class _Runner:
             self.labels = Labels.from_list(self.model.labels)
             self.size = self.model.input_size
             self.temperature, self.threshold = self.model.temperature, self.model.abstain_threshold
+            self.guard = self.model.scale_guard
 
     def order(self, labels: Labels) -> np.ndarray:
         """Column indices that put this model's outputs into `labels` order (matched by name)."""
@@ -199,13 +207,17 @@ def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = Non
     size = sizes.pop()
     labels = Labels.from_list(cfg.labels) if cfg.labels else runners[ref_path or paths[0]].labels
     orders = {p: r.order(labels) for p, r in runners.items()}  # ModelFileError when the classes differ
+    guard = runners[ref_path or paths[0]].guard if cfg.scale_guard else None
     result: dict = {"format": FORMAT, "reference": ref_path, "models": list(cfg.models), "labels": list(labels),
-                    "min_class_images": cfg.min_class_images, "domains": [], "gate": None}
+                    "min_class_images": cfg.min_class_images, "domains": [], "gate": None,
+                    "scale_guard": guard.to_dict() if guard else None}
     failures = []
     for d in cfg.domains:
         t = time.time()
         _, y, pixels, source = _load_domain(d, size, cfg, labels)
-        rec: dict = {"name": d.label, "root": str(d.root), "source": source, "n": int(len(y)), "results": {}}
+        pixels, zooms = guard_batch(pixels, guard)
+        rec: dict = {"name": d.label, "root": str(d.root), "source": source, "n": int(len(y)),
+                     "magnified": int(np.sum(zooms != 1.0)), "results": {}}
         probs = {p: r(pixels)[:, orders[p]] for p, r in runners.items()}
         for p in cfg.models:
             row = domain_metrics(y, probs[p], list(labels), cfg.min_class_images, runners[p].temperature,
@@ -233,12 +245,21 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _guard_line(result: dict) -> str:
+    g = result.get("scale_guard")
+    if not g:
+        return "Scale guard: off (every image fed as preprocessed)."
+    counts = ", ".join(f"{d['name']} {d.get('magnified', 0)} of {d['n']}" for d in result["domains"])
+    return (f"Scale guard: images whose nucleus is under {g['threshold']:.3f} of the side were magnified (to "
+            f"{g['target']:.3f}, at most {g['max_zoom']:g}x) for every model: {counts}.")
+
+
 def to_markdown(result: dict) -> str:
     lines = ["# Cross-domain report", "",
              f"Reference for agreement: `{result['reference']}`" if result["reference"] else
              "No float reference: agreement not computed.", "",
              f"Balanced accuracy is the mean recall over the classes present; 'bal. (n≥{result['min_class_images']})' "
-             "uses only classes with at least that many images.", "",
+             "uses only classes with at least that many images.", "", _guard_line(result), "",
              "| model | domain | n | acc % | bal. acc % | bal. (n≥" + str(result["min_class_images"])
              + ") % | macro-F1 | agree % | flips |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

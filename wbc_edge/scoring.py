@@ -19,6 +19,7 @@ from .errors import DatasetError
 from .labels import WBC5_LABELS, Labels
 from .preprocess import preprocess
 from .progress import Progress, resolve
+from .scale_guard import ScaleGuard, guard_pixels
 
 
 @dataclass
@@ -82,14 +83,15 @@ def model_labels(model_path: str | Path, split_manifest: str | None = None) -> L
 
 
 def predict_keras(model, paths: list[str], batch_size: int = 32,
-                  progress: Progress | bool | None = True) -> np.ndarray:
-    """Softmax probabilities of a Keras model over image files, fed through the one preprocessing path."""
+                  progress: Progress | bool | None = True, guard: ScaleGuard | None = None) -> np.ndarray:
+    """Softmax probabilities of a Keras model over image files, fed through the one preprocessing path (and the
+    model's scale guard, when given: the pixels the runtime feeds)."""
     size = int(model.input_shape[1])
     out = np.empty((len(paths), int(model.output_shape[-1])), dtype=np.float32)
     with resolve(progress).task(len(paths), "Predicting") as advance:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            x = np.stack([preprocess(p, size) for p in chunk]).astype(np.float32)
+            x = np.stack([guard_pixels(preprocess(p, size), guard)[0] for p in chunk]).astype(np.float32)
             out[start:start + len(chunk)] = model(x, training=False).numpy()
             advance(len(chunk))
     return out
@@ -98,6 +100,7 @@ def predict_keras(model, paths: list[str], batch_size: int = 32,
 def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", split_manifest: str | None = None,
                    out_dir: str | None = None, progress: Progress | bool | None = True):
     """Load the model safely, score it, save metrics.json + confusion.json/png; returns (Metrics, paths)."""
+    from .confidence import load_scale_guard
     from .metrics import compute_metrics, save_metrics
     from .model import check_classifier, load_model
 
@@ -109,9 +112,11 @@ def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", spli
     check_classifier(model, model_path, labels)
     inputs = collect_inputs(data_root, split, split_manifest, labels=labels, progress=progress)
     t = time.time()
-    probs = predict_keras(model, inputs.paths, progress=progress)
+    guard = load_scale_guard(Path(model_path).parent)  # as the exported model will run: see wbc_edge.scale_guard
+    probs = predict_keras(model, inputs.paths, progress=progress, guard=guard)
     metrics = compute_metrics(inputs.labels, probs.argmax(1), labels)
     out = Path(out_dir) if out_dir else Path(model_path).parent / f"eval_{Path(data_root).name}_{split}"
     saved = save_metrics(metrics, out, extra={"model": str(model_path), "data": str(data_root),
-                                               "source": inputs.source, "seconds": round(time.time() - t, 1)})
+                                               "source": inputs.source, "seconds": round(time.time() - t, 1),
+                                               "scale_guard": guard.to_dict() if guard else None})
     return metrics, saved

@@ -48,6 +48,9 @@ class AdaptConfig:
     min_steps: int = 160
     learning_rate: float = 1e-4           # phase 2 peak (Adam), after a linear warm-up
     warmup: float = 0.1                   # share of phase-2 steps spent warming up
+    #: average the top's weights at the ends of the last half of phase 2's 10 chunks (SWA, as `train` does);
+    #: off by default until it is measured (benchmarks/adapt/README.md)
+    swa: bool = False
     batch_size: int = 32
     # -- replay of the source domain
     replay: bool = True

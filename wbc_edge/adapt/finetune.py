@@ -154,6 +154,7 @@ def fit_top(net: SplitNet, local: ActSet, replay: ActSet | None, cfg: AdaptConfi
         n_chunks = min(10, steps)
         bounds = np.linspace(0, steps, n_chunks + 1).round().astype(int)
         seq_cls = _sequence_class(keras)
+        swa, swa_n = None, 0
         with progress.task(steps, f"Fine-tuning the top ({n_loc} local + {n_rep} replay per step)") as advance:
             for c in range(n_chunks):
                 s0, s1 = bounds[c], bounds[c + 1]
@@ -172,9 +173,17 @@ def fit_top(net: SplitNet, local: ActSet, replay: ActSet | None, cfg: AdaptConfi
                 h = net.top.fit(seq_cls(s1 - s0, batch), epochs=1, verbose=0, shuffle=False)
                 history.append({"phase": "finetune", "epoch": n_head + c + 1, "steps": int(s1),
                                 "loss": float(h.history["loss"][0]), "accuracy": float(h.history["accuracy"][0])})
+                if cfg.swa and c >= n_chunks // 2:  # the low-rate half of the cosine schedule
+                    w = net.top.get_weights()
+                    swa = w if swa is None else [a + b for a, b in zip(swa, w, strict=True)]
+                    swa_n += 1
                 advance(int(s1 - s0))
+        if swa is not None and swa_n > 1:
+            net.top.set_weights([a / swa_n for a in swa])
+            history[-1]["swa_chunks"] = swa_n
         timings["finetune_s"] = round(time.time() - t, 1)
+        swa_note = f", SWA of {swa_n} chunk ends" if swa_n > 1 else ""
         progress.say(f"  top: {steps} steps of {n_loc} local + {n_rep} replay, lr {cfg.learning_rate:g} "
-                     f"(warm-up {warm}), last train acc {history[-1]['accuracy']:.3f} ({timings['finetune_s']:.0f} s)")
+                     f"(warm-up {warm}{swa_note}), last train acc {history[-1]['accuracy']:.3f} ({timings['finetune_s']:.0f} s)")
     return {"history": history, "steps": steps, "local_batch": n_loc, "replay_batch": n_rep,
             "phase_boundaries": [n_head] if n_head and steps else [], "timings": timings}

@@ -17,6 +17,7 @@ import numpy as np
 from ..augment import AugmentConfig, augment
 from ..errors import ModelFileError
 from ..progress import Progress, resolve
+from ..scale_guard import ScaleGuard, guard_pixels
 
 #: First MobileNetV2 block that is fine-tuned (the cut of train's cached mode).
 ADAPT_FROM = 13
@@ -90,9 +91,10 @@ class ActSet:
 
 def bottom_activations(net: SplitNet, paths, n_aug: int, aug: AugmentConfig, seed: int, *,
                        batch_size: int = 32, progress: Progress | bool | None = None,
-                       label: str = "images") -> list:
+                       label: str = "images", guard: ScaleGuard | None = None) -> list:
     """[clean float32 (N, ...), aug_1 float16, ...]: the frozen bottom on each image and n_aug augmented views.
-    View v >= 1 of image i is `augment(preprocess(path), default_rng([seed, v, i]))`."""
+    View v >= 1 of image i is `augment(preprocess(path), default_rng([seed, v, i]))`, where preprocess is
+    followed by the source model's scale guard when given (the pixels the runtime will feed)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..preprocess import preprocess
@@ -108,7 +110,7 @@ def bottom_activations(net: SplitNet, paths, n_aug: int, aug: AugmentConfig, see
     chunk = 64
 
     def pixels(i: int) -> list[np.ndarray]:
-        px = preprocess(paths[i], size)
+        px = guard_pixels(preprocess(paths[i], size), guard)[0]
         return [px] + [augment(px, np.random.default_rng([seed, v, i]), aug) for v in range(1, n_aug + 1)]
 
     what = f"Activations of {label} ({n_aug + 1} views each)" if n_aug else f"Activations of {label}"

@@ -169,7 +169,7 @@ def _interpolate(cfg: AdaptConfig, net, source_weights, root, manifest, labels, 
 
 def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | None = True) -> AdaptResult:
     """Adapt cfg.source to the images in cfg.data_root; write an ordinary run directory to cfg.out_dir."""
-    from ..confidence import save_calibration
+    from ..confidence import load_scale_guard, save_calibration, save_scale_guard
     from ..model import check_classifier, load_model
     from ..tfcompat import import_tf, versions
 
@@ -200,21 +200,24 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     check_classifier(model, model_path, labels)
     net = SplitNet.of(model, cfg.adapt_from)
     source_sha = sha256_file(model_path)
+    # The source's scale guard goes with the model: the local images are adapted on, scored and (at run time)
+    # fed through it, so a lab with small cells sees them magnified in all three places alike.
+    guard = load_scale_guard(src_run) if src_run else None
 
     # Activations: every local image clean; adapt images also in cfg.aug_views augmented views.
     t = time.time()
     files = {s: manifest.files(s, scan.root, labels=labels) for s in ("train", "val", "test")}
     local = ActSet(bottom_activations(net, files["train"][0], cfg.aug_views, cfg.augment, cfg.seed,
-                                      batch_size=cfg.batch_size, progress=progress, label="adapt images"),
+                                      batch_size=cfg.batch_size, progress=progress, guard=guard, label="adapt images"),
                    files["train"][1])
     held = bottom_activations(net, files["val"][0] + files["test"][0], 0, cfg.augment, cfg.seed,
-                              batch_size=cfg.batch_size, progress=progress, label="held-out images")[0]
+                              batch_size=cfg.batch_size, progress=progress, guard=guard, label="held-out images")[0]
     replay, replay_info = None, None
     if replay_root:
         rpaths, ry, where = replay_pool(replay_root, replay_manifest, cfg.replay_images, cfg.seed, labels, progress)
         progress.say(f"Replay: {len(rpaths)} source images from {where}")
         replay = ActSet(bottom_activations(net, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1,
-                                           batch_size=cfg.batch_size, progress=progress, label="replay images"), ry)
+                                           batch_size=cfg.batch_size, progress=progress, guard=guard, label="replay images"), ry)
         replay_info = {"data_root": str(replay_root), "split_manifest": replay_manifest, "images": len(rpaths),
                        "per_class": {c: int(np.sum(ry == i)) for i, c in enumerate(labels)}}
         if replay_manifest:
@@ -246,6 +249,8 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     _write_history(run, fit, f"adapt {model.name}", progress)
     test_info, heldout = _score_heldout(run, labels, probs, y_val, y_test, cal)
     save_calibration(run, cal)
+    if guard is not None:
+        save_scale_guard(run, guard)
     timings["total_s"] = round(time.time() - t0, 1)
     info = {
         "config": {**cfg.to_dict(), "mode": "adapt"},
@@ -263,6 +268,7 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
         "heldout": heldout,
         "model_sha256": sha256_file(run / "model.keras"),
         "calibration": cal.to_dict(),
+        "scale_guard": guard.to_dict() if guard else None,
         "interpolation": interpolation,
     }
     atomic.write_json(run / "run.json", info)

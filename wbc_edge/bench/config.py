@@ -40,6 +40,8 @@ class BenchConfig:
     clients: also run each .tflite through these clients ("mediapipe": MediaPipe Tasks ImageClassifier).
     domains: other labs' labelled ImageFolders ("ROOT" or "NAME=ROOT"): every .tflite's agreement with the
         reference is also measured (and gated by min_agreement) on each of them (wbc_edge.crossdomain).
+    scale_guard: feed every model the reference's scale-guarded pixels, as the runtime does (the MediaPipe
+        client, which cannot apply it, gets the plain preprocessed pixels to compare against).
     """
 
     models: Sequence[str | os.PathLike]
@@ -61,6 +63,7 @@ class BenchConfig:
     python: str | None = None
     clients: Sequence[str] = ()
     domains: Sequence[str] = ()
+    scale_guard: bool = True
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -78,6 +78,11 @@ def _header(result: dict) -> list[str]:
         lines.append(f"- Data: {what}: {d.get('n_images')} images"
                      + (f" (limit {d['limit']})" if d.get("limit") else "")
                      + f"; sha256 {str(d.get('sha256'))[:16]}… ({d.get('sha256_of')})")
+        g = d.get("scale_guard")
+        lines.append("- Scale guard: off (every image fed as preprocessed)" if not g else
+                     f"- Scale guard (from the reference): {g['magnified']} of {g['n']} images magnified (nucleus "
+                     f"under {g['threshold']:.3f} of the side); {g['ms_per_image']:.2f} ms per image, not in "
+                     "the latencies below")
     ref = result.get("reference") or {}
     if ref:
         lines.append(f"- Reference: **{ref.get('name')}** ({ref.get('path')}), {ref.get('how')}")

@@ -59,8 +59,9 @@ def run_bench(cfg: BenchConfig, *, progress: Progress | bool | None = None) -> d
                  f"({where})")
 
     t0 = time.perf_counter()
-    pixels = _preprocess(images, sorted({int(m.input_size) for m in models}), notes, progress)
+    plain = _preprocess(images, sorted({int(m.input_size) for m in models}), notes, progress)
     preprocess_s = time.perf_counter() - t0
+    pixels, guard_info = _guard(plain, ref, cfg, images)
     images.info.update(n_images=len(images.paths),
                        class_counts={c: int((images.y == i).sum()) for i, c in enumerate(labels)},
                        images_sha256=_images_sha256(images))
@@ -73,9 +74,10 @@ def run_bench(cfg: BenchConfig, *, progress: Progress | bool | None = None) -> d
 
         n_tfl = sum(m.kind == "tflite" for m in models)
         with progress.task(len(images.paths) * n_tfl, "MediaPipe client") as advance:
-            clients = {"mediapipe": run_mediapipe_client(models, images.paths, images.y, images.rels, pixels,
+            clients = {"mediapipe": run_mediapipe_client(models, images.paths, images.y, images.rels, plain,
                                                          labels=list(labels), advance=advance)}
     domains = _domains(cfg, models, ref, labels, progress)
+    images.info["scale_guard"] = guard_info
 
     tfl_lat = [lat for m in models if m.kind == "tflite" for lat in m.latency]
     software = software_versions(tfl_lat[0]["backend"] if tfl_lat else None,
@@ -154,6 +156,33 @@ def _preprocess(images: BenchImages, sizes: list[int], notes: list[str], progres
     if not images.paths:
         raise DatasetError(f"{images.info['root']}: none of the selected images could be read")
     return cache
+
+
+def _guard(plain: dict[int, np.ndarray], ref: BenchModel, cfg: BenchConfig,
+           images: BenchImages) -> tuple[dict[int, np.ndarray], dict | None]:
+    """The pixels every model is fed: `plain` through the reference's scale guard (wbc_edge.scale_guard), as the
+    runtime feeds them; and the record of it (how many images were magnified, its cost per image)."""
+    guard = None
+    if cfg.scale_guard:
+        if ref.kind == "keras":
+            from ..confidence import load_scale_guard
+
+            guard = load_scale_guard(Path(ref.path).parent)
+        else:
+            from ..runtime import Classifier
+
+            guard = Classifier(ref.path).scale_guard
+    if guard is None:
+        return plain, None
+    from ..scale_guard import guard_batch
+
+    out, info = {}, {}
+    for size, px in plain.items():
+        t = time.perf_counter()
+        out[size], zooms = guard_batch(px, guard)
+        info = {**guard.to_dict(), "magnified": int(np.sum(zooms != 1.0)), "n": int(len(zooms)),
+                "ms_per_image": round(1e3 * (time.perf_counter() - t) / max(1, len(zooms)), 2)}
+    return out, info
 
 
 def _images_sha256(images: BenchImages) -> str:

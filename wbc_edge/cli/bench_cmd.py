@@ -98,10 +98,13 @@ def _parse_threads(ctx, param, value: str) -> tuple[int, ...]:
               help="Also run each .tflite through this client as an app would: 'mediapipe' = MediaPipe Tasks "
                    "ImageClassifier (needs mediapipe installed; its own venv, see README). Reports class-name "
                    "accuracy, top-1 agreement with the runtime and how its own resize differs.")
+@click.option("--no-scale-guard", is_flag=True,
+              help="Feed every image as preprocessed. By default the reference's scale guard magnifies cells far "
+                   "smaller in the frame than the training cells, as the runtime does; its cost is reported.")
 @click.pass_context
 def run(ctx: click.Context, models, data, reference, split_manifest, split, limit, threads, runs, warmup,
         batch_throughput_images, json_out, md_out, plot_out, max_accuracy_drop, min_agreement, no_xnnpack,
-        ttfp, no_keras_timing, device_name, domains, clients) -> None:
+        ttfp, no_keras_timing, device_name, domains, clients, no_scale_guard) -> None:
     """Parity with the reference + latency of MODELS (.tflite files, or export folders: every variant their
     manifest.json lists) on this device.
 
@@ -119,7 +122,7 @@ def run(ctx: click.Context, models, data, reference, split_manifest, split, limi
                       batch_throughput_images=batch_throughput_images, max_accuracy_drop=max_accuracy_drop,
                       min_agreement=min_agreement, use_xnnpack=not no_xnnpack, ttfp=ttfp,
                       keras_timing=not no_keras_timing, device_name=device_name, clients=tuple(clients),
-                      domains=tuple(domains))
+                      domains=tuple(domains), scale_guard=not no_scale_guard)
     result = run_bench(cfg, progress=ClickProgress())
     write_outputs(result, json_path=json_out, markdown_path=md_out)
     md = to_markdown(result)

@@ -1,4 +1,5 @@
-"""`wbc-edge calibrate RUN_DIR`: fit the confidence calibration of a run trained before it existed."""
+"""`wbc-edge calibrate RUN_DIR`: fit the confidence calibration and the scale guard of a run trained before
+they existed."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ import click
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False), default=None,
               help="ImageFolder root of the run's split (default: data_root in run.json).")
+@click.option("--scale-guard-only", is_flag=True,
+              help="Only fit the scale guard (no TensorFlow, seconds); keep calibration.json as it is.")
 @click.option("--quiet", is_flag=True)
-def calibrate(run_dir, data_root, quiet):
+def calibrate(run_dir, data_root, scale_guard_only, quiet):
     """Fit temperature scaling on RUN_DIR's val split and the abstain threshold on its held-out shifted
-    val; writes RUN_DIR/calibration.json, which `wbc-edge export` embeds in every variant.
+    val; writes RUN_DIR/calibration.json.  Also fits the scale guard on 1,000 train images (zoom in on cells
+    far smaller than the training cells, see wbc_edge.scale_guard); writes RUN_DIR/scale_guard.json.
+    `wbc-edge export` embeds both in every variant.
 
     `wbc-edge train` already does this at the end of a run; use it for older runs.
     """
-    from ..confidence import calibrate_run
+    from ..confidence import calibrate_run, scale_guard_run
     from .progress import ClickProgress
 
+    guard = scale_guard_run(run_dir, data_root)
+    click.echo(f"scale guard: zoom in below nucleus fraction {guard.threshold:.3f} (to {guard.target:.3f}, "
+               f"at most {guard.max_zoom:g}x); wrote {run_dir}/scale_guard.json")
+    if scale_guard_only:
+        return
     cal = calibrate_run(run_dir, data_root, progress=ClickProgress(enabled=not quiet))
     click.echo(f"temperature {cal.temperature:.3f} (val ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}); "
                f"abstain below {cal.abstain_threshold:.3f} (calibrated confidence); wrote {run_dir}/calibration.json")

@@ -38,11 +38,14 @@ def _domain_spec(value: str) -> tuple[str | None, str]:
               help="At most this many images per domain (stratified, seeded).")
 @click.option("--threads", type=click.IntRange(min=1), default=CrossDomainConfig.num_threads,
               help="Interpreter threads.")
+@click.option("--no-scale-guard", is_flag=True,
+              help="Feed every image as preprocessed. By default the reference's scale guard magnifies cells far "
+                   "smaller in the frame than the training cells, for every model, as the runtime does.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write crossdomain.md, crossdomain.json and crossdomain.png here.")
 @click.pass_context
 def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_images, min_agreement, limit,
-                threads, out_dir):
+                threads, no_scale_guard, out_dir):
     """Score MODELS (.keras and/or .tflite) on several labelled domains: n, accuracy, balanced accuracy
     (also over classes with >= --min-class-images), macro-F1, per-class recall, and each .tflite's top-1
     agreement with the float reference, per domain.
@@ -64,7 +67,7 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
                               split=split))
     cfg = CrossDomainConfig(models=list(models), domains=domains, reference=reference,
                             min_class_images=min_class_images, min_agreement=min_agreement, limit=limit,
-                            num_threads=threads)
+                            num_threads=threads, scale_guard=not no_scale_guard)
     result = run_report(cfg, progress=ClickProgress())
     md = to_markdown(result)
     click.echo(md)

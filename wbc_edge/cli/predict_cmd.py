@@ -27,9 +27,14 @@ import click
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
               help="Flag predictions below this calibrated confidence as uncertain (default: the threshold "
                    "stored in the model, chosen on synthetic other-lab conditions; 0 for older models).")
+@click.option("--no-scale-guard", is_flag=True,
+              help="Feed every image as is. By default a cell far smaller in the frame than the training "
+                   "cells (lower magnification) is magnified first, as the model's contract says; the "
+                   "'zoom' column/field shows by how much.")
 @click.pass_context
 def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, as_json: bool,
-            threads: int | None, labels_csv: str | None, no_xnnpack: bool, min_confidence: float | None) -> None:
+            threads: int | None, labels_csv: str | None, no_xnnpack: bool, min_confidence: float | None,
+            no_scale_guard: bool) -> None:
     """Classify IMAGE files (folders: every image inside, recursively) with a .tflite MODEL.
 
     \b
@@ -52,7 +57,7 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
         raise click.UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(images)}")
 
     clf = Classifier(model, num_threads=threads, labels=labels, use_xnnpack=not no_xnnpack,
-                     min_confidence=min_confidence)
+                     min_confidence=min_confidence, scale_guard=not no_scale_guard)
     k = min(top_k, len(clf.labels))
     names = [str(f) for f in files]
     width = min(max(len("file"), *(len(n) for n in names)), 60)
@@ -62,7 +67,11 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
         if clf.temperature != 1.0 or clf.abstain_threshold > 0:
             click.echo(f"# calibrated confidence (temperature {clf.temperature:.3g}); uncertain below "
                        f"{clf.abstain_threshold:.1%}")
-        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  top-{k}")
+        if clf.scale_guard is not None:
+            g = clf.scale_guard
+            click.echo(f"# scale guard: cells whose nucleus is under {g.threshold:.1%} of the side are magnified "
+                       f"(up to {g.max_zoom:g}x); zoom column")
+        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  {'zoom':>5}  top-{k}")
 
     failed = 0
     for name, f in zip(names, files):  # noqa: B905 - same length by construction; runs on Python 3.9
@@ -78,7 +87,9 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
         else:
             tops = ", ".join(f"{lab} {p:.3f}" for lab, p in pred.top_k(k))
             flag = "uncertain" if pred.uncertain else ""
-            click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<9}  {tops}")
+            zoom = f"{pred.zoom:.2f}x" if pred.zoom != 1.0 else "-"
+            click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<9}  {zoom:>5}  "
+                       f"{tops}")
         sys.stdout.flush()
 
     if failed:

@@ -64,6 +64,7 @@ def bundle_metadata(model_bytes: bytes, contract: ModelContract, input_details: 
             "meaning": "softmax probabilities, one per label, in labels.txt order; argmax = prediction",
         },
         "preprocess_reference": PREPROCESS_VERSION,
+        "scale_guard": contract.scale_guard,
         "tflite_metadata": _tflite_metadata_summary(model_bytes),
         "source_model_sha256": contract.source_model_sha256,
         "split_manifest_sha256": contract.split_manifest_sha256,

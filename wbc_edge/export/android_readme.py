@@ -60,6 +60,21 @@ class WbcMediaPipeClassifier(context: Context) {{
 """
 
 
+def _scale_guard_section(meta: dict) -> str:
+    g = meta.get("scale_guard")
+    if not g:
+        return ""
+    return f"""- Scale guard (optional; `wbc_edge.runtime` and `wbc-edge predict` apply it, the Kotlin below does not).
+  The model was trained on cells filling about a third of the crop; on much smaller cells (a lower
+  magnification) it fails.  On the resized {meta['input']['shape'][1]}-px RGB image: score = (B - G) + (255 - G) / 2;
+  background = median score of the 5 % border strip; nucleus colour = 99th percentile within 0.25 of the
+  side from the centre; nucleus = pixels within 0.45 of the side from the centre whose score is above the
+  midpoint of the two (at least 10 pixels).  d = 2 * sqrt(pixel count / pi) / side.  If d < {g['threshold']}
+  magnify about the nucleus' centroid by min({g['max_zoom']:g}, {g['target']} / d) (bilinear; outside: the
+  border's median colour) and classify that instead.  Images with d >= {g['threshold']} pass unchanged.
+"""
+
+
 def readme_text(meta: dict) -> str:
     size = meta["input"]["shape"][1]
     labels = ", ".join(meta["labels"])
@@ -81,7 +96,7 @@ sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers belo
   flatbuffer (with `labels.txt`: the standard TFLite "associated files" layout); LiteRT ignores it.  Keep
   the file uncompressed in the APK (`androidResources {{ noCompress += "tflite" }}`) so it can be
   memory-mapped.
-
+{_scale_guard_section(meta)}
 {_mediapipe_section(meta)}
 ```kotlin
 // build.gradle.kts: implementation("com.google.ai.edge.litert:litert:1.0.1")

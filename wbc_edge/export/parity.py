@@ -1,4 +1,5 @@
-"""The parity gate: every exported file against the Keras model, on the same clean pixels.
+"""The parity gate: every exported file against the Keras model, on the same clean pixels (those the runtime
+feeds: `preprocess`, then the scale guard the model carries).
 
 `reference` runs the Keras model on the parity split (and `domains` on each --parity-data folder);
 `parity_record` compares one variant's outputs with it and applies the variant's gate: its spec's gate
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..labels import Labels
 from ..preprocess import preprocess_batch
+from ..scale_guard import ScaleGuard, guard_batch
 from .config import ExportConfig
 from .inputs import domain_name, domain_root
 from .variants import VariantSpec
@@ -41,12 +43,15 @@ def keras_probs(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
                            for s in range(0, len(pixels), batch_size)]).astype(np.float32)
 
 
-def reference(model, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int) -> Reference:
-    pixels = preprocess_batch(list(paths), size)
+def reference(model, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int,
+              guard: ScaleGuard | None = None) -> Reference:
+    """The Keras model on the pixels the runtime feeds: `preprocess`, then the model's scale guard."""
+    pixels = guard_batch(preprocess_batch(list(paths), size), guard)[0]
     return Reference(pixels, np.asarray(labels, dtype=np.int64), keras_probs(model, pixels, batch_size))
 
 
-def domains(cfg: ExportConfig, model, size: int, labels: Labels, say) -> dict[str, Reference]:
+def domains(cfg: ExportConfig, model, size: int, labels: Labels, say,
+            guard: ScaleGuard | None = None) -> dict[str, Reference]:
     """name -> Reference for each --parity-data root (every valid image; its class folders must be
     classes of the model, a class may be absent)."""
     from ..data import scan_dataset
@@ -57,7 +62,7 @@ def domains(cfg: ExportConfig, model, size: int, labels: Labels, say) -> dict[st
         scan = scan_dataset(root, labels=labels, progress=False)
         paths = [os.path.join(root, *r.path.split("/")) for r in scan.records]
         idx = np.array([labels.index(r.label) for r in scan.records], dtype=np.int64)
-        ref = reference(model, paths, idx, size, cfg.batch_size)
+        ref = reference(model, paths, idx, size, cfg.batch_size, guard)
         out[name] = ref
         say(f"Parity domain {name}: {len(paths)} images, Keras accuracy {ref.accuracy:.2%}")
     return out

@@ -123,21 +123,23 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
 
     pidx = stratified_indices(plabels, cfg.parity_limit, cfg.seed)
     t = time.perf_counter()
-    ref = parity.reference(model, [ppaths[i] for i in pidx], plabels[pidx], size, cfg.batch_size)
+    from ..confidence import load_calibration, load_scale_guard
+
+    guard = load_scale_guard(inp.model_path.parent)  # scale_guard.json beside model.keras, if fitted
+    ref = parity.reference(model, [ppaths[i] for i in pidx], plabels[pidx], size, cfg.batch_size, guard)
     say(f"Keras reference on {len(pidx)} '{cfg.parity_split}' images: accuracy {ref.accuracy:.2%} "
         f"({time.perf_counter() - t:.1f} s)")
-    domains = parity.domains(cfg, model, size, labels, say)
+    domains = parity.domains(cfg, model, size, labels, say, guard)
 
     out = inp.out_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted export must not leave a stale manifest
-    from ..confidence import load_calibration
-
     confidence = load_calibration(inp.model_path.parent)  # calibration.json beside model.keras, if fitted
     base_contract = dict(labels=list(labels), input_size=size, preprocess=PREPROCESS_VERSION,
                          source_model_sha256=model_sha, split_manifest_sha256=split_sha, versions=vers,
                          temperature=confidence.temperature if confidence else None,
-                         abstain_threshold=confidence.abstain_threshold if confidence else None)
+                         abstain_threshold=confidence.abstain_threshold if confidence else None,
+                         scale_guard=guard.to_dict() if guard else None)
     entries: list[dict] = []
     files: dict[str, Path] = {}
     tmp_root = Path(tempfile.mkdtemp(prefix="wbc_export_"))
@@ -182,6 +184,7 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
         "converter": CONVERTER_NOTE,
         "calibration": cal_info,
         "confidence": confidence.to_dict() if confidence else None,
+        "scale_guard": guard.to_dict() if guard else None,
         "parity_reference": {"split": cfg.parity_split, "n": int(len(pidx)), "limit": cfg.parity_limit,
                              "keras_accuracy": ref.accuracy, "interpreter_threads": job.num_threads},
         "parity_domains": {name: {"n": int(len(d.labels)), "keras_accuracy": d.accuracy}

@@ -1,7 +1,8 @@
 """The classifier: a .tflite model + its embedded contract -> predictions from images or pixels.
 
 Pixels always come from `wbc_edge.preprocess.preprocess` - the same function training and calibration use -
-so the model sees exactly the pixels it was trained on.  Float models get them cast to float32; integer
+so the model sees exactly the pixels it was trained on; then, when the contract carries one, the scale guard
+(`wbc_edge.scale_guard`) magnifies a cell far smaller in the frame than the training cells.  Float models get them cast to float32; integer
 models get them quantised with the input tensor's own (scale, zero point), which for our uint8 models
 (scale 1, zero point 0) is the raw pixels.  Outputs are dequantised with the output tensor's parameters;
 probabilities are always float32.  Labels come from the model's contract (or, for a file without one, from
@@ -21,6 +22,7 @@ import numpy as np
 from ..contract import ModelContract
 from ..errors import ModelFileError, WbcEdgeError, first_line
 from ..preprocess import ImageSource, preprocess
+from ..scale_guard import ScaleGuard, guard_pixels
 from .backend import load_backend
 from .model_file import read_model_file
 from .prediction import Prediction, make_prediction
@@ -42,6 +44,7 @@ class Classifier:
             where the backend supports it.
         min_confidence: flag predictions below this (calibrated) confidence as uncertain; None = the
             model's recommended abstain threshold (0 for models without calibration).
+        scale_guard: apply the contract's scale guard in `preprocess` / `predict` (False: never magnify).
 
     Raises ModelFileError (one line, naming the file) for a missing / non-TFLite / corrupt file, a model
     without metadata and without `labels`, or a model inconsistent with its metadata.
@@ -54,7 +57,7 @@ class Classifier:
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int | None = None,
                  labels: Sequence[str] | None = None, use_xnnpack: bool = True,
-                 min_confidence: float | None = None):
+                 min_confidence: float | None = None, scale_guard: bool = True):
         t0 = time.perf_counter()
         path = Path(model_path)
         self.model_path = path
@@ -97,6 +100,8 @@ class Classifier:
         self.temperature = float(contract.temperature) if contract and contract.temperature else 1.0
         self.abstain_threshold = (float(min_confidence) if min_confidence is not None else
                                   float(contract.abstain_threshold or 0.0) if contract else 0.0)
+        self.scale_guard: ScaleGuard | None = (ScaleGuard.from_dict(contract.scale_guard)
+                                               if scale_guard and contract and contract.scale_guard else None)
         self._lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
 
@@ -241,13 +246,19 @@ class Classifier:
                 out[i] = self.dequantize_output(self.interpreter.get_tensor(out_index)[0])
         return out
 
+    def prepare(self, image: ImageSource) -> tuple[np.ndarray, float]:
+        """(the pixels this model is fed for `image`, the scale guard's zoom; 1.0 = not magnified):
+        `wbc_edge.preprocess.preprocess(image, input_size)`, then the contract's scale guard if any."""
+        return guard_pixels(preprocess(image, self.input_size), self.scale_guard)
+
     def preprocess(self, image: ImageSource) -> np.ndarray:
-        """The pixels this model is fed for `image`: `wbc_edge.preprocess.preprocess(image, input_size)`."""
-        return preprocess(image, self.input_size)
+        """The pixels this model is fed for `image` (see `prepare`)."""
+        return self.prepare(image)[0]
 
     def predict(self, image: ImageSource) -> Prediction:
         """A file path, PIL image or uint8 ndarray -> Prediction.  Undecodable files raise BadImageError."""
-        return self.prediction(self.predict_pixels(self.preprocess(image)[None])[0])
+        pixels, zoom = self.prepare(image)
+        return self.prediction(self.predict_pixels(pixels[None])[0], zoom)
 
     def calibrated(self, probs: np.ndarray) -> np.ndarray:
         """Raw output probabilities (N, C) or (C,) -> temperature-scaled ones (unchanged without a temperature)."""
@@ -258,9 +269,9 @@ class Classifier:
         probs = np.asarray(probs)
         return apply_temperature(probs[None] if probs.ndim == 1 else probs, self.temperature).reshape(probs.shape)
 
-    def prediction(self, raw_probs: np.ndarray) -> Prediction:
+    def prediction(self, raw_probs: np.ndarray, zoom: float = 1.0) -> Prediction:
         """One image's raw output probabilities -> Prediction (calibrated, with the uncertain flag)."""
-        return make_prediction(self.calibrated(raw_probs), self.labels, self.abstain_threshold)
+        return make_prediction(self.calibrated(raw_probs), self.labels, self.abstain_threshold, zoom)
 
     def predict_batch(self, images: Iterable[ImageSource]) -> list[Prediction]:
         """`predict` over several images (one invoke each); the first bad image raises BadImageError."""

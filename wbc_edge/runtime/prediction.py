@@ -17,7 +17,8 @@ __all__ = ["Prediction", "make_prediction"]
 class Prediction:
     """One image's result.  `probabilities` is float32, one per label, in label order - calibrated by the
     model's temperature when it carries one.  `uncertain`: the confidence is below the abstain threshold
-    (the model's recommended one, or the caller's `min_confidence`): show "unsure", not the label."""
+    (the model's recommended one, or the caller's `min_confidence`): show "unsure", not the label.
+    `zoom`: how much the scale guard magnified the image before inference (1.0: not at all)."""
 
     label: str
     index: int
@@ -25,6 +26,7 @@ class Prediction:
     confidence: float
     labels: tuple[str, ...] = field(repr=False)
     uncertain: bool = False
+    zoom: float = 1.0
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable (label, probability), highest first; ties keep label order."""
@@ -33,13 +35,14 @@ class Prediction:
 
     def to_dict(self, k: int = 3) -> dict:
         return {"label": self.label, "index": self.index, "confidence": self.confidence,
-                "uncertain": self.uncertain,
+                "uncertain": self.uncertain, "zoom": round(float(self.zoom), 3),
                 "top_k": [{"label": lab, "probability": p} for lab, p in self.top_k(k)],
                 "probabilities": {lab: float(self.probabilities[i]) for i, lab in enumerate(self.labels)}}
 
 
-def make_prediction(probs: np.ndarray, labels: tuple[str, ...], threshold: float = 0.0) -> Prediction:
+def make_prediction(probs: np.ndarray, labels: tuple[str, ...], threshold: float = 0.0,
+                    zoom: float = 1.0) -> Prediction:
     """A Prediction from one image's (calibrated) probabilities; uncertain when the top one is < threshold."""
     idx = int(np.argmax(probs))  # first maximum: the same tie rule as top_k's stable sort
     return Prediction(label=labels[idx], index=idx, probabilities=probs, confidence=float(probs[idx]),
-                      labels=labels, uncertain=bool(probs[idx] < threshold))
+                      labels=labels, uncertain=bool(probs[idx] < threshold), zoom=float(zoom))

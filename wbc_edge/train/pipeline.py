@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import atomic
 from ..atomic import sha256_file
-from ..confidence import save_calibration
+from ..confidence import fit_split_scale_guard, save_calibration, save_scale_guard
 from ..errors import WbcEdgeError
 from ..progress import Progress, resolve
 from ..tfcompat import import_tf, versions
@@ -68,10 +68,22 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
     except WbcEdgeError as exc:
         progress.say(f"(no curves.png: {exc})")
 
-    # Score the test split with the saved full model on the one preprocessing path, exactly as
-    # `wbc-edge evaluate` and export's parity check will (not from the float16 activation cache).
+    t_guard = time.time()
+    guard = None
+    try:
+        guard = fit_split_scale_guard(data["train"][0], data["train"][1], cfg.model.input_size)
+    except ValueError as exc:  # too few train images with a visible nucleus: the model simply has no guard
+        progress.say(f"Scale guard: not fitted ({exc})")
+    if guard is not None:
+        save_scale_guard(run, guard)
+        progress.say(f"Scale guard: zoom in when the nucleus is under {guard.threshold:.3f} of the side "
+                     f"(to {guard.target:.3f}, at most {guard.max_zoom:g}x)")
+    timings["scale_guard_s"] = round(time.time() - t_guard, 1)
+
+    # Score the test split with the saved full model on the one preprocessing path (+ the scale guard), exactly
+    # as `wbc-edge evaluate`, the runtime and export's parity check will (not from the float16 activation cache).
     t_eval = time.time()
-    probs = predict_keras(model, data["test"][0], batch_size=cfg.batch_size, progress=False)
+    probs = predict_keras(model, data["test"][0], batch_size=cfg.batch_size, progress=False, guard=guard)
     y_true = data["test"][1]
     metrics = compute_metrics(y_true, probs.argmax(1), labels)
     save_metrics(metrics, run, prefix="test_", extra={"split": "test", "n": len(y_true)})
@@ -93,6 +105,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
                  "macro_f1": metrics.macro_f1, "accuracy_ci95": list(metrics.accuracy_ci95)},
         "model_sha256": sha256_file(run / "model.keras"),
         "calibration": calibration.to_dict(),
+        "scale_guard": guard.to_dict() if guard else None,
     }
     atomic.write_json(run / "run.json", run_info)
     (run / PENDING_SPLIT).unlink(missing_ok=True)  # the run is finished
