@@ -75,7 +75,7 @@ def cmd_run(args) -> int:
         t = time.perf_counter()
         pred = clf.predict(f)
         latencies.append(time.perf_counter() - t)
-        results.append({"image": _rel(Path(f)), "label": pred.label,
+        results.append({"image": _rel(Path(f)), "label": pred.label, "zoom": round(float(getattr(pred, "zoom", 1.0)), 4),
                         "probabilities": [float(p) for p in pred.probabilities]})
     rec = {
         "machine": platform.machine(), "platform": platform.platform(), "python": sys.version.split()[0],

@@ -41,6 +41,9 @@ from ..augment import PRESETS, preset
 @click.option("--adapt-from", type=click.IntRange(1, 16), default=AdaptConfig.adapt_from, show_default=True,
               help="First MobileNetV2 block that is fine-tuned; lower also adapts the early blocks (colour, blur, "
                    "scale live there) at a few times the cost per step.")
+@click.option("--swa/--no-swa", default=AdaptConfig.swa, show_default=True,
+              help="Average the top's weights over the low-rate half of the fine-tune (weight averaging, as "
+                   "`train` does).")
 @click.option("--head-epochs", type=click.IntRange(min=0), default=AdaptConfig.head_epochs, show_default=True,
               help="Epochs of a head re-fit on pooled features before the fine-tune (for a new head; costs "
                    "more source-domain accuracy).")
@@ -63,8 +66,8 @@ from ..augment import PRESETS, preset
 @click.option("--force", is_flag=True, help="Replace an existing --out directory.")
 @click.option("--quiet", is_flag=True, help="Only errors.")
 def adapt(source, local_root, out_dir, per_class, holdout_fraction, min_holdout, val_share, seed, aug_views,
-          finetune_epochs, min_steps, learning_rate, aug_preset, adapt_from, head_epochs, replay_data, replay_split_manifest, replay_images,
-          no_replay, keep_source, max_source_drop, skip_bad, force, quiet):
+          finetune_epochs, min_steps, learning_rate, aug_preset, adapt_from, swa, head_epochs, replay_data,
+          replay_split_manifest, replay_images, no_replay, keep_source, max_source_drop, skip_bad, force, quiet):
     """Adapt SOURCE (a run directory or a .keras model) to the labelled images in LOCAL_ROOT
     (LOCAL_ROOT/<class>/<image>, 5-50 per class; a class may be missing; class folders must be
     classes of SOURCE).
@@ -80,7 +83,7 @@ def adapt(source, local_root, out_dir, per_class, holdout_fraction, min_holdout,
     cfg = AdaptConfig(source=str(source), data_root=str(local_root), out_dir=str(out_dir), per_class=per_class,
                       holdout_fraction=holdout_fraction, min_holdout=min_holdout, val_share=val_share, seed=seed,
                       skip_bad=skip_bad, aug_views=aug_views, finetune_epochs=finetune_epochs, min_steps=min_steps,
-                      learning_rate=learning_rate, aug_preset=aug_preset,
+                      learning_rate=learning_rate, aug_preset=aug_preset, swa=swa,
                       augment=preset(aug_preset), adapt_from=adapt_from, head_epochs=head_epochs, replay=not no_replay,
                       replay_data=replay_data, replay_split_manifest=replay_split_manifest,
                       replay_images=replay_images, interpolate=keep_source,
