@@ -91,8 +91,7 @@ def nucleus(pixels: np.ndarray) -> tuple[float, float, float] | None:
     a = np.asarray(pixels, dtype=np.float32)
     score = (a[..., 2] - a[..., 1]) + 0.5 * (255.0 - a[..., 1])
     h, w = score.shape
-    bw = max(1, round(_BORDER * min(h, w)))
-    border = np.concatenate([score[:bw].ravel(), score[-bw:].ravel(), score[:, :bw].ravel(), score[:, -bw:].ravel()])
+    border = _border(score)
     cx, cy, inner, outer = _grid(h, w)
     bg, fg = float(np.median(border)), float(np.percentile(score[inner], _PEAK))
     mask = (score > bg + 0.5 * (fg - bg)) & outer
@@ -154,12 +153,18 @@ def guard_batch(pixels: np.ndarray, guard: ScaleGuard | None) -> tuple[np.ndarra
 def _magnify(pixels: np.ndarray, zoom: float, x: float, y: float) -> np.ndarray:
     """Magnify by `zoom` about (x, y); what falls outside the image takes the border's median colour."""
     h, w = pixels.shape[:2]
-    bw = max(1, round(_BORDER * min(h, w)))
-    edge = np.concatenate([pixels[:bw].reshape(-1, 3), pixels[-bw:].reshape(-1, 3),
-                           pixels[:, :bw].reshape(-1, 3), pixels[:, -bw:].reshape(-1, 3)])
-    fill = tuple(int(v) for v in np.median(edge, axis=0))
+    fill = tuple(int(v) for v in np.median(_border(pixels), axis=0))
     inv = 1.0 / zoom
     data = (inv, 0.0, x - inv * w / 2, 0.0, inv, y - inv * h / 2)
     im = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).transform(
         (w, h), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR, fillcolor=fill)
     return np.asarray(im, dtype=np.uint8)
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    """The values of the outer strip (`_BORDER` of the side) of an (H, W[, C]) array, one row per pixel."""
+    h, w = a.shape[:2]
+    bw = max(1, round(_BORDER * min(h, w)))
+    tail = a.shape[2:]
+    return np.concatenate([a[:bw].reshape(-1, *tail), a[-bw:].reshape(-1, *tail),
+                           a[:, :bw].reshape(-1, *tail), a[:, -bw:].reshape(-1, *tail)])

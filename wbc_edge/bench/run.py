@@ -168,10 +168,12 @@ def _guard(plain: dict[int, np.ndarray], ref: BenchModel, cfg: BenchConfig,
             from ..confidence import load_scale_guard
 
             guard = load_scale_guard(Path(ref.path).parent)
-        else:
-            from ..runtime import Classifier
+        else:  # the contract says it; no interpreter needed
+            from ..contract import read_contract
+            from ..scale_guard import ScaleGuard
 
-            guard = Classifier(ref.path).scale_guard
+            contract = read_contract(ref.path)
+            guard = ScaleGuard.from_dict(contract.scale_guard) if contract and contract.scale_guard else None
     if guard is None:
         return plain, None
     from ..scale_guard import guard_batch
