@@ -70,6 +70,36 @@ def test_grey_and_tint_and_hed_change_colour_not_geometry(cell):
     assert np.mean(g0 == g1) > 0.6
 
 
+def test_restain_recolours_the_dyes_apart_and_leaves_other_presets_alone(cell):
+    """Re-stain moves each dye's colour on its own: the nucleus (haematoxylin-rich, dark) and the background change
+    hue by different amounts, which a global hue rotation cannot do; with restain_p 0 (every other preset) it
+    draws nothing from the rng, so those presets' views are what they were."""
+    from dataclasses import replace
+
+    from wbc_edge.augment import _restain
+
+    f = cell.astype(np.float32)
+    dark = f.mean(axis=2) < np.percentile(f.mean(axis=2), 10)
+    light = f.mean(axis=2) > np.percentile(f.mean(axis=2), 70)
+
+    def hue(px, mask):
+        m = px[mask].mean(axis=0)
+        return np.arctan2(np.sqrt(3) * (m[1] - m[2]), 2 * m[0] - m[1] - m[2])
+
+    shifts = []
+    for k in range(6):
+        out = _restain(f, np.random.default_rng(k), 0.2)
+        assert out.shape == f.shape and np.array_equal(out, _restain(f, np.random.default_rng(k), 0.2))
+        shifts.append((hue(out, dark) - hue(f, dark), hue(out, light) - hue(f, light)))
+    d = np.array(shifts)
+    assert np.max(np.abs(d[:, 0] - d[:, 1])) > 0.05, "nucleus and background must be able to shift apart"
+    robust = preset("robust")
+    assert robust.restain_p == 0 and preset("restain").restain_p > 0
+    for k in range(4):
+        rng_a, rng_b = np.random.default_rng([7, k]), np.random.default_rng([7, k])
+        assert np.array_equal(augment(cell, rng_a, robust), augment(cell, rng_b, replace(robust, restain=0.3)))
+
+
 def test_shifted_view_is_seeded_and_tight(cell):
     a = shifted_view(cell, np.random.default_rng(5))
     assert np.array_equal(a, shifted_view(cell, np.random.default_rng(5)))
@@ -96,7 +126,8 @@ def test_train_config_records_the_augmentation():
     cfg = TrainConfig(data_root="d", out_dir="o", aug_preset="colour", augment=preset("colour"))
     stored = json.loads(json.dumps(cfg.to_dict()))
     assert stored["aug_preset"] == "colour" and stored["augment"] == asdict(preset("colour"))
-    assert TrainConfig(data_root="d", out_dir="o").augment == preset("robust")
+    default = TrainConfig(data_root="d", out_dir="o")
+    assert default.aug_preset == "robust" and default.augment == preset("robust")
 
 
 def test_augmentation_never_runs_in_runtime_evaluation_or_reference():

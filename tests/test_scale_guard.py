@@ -237,6 +237,10 @@ def test_export_embeds_the_runs_guard_and_evaluate_applies_it(tiny_run_dir, samp
     res = export_model(ExportConfig(run, out_dir=tmp_path / "export", variants=("float32",), verbose=False))
     assert read_contract(res.files["float32"]).scale_guard == GUARD.to_dict()
     assert res.manifest["scale_guard"] == GUARD.to_dict()
+    from wbc_edge.export.metadata_read import read_standard_metadata
+
+    inp = read_standard_metadata(res.files["float32"])["subgraphMetadata"][0]["inputTensorMetadata"][0]
+    assert f"less than {GUARD.threshold:g} of the side" in inp["description"]  # what MediaPipe users read
     _, saved = evaluate_keras(str(run / "model.keras"), str(sample_root), out_dir=str(tmp_path / "eval"),
                               progress=False)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--out", default="benchmarks/adapt/results")
     ap.add_argument("--cache", default="/tmp/wbc_adapt_cache")
+    ap.add_argument("--no-scale-guard", action="store_true",
+                    help="feed the images without the model's scale guard (the curves recorded before 2026-12-03)")
     ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--sets", nargs="+", default=list(SETS))
@@ -172,6 +174,11 @@ def main() -> None:
     cfg = AdaptConfig(source=args.model, data_root="", out_dir="")  # the recipe: defaults, as `wbc-edge adapt`
     model_sha = sha256(Path(args.model))
     cache = cache / model_sha[:12]
+    # The source run's scale guard, applied to every image as `wbc-edge adapt` applies it (the pixels the runtime
+    # feeds); its activations are cached apart from the unguarded ones of the first curves.
+    from wbc_edge.confidence import load_scale_guard
+
+    guard = None if args.no_scale_guard else load_scale_guard(Path(args.model).parent)
     t_start = time.time()
     tf, keras = import_tf()
 
@@ -220,6 +227,7 @@ def main() -> None:
         two bottoms are equal, as they are below block 13 for a model trained in cached mode from block 13),
         with the augmentation preset of the views where it is not `robust` (the first caches' preset)."""
         cut_pre = ("" if cut == ADAPT_FROM else f"cut{cut}_") + ("" if aug == "robust" else f"aug_{aug}_")
+        cut_pre = (f"guard{guard.threshold:g}_" if guard else "") + cut_pre
         if init == "pbc" or same_bottom[cut]:
             return cut_pre
         return "imagenet_" + cut_pre
@@ -250,18 +258,25 @@ def main() -> None:
         for init, cut, aug in triples:
             views = cached(cache / f"{pre(init, cut, aug)}{name}_v{cfg.aug_views}.npz",
                            lambda net=bottom_net(init, cut), paths=paths, name=name, aug=aug:
-                           bottom_activations(net, paths, cfg.aug_views, preset(aug), AUG_SEED, progress=Progress(),
+                           bottom_activations(net, paths, cfg.aug_views, preset(aug), AUG_SEED, progress=Progress(), guard=guard,
                                               label=name))
             acts[(init, cut, aug)] = ActSet(views, y)
         targets[name] = {"scan": scan, "groups": groups, "acts": acts[triples[0]], "acts_by": acts}
         log(f"{name}: {len(y)} images, per class {dict(zip(CLASSES, np.bincount(y, minlength=5).tolist(), strict=True))}")
     pbc_root = shared / "data" / "pbc"
-    rpaths, ry, where = replay_pool(str(pbc_root), PBC_SPLIT, cfg.replay_images, cfg.seed, WBC5_LABELS)
-    replays = {(init, cut, aug): ActSet(cached(
-        cache / f"{pre(init, cut, aug)}replay_{cfg.replay_images}_v{cfg.replay_views}.npz",
-        lambda net=bottom_net(init, cut), aug=aug: bottom_activations(
-            net, rpaths, cfg.replay_views, preset(aug), cfg.seed + 1, progress=Progress(), label="replay")), ry)
-        for init, cut, aug in triples}
+    # Replay pools: the default size, and any other size a variant asks for (`replay_images`); cache names of the
+    # default size are those of the first curves.
+    def rkey(arm: str) -> tuple[str, int, str, int]:
+        return (*key_of(arm), arm_cfg[arm].replay_images)
+
+    rtriples = list(dict.fromkeys([(*triples[0], cfg.replay_images)] + [rkey(a) for a in args.arms]))
+    pools = {n: replay_pool(str(pbc_root), PBC_SPLIT, n, cfg.seed, WBC5_LABELS) for n in {t[3] for t in rtriples}}
+    rpaths, ry, where = pools[cfg.replay_images]
+    replays = {(init, cut, aug, n): ActSet(cached(
+        cache / f"{pre(init, cut, aug)}replay_{n}_v{cfg.replay_views}.npz",
+        lambda net=bottom_net(init, cut), aug=aug, n=n: bottom_activations(
+            net, pools[n][0], cfg.replay_views, preset(aug), cfg.seed + 1, progress=Progress(), guard=guard, label="replay")),
+        pools[n][1]) for init, cut, aug, n in rtriples}
     test_rows = [r for r in SplitManifest.load(PBC_SPLIT).rows if r.split == "test"]
     tpaths = [pbc_root.joinpath(*r.path.split("/")) for r in test_rows]
     ty = [CLASS_INDEX[r.label] for r in test_rows]
@@ -274,9 +289,9 @@ def main() -> None:
     for cut in pbc_cuts:
         net = net_of("pbc", cut)
         pbc_test[cut] = cached(cache / f"{pre('pbc', cut)}pbc_test_f32.npz", lambda net=net: [bottom_activations(
-            net, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), label="PBC test")[0]])[0]
+            net, [str(p) for p in tpaths], 0, cfg.augment, 0, progress=Progress(), guard=guard, label="PBC test")[0]])[0]
         check[cut] = cached(cache / f"{pre('pbc', cut)}pbc_check_{cfg.source_check_images}.npz",
-                            lambda net=net: [bottom_activations(net, cpaths, 0, cfg.augment, 0, progress=Progress(),
+                            lambda net=net: [bottom_activations(net, cpaths, 0, cfg.augment, 0, progress=Progress(), guard=guard,
                                                                 label="PBC val check")[0]])[0]
     timing["activations_s"] = round(time.time() - t, 1)
 
@@ -289,9 +304,12 @@ def main() -> None:
         feats[(init, cut, aug)] = {name: cached(cache / f"{p}feats_{init}_{name}.npz",
                                                 lambda net=net, a=targets[name]["acts_by"][(init, cut, aug)]: [
                                                     pooled_features(net, a)])[0] for name in args.sets}
-        feats[(init, cut, aug)]["replay"] = cached(
-            cache / f"{p}feats_{init}_replay.npz",
-            lambda net=net, a=replays[(init, cut, aug)]: [pooled_features(net, a)])[0]
+        for i2, c2, a2, n in rtriples:
+            if (i2, c2, a2) == (init, cut, aug):
+                rn = "" if n == cfg.replay_images else f"_{n}"
+                feats[(init, cut, aug)][f"replay{rn}"] = cached(
+                    cache / f"{p}feats_{init}_replay{rn}.npz",
+                    lambda net=net, a=replays[(init, cut, aug, n)]: [pooled_features(net, a)])[0]
     timing["features_s"] = round(time.time() - t, 1)
 
     pbc_test_arms = set(args.pbc_test_arms) | set(variants) | {"pbc_st"}
@@ -299,10 +317,10 @@ def main() -> None:
         raise SystemExit("--pbc-test-arms imagenet: PBC test is cached through the PBC model's bottom, which is "
                          "not ImageNet's here")
     pbc_model.set_weights(init_weights["pbc"])
-    soft_pbc = {(cut, aug): cached(cache / f"{pre('pbc', cut, aug)}soft_pbc_replay.npz",
-                                   lambda cut=cut, aug=aug: [replay_soft_targets(nets[("pbc", cut)],
-                                                                                 replays[("pbc", cut, aug)])])[0]
-                for init, cut, aug in triples if init == "pbc"}
+    soft_pbc = {(cut, aug, n): cached(
+        cache / f"{pre('pbc', cut, aug)}soft_pbc_replay{'' if n == cfg.replay_images else f'_{n}'}.npz",
+        lambda cut=cut, aug=aug, n=n: [replay_soft_targets(nets[("pbc", cut)], replays[("pbc", cut, aug, n)])])[0]
+        for init, cut, aug, n in rtriples if init == "pbc"}
 
     # Un-adapted PBC model on every target image, and on PBC test.
     pbc.model.set_weights(init_weights["pbc"])
@@ -343,9 +361,12 @@ def main() -> None:
                     net.model.set_weights(init_weights[init])
                     acts = tg["acts_by"][key]
                     local = ActSet(acts.views, acts.labels, feats[key][name]).subset(tr)
-                    rep = ActSet(replays[key].views, ry, feats[key]["replay"]) if arm_cfg[arm].replay else None
+                    n_rep = arm_cfg[arm].replay_images
+                    rn = "" if n_rep == cfg.replay_images else f"_{n_rep}"
+                    rep = ActSet(replays[(*key, n_rep)].views, pools[n_rep][1], feats[key][f"replay{rn}"]) \
+                        if arm_cfg[arm].replay else None
                     if rep is not None and init == "pbc" and arm_cfg[arm].replay_targets == "distill":
-                        rep.soft = soft_pbc[(cut, aug)]  # distillation targets: the PBC model's probabilities
+                        rep.soft = soft_pbc[(cut, aug, n_rep)]  # distillation targets: the PBC model's probabilities
                     t = time.time()
                     pseudo = None
                     if arm in ST_BASE:
@@ -395,7 +416,7 @@ def main() -> None:
     meta = {"model": args.model, "model_sha256": model_sha,
             "recipe": {arm: {k: v for k, v in c.to_dict().items() if k not in ("source", "data_root", "out_dir")}
                        for arm, c in arm_cfg.items()},
-            "aug_seed": AUG_SEED, "imagenet_head_seed": 1234, "pbc_split": PBC_SPLIT,
+            "aug_seed": AUG_SEED, "imagenet_head_seed": 1234, "scale_guard": guard.to_dict() if guard else None, "pbc_split": PBC_SPLIT,
             "pbc_split_sha256": sha256(Path(PBC_SPLIT)), "replay": {"from": where, "images": len(rpaths)},
             "versions": versions(), "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                                             "load_avg_at_end": os.getloadavg()},
@@ -418,8 +439,9 @@ def covering(meta: dict, records: list[dict]) -> dict:
 #: Self-training arms and the arm whose adapted model is their teacher (same init, same recipe).
 ST_BASE = {"pbc_st": "pbc", "pbc_stt": "pbc", "imagenet_st": "imagenet"}
 
-#: Fields a --variant may not change: the cached activations were computed with them.
-CACHED_FIELDS = ("augment", "aug_views", "replay_images", "replay_views", "seed", "source_check_images")
+#: Fields a --variant may not change: the cached activations were computed with them (`replay_images` may: each
+#: pool size gets its own activations).
+CACHED_FIELDS = ("augment", "aug_views", "replay_views", "seed", "source_check_images")
 
 
 def parse_variants(specs: list[str]) -> dict[str, dict]:

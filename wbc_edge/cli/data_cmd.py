@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from ..augment import DEFAULT_PRESET, PRESETS
+
 _ROOT = click.Path(exists=True, file_okay=False, dir_okay=True)
 _FRACTION = click.FloatRange(0.0, 1.0, max_open=True)
 _MAX_LISTED = 50  # bad files / examples printed before "... and N more (see --json)"
@@ -181,8 +183,8 @@ def split(root: str, out: str, seed: int, test_fraction: float, val_fraction: fl
 @data.command("preview-aug")
 @click.argument("root", type=_ROOT)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-@click.option("--augment", "aug_preset", type=click.Choice(["robust", "basic", "colour", "scale", "none"]),
-              default="robust", show_default=True, help="Augmentation recipe (as in `wbc-edge train --augment`).")
+@click.option("--augment", "aug_preset", type=click.Choice(list(PRESETS)),
+              default=DEFAULT_PRESET, show_default=True, help="Augmentation recipe (as in `wbc-edge train --augment`).")
 @click.option("--per-class", type=click.IntRange(1, 20), default=2, show_default=True, help="Rows per class.")
 @click.option("--views", type=click.IntRange(1, 16), default=6, show_default=True, help="Augmented views per row.")
 @click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)

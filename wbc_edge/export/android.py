@@ -7,6 +7,7 @@ The Kotlin README text is `wbc_edge.export.android_readme`.
       labels.txt        one label per line, in output order
       wbc_model.json    input shape/dtype/quantisation, output dequantisation, labels, sha256, parity
       README.md         how to call it from Kotlin (LiteRT Interpreter)
+      ScaleGuard.kt     the scale guard in Kotlin (only when the model carries one)
 
 TF-free: the checker uses the LiteRT interpreter through `wbc_edge.runtime` only.
 """
@@ -22,12 +23,17 @@ from .. import atomic
 from ..contract import ModelContract, read_contract
 from ..errors import ModelFileError, WbcEdgeError, first_line
 from ..preprocess import PREPROCESS_VERSION
-from .android_readme import LABELS_FILE, METADATA_FILE, MODEL_FILE, readme_text
+from .android_readme import GUARD_FILE, LABELS_FILE, METADATA_FILE, MODEL_FILE, readme_text
 from .tensors import dtype_name, tensor_details
 
 README_FILE = "README.md"
 BUNDLE_FILES = (MODEL_FILE, LABELS_FILE, METADATA_FILE, README_FILE)
 BUNDLE_FORMAT = 1
+
+
+def guard_source() -> bytes:
+    """ScaleGuard.kt as shipped in the package (a port of wbc_edge.scale_guard; tests/test_android_kotlin.py)."""
+    return (Path(__file__).parent / GUARD_FILE).read_bytes()
 
 
 def bundle_metadata(model_bytes: bytes, contract: ModelContract, input_details: dict, output_details: dict,
@@ -95,19 +101,23 @@ def bundle_metadata_refresh(bundle_dir: str | os.PathLike, model_bytes: bytes) -
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not valid JSON ({first_line(exc)})") from None
-    new = dict(meta, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes),
-               tflite_metadata=_tflite_metadata_summary(model_bytes))
+    new = json.loads(json.dumps(dict(meta, sha256=hashlib.sha256(model_bytes).hexdigest(), bytes=len(model_bytes),
+                                     tflite_metadata=_tflite_metadata_summary(model_bytes))))  # as the file has it
     readme = readme_text(new)
     old_readme = (d / README_FILE).read_text(encoding="utf-8") if (d / README_FILE).is_file() else None
-    if new == meta and readme == old_readme:
+    guard = guard_source() if new.get("scale_guard") else None
+    old_guard = (d / GUARD_FILE).read_bytes() if (d / GUARD_FILE).is_file() else None
+    if new == meta and readme == old_readme and guard in (None, old_guard):
         return False
     atomic.write_bytes(path, (json.dumps(new, indent=2) + "\n").encode("utf-8"))
     atomic.write_bytes(d / README_FILE, readme.encode("utf-8"))
+    if guard is not None:
+        atomic.write_bytes(d / GUARD_FILE, guard)
     return True
 
 
 def write_bundle(out_dir: str | os.PathLike, model_bytes: bytes, metadata: dict) -> dict[str, str]:
-    """Write the four bundle files atomically; returns {file name: sha256}."""
+    """Write the bundle files atomically (four, and ScaleGuard.kt with a guard); returns {file name: sha256}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -116,6 +126,8 @@ def write_bundle(out_dir: str | os.PathLike, model_bytes: bytes, metadata: dict)
         METADATA_FILE: (json.dumps(metadata, indent=2) + "\n").encode("utf-8"),
         README_FILE: readme_text(metadata).encode("utf-8"),
     }
+    if metadata.get("scale_guard"):
+        files[GUARD_FILE] = guard_source()
     for name, data in files.items():
         atomic.write_bytes(out / name, data)
     return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
@@ -143,6 +155,8 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
         except (ValueError, UnicodeDecodeError) as exc:
             problems.append(f"{METADATA_FILE}: not valid JSON ({exc})")
             meta = None
+    if meta is not None and meta.get("scale_guard") and not (d / GUARD_FILE).is_file():
+        problems.append(f"{GUARD_FILE}: missing ({METADATA_FILE} has a scale_guard; the README's Kotlin uses it)")
     labels_txt = None
     if LABELS_FILE not in missing:
         try:
@@ -236,5 +250,5 @@ def write_android_bundle(bundle_dir: Path, specs, entries: list[dict], files: di
     problems = check_android_bundle(bundle_dir)
     if problems:  # pragma: no cover - would be a bug in the writer
         raise WbcEdgeError(f"{bundle_dir}: Android bundle check failed: {'; '.join(problems)}")
-    say(f"Android bundle: {bundle_dir} (from {best['variant']}; {', '.join(BUNDLE_FILES)})")
+    say(f"Android bundle: {bundle_dir} (from {best['variant']}; {', '.join(shas)})")
     return {"status": "ok", "dir": str(bundle_dir), "source_variant": best["variant"], "files": shas}

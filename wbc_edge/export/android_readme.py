@@ -7,6 +7,7 @@ from __future__ import annotations
 MODEL_FILE = "wbc_int8.tflite"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "wbc_model.json"
+GUARD_FILE = "ScaleGuard.kt"      # written when the model carries a scale guard
 
 
 def _mediapipe_section(meta: dict) -> str:
@@ -24,7 +25,7 @@ def _mediapipe_section(meta: dict) -> str:
 {state}
 MediaPipe scales the bitmap to {size}x{size} itself (bilinear, no antialiasing), which differs slightly from
 the reference resize; `wbc-edge bench --client mediapipe` measures by how much (on the 40 PBC samples it
-changed no top-1 label of the 224 px models).
+changed no top-1 label of the 224 px models).{_mediapipe_guard_note(meta)}
 
 ```kotlin
 // build.gradle.kts: implementation("com.google.mediapipe:tasks-vision:latest.release")  (pin the one you test)
@@ -60,12 +61,32 @@ class WbcMediaPipeClassifier(context: Context) {{
 """
 
 
+def _mediapipe_guard_note(meta: dict) -> str:
+    if not meta.get("scale_guard"):
+        return ""
+    size = meta["input"]["shape"][1]
+    return (f"\nThis path skips the scale guard.  To keep it, scale the bitmap to {size}x{size} yourself, get its "
+            f"pixels and\ngive MediaPipe `Bitmap.createBitmap(guard.apply(pixels, {size}, {size}).pixels, {size}, "
+            f"{size}, Bitmap.Config.ARGB_8888)`\n(`{GUARD_FILE}`; as in the raw-interpreter code below).")
+
+
+def _guard_kotlin(meta: dict) -> tuple[str, str]:
+    """(the guard's field, the expression for the pixels fed) in the raw-interpreter Kotlin."""
+    g = meta.get("scale_guard")
+    if not g:
+        return "", "pixels"
+    return (f"\n    private val guard = ScaleGuard({g['threshold']!r}, {g['target']!r}, {float(g['max_zoom'])!r})"
+            f"   // wbc_model.json scale_guard ({GUARD_FILE})",
+            "guard.apply(pixels, size, size).pixels")
+
+
 def _scale_guard_section(meta: dict) -> str:
     g = meta.get("scale_guard")
     if not g:
         return ""
-    return f"""- Scale guard (optional; `wbc_edge.runtime` and `wbc-edge predict` apply it, the Kotlin below does not).
-  The model was trained on cells filling about a third of the crop; on much smaller cells (a lower
+    return f"""- Scale guard: `{GUARD_FILE}` (pure Kotlin, in this folder; the raw-interpreter code below applies it, as
+  `wbc_edge.runtime` and `wbc-edge predict` do; wbc-edge's tests check it gives the Python reference's zoom and
+  pixels).  The model was trained on cells filling about a third of the crop; on much smaller cells (a lower
   magnification) it fails.  On the resized {meta['input']['shape'][1]}-px RGB image: score = (B - G) + (255 - G) / 2;
   background = median score of the 5 % border strip; nucleus colour = 99th percentile within 0.25 of the
   side from the centre; nucleus = pixels within 0.45 of the side from the centre whose score is above the
@@ -77,11 +98,13 @@ def _scale_guard_section(meta: dict) -> str:
 
 def readme_text(meta: dict) -> str:
     size = meta["input"]["shape"][1]
+    guard_field, fed = _guard_kotlin(meta)
+    guard_file = f", `{GUARD_FILE}` (the scale guard)" if meta.get("scale_guard") else ""
     labels = ", ".join(meta["labels"])
     return f"""# White-blood-cell classifier for Android (wbc-edge)
 
 Files: `{MODEL_FILE}` (LiteRT/TFLite flatbuffer, {meta['variant']}, {meta['bytes']:,} bytes,
-sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers below, machine-readable).
+sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers below, machine-readable){guard_file}.
 
 - Input: `{meta['input']['shape']}` {meta['input']['dtype']}, NHWC, **RGB**, raw pixel bytes 0..255
   (input scale {meta['input']['scale']:g}, zero point {meta['input']['zero_point']}).  uint8 because that is
@@ -123,7 +146,7 @@ class WbcClassifier(context: Context) {{
         Interpreter.Options().setNumThreads(4))
     private val input = ByteBuffer.allocateDirect(size * size * 3).order(ByteOrder.nativeOrder())
     private val pixels = IntArray(size * size)
-    private val output = Array(1) {{ ByteArray(labels.size) }}
+    private val output = Array(1) {{ ByteArray(labels.size) }}{guard_field}
 
     /** Returns (label, probability) of the most likely class. */
     fun classify(bitmap: Bitmap): Pair<String, Float> {{
@@ -132,7 +155,7 @@ class WbcClassifier(context: Context) {{
         val scaled = Bitmap.createScaledBitmap(argb, size, size, /* filter = bilinear */ true)
         scaled.getPixels(pixels, 0, size, 0, 0, size, size)
         input.rewind()
-        for (p in pixels) {{                         // ARGB_8888 int -> R, G, B bytes, raw 0..255
+        for (p in {fed}) {{   // ARGB_8888 int -> R, G, B bytes, raw 0..255
             input.put(((p shr 16) and 0xFF).toByte())
             input.put(((p shr 8) and 0xFF).toByte())
             input.put((p and 0xFF).toByte())

@@ -135,9 +135,9 @@ def guard_outputs(inp: ExportInputs, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise WbcEdgeError(f"{out}: output directory is not empty; use --force to overwrite, or choose --out")
     if inp.android_dir is not None and not force:
-        from .android import BUNDLE_FILES
+        from .android import BUNDLE_FILES, GUARD_FILE
 
-        existing = [n for n in BUNDLE_FILES if (inp.android_dir / n).exists()]
+        existing = [n for n in (*BUNDLE_FILES, GUARD_FILE) if (inp.android_dir / n).exists()]
         if existing:
             raise WbcEdgeError(f"{inp.android_dir}: already holds {', '.join(existing)}; use --force to "
                                "overwrite")

@@ -91,10 +91,12 @@ def refresh_records(path: Path, data: bytes, flat: bytes) -> list[str]:
         if hit:
             atomic.write_json(manifest, m)
             updated.append(str(manifest))
-    from .android import METADATA_FILE, MODEL_FILE, README_FILE, bundle_metadata_refresh
+    from .android import GUARD_FILE, METADATA_FILE, MODEL_FILE, README_FILE, bundle_metadata_refresh
 
     bundle_json = path.parent / METADATA_FILE
     if path.name == MODEL_FILE and bundle_json.is_file():
         if bundle_metadata_refresh(path.parent, data):
             updated += [str(bundle_json), str(path.parent / README_FILE)]
+            if (path.parent / GUARD_FILE).is_file():
+                updated.append(str(path.parent / GUARD_FILE))
     return updated

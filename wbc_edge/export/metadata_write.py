@@ -77,6 +77,16 @@ def _calibration_text(contract: ModelContract) -> str:
             "the same ranking.")
 
 
+def _scale_guard_text(contract: ModelContract) -> str:
+    g = getattr(contract, "scale_guard", None)
+    if not g:
+        return ""
+    return (f" Scale guard (in the embedded {CONTRACT_NAME}; the wbc-edge runtime and the Android bundle's "
+            f"ScaleGuard.kt apply it, MediaPipe does not): a cell whose stained nucleus spans less than "
+            f"{g['threshold']:g} of the side is magnified about the nucleus first (to {g['target']:g}, at most "
+            f"{g['max_zoom']:g}x).")
+
+
 def build_metadata(contract: ModelContract, *, input_dtype: str, output_dtype: str) -> bytes:
     """The ModelMetadata flatbuffer (file identifier M001) for a model with this contract and tensor types."""
     md = metadata_schema()
@@ -99,7 +109,8 @@ def build_metadata(contract: ModelContract, *, input_dtype: str, output_dtype: s
     inp.name = "image"
     inp.description = (f"One whole-cell RGB image, resized to {size}x{size} (no crop), {input_dtype} raw pixel "
                        "values 0..255: normalisation (x / 127.5 - 1) is inside the model, so mean 0 / std 1 "
-                       "here. Reference resize: Pillow bilinear with antialiasing (wbc_edge.preprocess).")
+                       "here. Reference resize: Pillow bilinear with antialiasing (wbc_edge.preprocess)."
+                       + _scale_guard_text(contract))
     inp.content, inp.processUnits, inp.stats = in_content, [unit], in_stats
 
     out_content = md.ContentT()

@@ -1,0 +1,93 @@
+"""The Kotlin port of the scale guard that the Android bundle ships (wbc_edge/export/ScaleGuard.kt) gives the
+same zoom and the same pixels as the Python reference (wbc_edge.scale_guard) on real cells, as they are and
+zoomed out so that the guard fires.  Compiled with kotlinc on a JVM (the file uses no Android classes); skipped
+where kotlinc is not installed (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wbc_edge.augment import _zoom
+from wbc_edge.preprocess import preprocess
+from wbc_edge.scale_guard import ScaleGuard, guard_pixels
+
+KT = Path(__file__).resolve().parents[1] / "wbc_edge" / "export" / "ScaleGuard.kt"
+MAIN = Path(__file__).resolve().parent / "kotlin" / "GuardMain.kt"
+GUARD = ScaleGuard(threshold=0.2111, target=0.287)  # the shipped model's
+
+needs_kotlinc = pytest.mark.skipif(shutil.which("kotlinc") is None or shutil.which("java") is None,
+                                   reason="kotlinc / java not installed (apt-get install kotlin)")
+
+
+def _argb(px: np.ndarray) -> np.ndarray:
+    p = px.astype(np.uint32)
+    return (0xFF000000 | (p[..., 0] << 16) | (p[..., 1] << 8) | p[..., 2]).astype(">u4")
+
+
+@pytest.fixture(scope="module")
+def guard_jar(tmp_path_factory) -> Path:
+    jar = tmp_path_factory.mktemp("kotlin") / "guard.jar"
+    done = subprocess.run(["kotlinc", str(KT), str(MAIN), "-include-runtime", "-d", str(jar)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return jar
+
+
+@needs_kotlinc
+def test_kotlin_guard_matches_python(guard_jar, sample_files, tmp_path):
+    paths = sample_files[0][::3]
+    clean = [preprocess(p, 224) for p in paths]
+    small = [np.asarray(np.clip(np.rint(_zoom(x.astype(np.float32), z, np.zeros(2))), 0, 255), np.uint8)
+             for x in clean for z in (0.5,)]
+    images = clean + small
+    blob = struct.pack(">dddi", GUARD.threshold, GUARD.target, GUARD.max_zoom, len(images))
+    for x in images:
+        blob += struct.pack(">ii", x.shape[1], x.shape[0]) + _argb(x).tobytes()
+    (tmp_path / "in.bin").write_bytes(blob)
+    subprocess.run(["java", "-jar", str(guard_jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
+                   check=True, timeout=300)
+    out = (tmp_path / "out.bin").read_bytes()
+    step = 8 + 224 * 224 * 4
+    assert len(out) == step * len(images)
+    fired = 0
+    for i, x in enumerate(images):
+        zoom_kt = struct.unpack(">d", out[i * step:i * step + 8])[0]
+        px_kt = np.frombuffer(out[i * step + 8:(i + 1) * step], ">u4").reshape(224, 224)
+        px_py, zoom_py = guard_pixels(x, GUARD)
+        assert zoom_kt == pytest.approx(zoom_py, abs=1e-9), (i, zoom_kt, zoom_py)
+        np.testing.assert_array_equal(px_kt, _argb(px_py), err_msg=f"image {i}")
+        fired += zoom_py > 1.0
+    assert fired >= len(small) - 1, "the zoomed-out cells must make the guard fire (else nothing is compared)"
+
+
+def test_bundle_ships_the_guard_and_its_readme_uses_it(tmp_path):
+    """The shipped bundle has ScaleGuard.kt (the package's file) and its README's interpreter code calls it with
+    the model's numbers; a bundle missing it is reported, and `metadata add`'s refresh writes it back."""
+    from wbc_edge.export.android import bundle_metadata_refresh, check_android_bundle, guard_source
+
+    shipped = Path(__file__).resolve().parents[1] / "android_assets"
+    meta = json.loads((shipped / "wbc_model.json").read_text())
+    g = meta["scale_guard"]
+    assert (shipped / "ScaleGuard.kt").read_bytes() == guard_source() == KT.read_bytes()
+    readme = (shipped / "README.md").read_text()
+    assert f"ScaleGuard({g['threshold']!r}, {g['target']!r}, {float(g['max_zoom'])!r})" in readme
+    assert "for (p in guard.apply(pixels, size, size).pixels)" in readme
+    bundle = tmp_path / "bundle"
+    shutil.copytree(shipped, bundle)
+    (bundle / "ScaleGuard.kt").unlink()
+    assert check_android_bundle(bundle) == [
+        "ScaleGuard.kt: missing (wbc_model.json has a scale_guard; the README's Kotlin uses it)"]
+    assert bundle_metadata_refresh(bundle, (bundle / "wbc_int8.tflite").read_bytes())
+    assert check_android_bundle(bundle) == [] and (bundle / "ScaleGuard.kt").read_bytes() == guard_source()
+    # without a guard: no file, no call
+    from wbc_edge.export.android_readme import readme_text
+
+    plain = readme_text(dict(meta, scale_guard=None))
+    assert "ScaleGuard" not in plain and "for (p in pixels)" in plain
