@@ -30,6 +30,7 @@ from curve_report import load_records, partial_note, summarize, table_markdown  
 
 RESULTS = HERE / "results"     # robust_s42: the first curve (and its 80-step records), the timing run
 CURVE = HERE / "results_s3"    # robust_s3, the shipped model: the curve the targets are read from, the CLI runs
+GUARD = HERE / "results_s3_guard"  # the same curve with the model's scale guard on every image (since 2026-12-03)
 BEFORE = HERE / "results_s3_robust_views"  # robust_s3 adapted with `robust` views (the default until 2026-12-02)
 ROBUST_RUNS = ("robust_s42", "robust_s1", "robust_s2", "robust_s3")  # robust_s3: the shipped model
 TECOM, CV = "zheng2018_tecom", "zheng2018_cellavision"
@@ -311,6 +312,10 @@ def main() -> None:
               "timing": timing_block(timing, timing_path)}
     if cli:
         blocks["cli"] = cli_block(cli, records)
+    if (GUARD / "learning_curve.json").is_file():
+        guard_meta = json.loads((GUARD / "learning_curve.json").read_text())["meta"]
+        blocks["learning-curve-s3-guard"] = learning_curve_block(
+            load_records(GUARD / "runs.jsonl", guard_meta["model_sha256"]), guard_meta, "####")
     readme = HERE / "README.md"
     readme.write_text(fill(readme, blocks))
     print(f"{readme.relative_to(REPO)}: {', '.join(blocks)} filled")
