@@ -225,10 +225,14 @@ _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
 
 
+def _unmix_hed(f: np.ndarray) -> np.ndarray:
+    """RGB (float, 0..255) -> H, E, D optical densities with the standard dye vectors."""
+    return -np.log(np.clip(f, 1.0, 255.0) / 255.0) @ _HED_FROM_RGB
+
+
 def _hed_jitter(f: np.ndarray, rng: np.random.Generator, scale: float, bias: float) -> np.ndarray:
     """Scale and shift each stain's optical density (Tellez et al. 2018 style HED augmentation)."""
-    od = -np.log(np.clip(f, 1.0, 255.0) / 255.0)
-    hed = od @ _HED_FROM_RGB
+    hed = _unmix_hed(f)
     a = rng.uniform(1 - scale, 1 + scale, size=3).astype(np.float32)
     b = rng.uniform(-bias, bias, size=3).astype(np.float32)
     od = np.maximum(hed * a + b, 0.0) @ _RGB_FROM_HED
@@ -237,8 +241,7 @@ def _hed_jitter(f: np.ndarray, rng: np.random.Generator, scale: float, bias: flo
 
 def _restain(f: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Unmix into H, E, D optical densities with the standard dye vectors, re-mix with perturbed ones."""
-    od = -np.log(np.clip(f, 1.0, 255.0) / 255.0)
-    hed = np.maximum(od @ _HED_FROM_RGB, 0.0)
+    hed = np.maximum(_unmix_hed(f), 0.0)
     vec = np.maximum(_RGB_FROM_HED + rng.normal(0.0, sigma, size=(3, 3)).astype(np.float32), 0.02)
     vec *= (np.linalg.norm(_RGB_FROM_HED, axis=1) / np.linalg.norm(vec, axis=1))[:, None]
     return 255.0 * np.exp(-(hed @ vec))

@@ -271,7 +271,7 @@ def main() -> None:
 
     rtriples = list(dict.fromkeys([(*triples[0], cfg.replay_images)] + [rkey(a) for a in args.arms]))
     pools = {n: replay_pool(str(pbc_root), PBC_SPLIT, n, cfg.seed, WBC5_LABELS) for n in {t[3] for t in rtriples}}
-    rpaths, ry, where = pools[cfg.replay_images]
+    rpaths, _, where = pools[cfg.replay_images]
     replays = {(init, cut, aug, n): ActSet(cached(
         cache / f"{pre(init, cut, aug)}replay_{n}_v{cfg.replay_views}.npz",
         lambda net=bottom_net(init, cut), aug=aug, n=n: bottom_activations(

@@ -76,8 +76,8 @@ class ScaleGuard(val threshold: Double, val target: Double, val maxZoom: Double 
             val a5 = cy - inv * height / 2
             val out = IntArray(argb.size)
             for (oy in 0 until height) for (ox in 0 until width) {
-                var xin = inv * (ox + 0.5) + 0.0 * (oy + 0.5) + a2
-                var yin = 0.0 * (ox + 0.5) + inv * (oy + 0.5) + a5
+                var xin = inv * (ox + 0.5) + a2   // Pillow: a0 * (x + 0.5) + a1 * (y + 0.5) + a2, a1 = 0
+                var yin = inv * (oy + 0.5) + a5
                 if (xin < 0.0 || xin >= width || yin < 0.0 || yin >= height) {
                     out[oy * width + ox] = fillArgb
                     continue
