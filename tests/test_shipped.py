@@ -67,10 +67,14 @@ def test_shipped_int8_agrees_with_shipped_float32_on_samples(sample_files):
     assert np.mean(f32.argmax(1) == labels) >= 0.9  # the real model recognises real cells
 
 
-def test_android_bundle_is_complete_and_matches_the_shipped_int8():
+def test_android_bundle_is_complete_and_matches_the_shipped_int8(manifest):
     assert check_android_bundle(ANDROID) == []
     assert _sha(ANDROID / "wbc_int8.tflite") == _sha(EXPORT / "wbc_int8.tflite")
     assert (ANDROID / "labels.txt").read_text().split() == list(WBC5)
+    # The manifest's record of the bundle is the bundle as shipped: every file in it, none changed since.
+    listed = manifest["android"]["files"]
+    assert sorted(listed) == sorted(p.name for p in ANDROID.iterdir() if p.is_file())
+    assert all(listed[name] == _sha(ANDROID / name) for name in listed)
 
 
 def test_manifest_reader_lists_the_shipped_variants_generically(manifest):

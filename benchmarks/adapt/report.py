@@ -268,7 +268,7 @@ def cli_block(c: dict, records: dict) -> str:
             if c in h["per_class_recall"]]
     load = c["load_avg_before"][0]
     txt = (f"{c['wall_s']:.0f} s wall, {c['cpu_s']:.0f} s CPU, on this 2-core host with a load average of "
-           f"{load:.1f} (other jobs). The held-out Tecom images (n = {h['n']}: val {c['split_counts']['val']} + "
+           f"{load:.1f} when it started. The held-out Tecom images (n = {h['n']}: val {c['split_counts']['val']} + "
            f"test {c['split_counts']['test']}) score {100 * h['balanced_accuracy']:.1f} % balanced accuracy, "
            f"{100 * statistics.mean(big4):.1f} % over EO/LY/MO/NE")
     if lc:
