@@ -114,6 +114,11 @@ def test_cached_training_writes_run_dir_and_resumes(sample_root, sample_split, t
     # The scale guard is fitted on the train split and stored for export (wbc_edge.scale_guard).
     guard = json.loads((out / "scale_guard.json").read_text())
     assert run["scale_guard"] == guard and 0.1 < guard["threshold"] <= guard["target"] < 0.5
+    # So is the feature distance crossdomain reads (wbc_edge.feature_distance); the val split is its cut's source.
+    from wbc_edge.confidence import load_feature_distance
+
+    fd = load_feature_distance(out)
+    assert fd is not None and fd.cut > 0 and fd.quantile == 0.95 and "feature_distance_s" in run["timings"]
 
     # A finished run is not overwritten without force.
     with pytest.raises(WbcEdgeError, match="already holds a finished run"):

@@ -117,6 +117,10 @@ class _Runner:
             self.temperature = cal.temperature if cal else 1.0
             self.threshold = cal.abstain_threshold if cal else 0.0
             self.guard = load_scale_guard(Path(path).parent)
+            from .confidence import feature_model, load_feature_distance
+
+            self.distance = load_feature_distance(Path(path).parent)  # None: no "far from training" column
+            self.features = feature_model(self.model) if self.distance is not None else None
         else:
             from .runtime import Classifier
 
@@ -125,6 +129,7 @@ class _Runner:
             self.size = self.model.input_size
             self.temperature, self.threshold = self.model.temperature, self.model.abstain_threshold
             self.guard = self.model.scale_guard
+            self.distance = None  # a .tflite has no feature output
 
     def order(self, labels: Labels) -> np.ndarray:
         """Column indices that put this model's outputs into `labels` order (matched by name)."""
@@ -134,6 +139,14 @@ class _Runner:
             raise ModelFileError(f"{self.path}: model labels ({','.join(self.labels)}) differ from the "
                                  f"report's ({','.join(labels)})")
         return np.array([self.labels.index(x) for x in labels], dtype=np.int64)
+
+    def far_from_training(self, pixels: np.ndarray) -> dict | None:
+        """How far these pixels lie from the model's training data (`wbc_edge.feature_distance`), or None."""
+        if self.distance is None:
+            return None
+        f = np.concatenate([self.features(pixels[s:s + 32].astype(np.float32), training=False).numpy()
+                            for s in range(0, len(pixels), 32)])
+        return self.distance.summary(f)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if self.kind == "keras":
@@ -231,6 +244,9 @@ def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = Non
                     failures.append({"model": p, "domain": d.label,
                                      "reason": f"top-1 agreement {row['agreement_pct']:.2f}% < "
                                                f"{cfg.min_agreement:g}%"})
+            far = runners[p].far_from_training(pixels)
+            if far is not None:
+                row["far_from_training"] = far
             rec["results"][p] = row
         rec["seconds"] = round(time.time() - t, 1)
         result["domains"].append(rec)
@@ -269,6 +285,19 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {Path(model).name} | {d['name']} | {r['n']} | {_pct(r['accuracy'])} | "
                          f"{_pct(r['balanced_accuracy'])} | {_pct(r['balanced_accuracy_big_classes'])} | "
                          f"{r['macro_f1']:.3f} | {agree} | {r.get('flips', '-')} |")
+    far_rows = [(d["name"], m, r["far_from_training"]) for d in result["domains"] for m, r in d["results"].items()
+                if r.get("far_from_training")]
+    if far_rows:
+        q = far_rows[0][2]["quantile"]
+        lines += ["", f"Far from the training data (Keras models with a feature distance, `wbc_edge.feature_distance`): "
+                  f"the share of a domain's images whose pooled features lie beyond the distance that holds "
+                  f"{100 * q:.0f} % of the model's own val images (so about {100 * (1 - q):.0f} % of in-domain images count as far), "
+                  "and the median "
+                  "distance relative to val's. A domain far from the training data needs adapting (`wbc-edge adapt`) "
+                  "before its accuracy or confidence can be trusted.", "",
+                  "| model | domain | far from training % | median distance / val median |", "|---|---|---:|---:|"]
+        lines += [f"| {Path(m).name} | {name} | {100 * f['far_share']:.1f} | {f['median_ratio']:.2f} |"
+                  for name, m, f in far_rows]
     lines += ["", "Per-class recall (%):", ""]
     labels = list(result["domains"][0]["results"][next(iter(result["domains"][0]["results"]))]["support"])
     lines += ["| model | domain | " + " | ".join(f"{lab} (n)" for lab in labels) + " |",

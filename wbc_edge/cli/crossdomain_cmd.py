@@ -48,7 +48,10 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
                 threads, no_scale_guard, out_dir):
     """Score MODELS (.keras and/or .tflite) on several labelled domains: n, accuracy, balanced accuracy
     (also over classes with >= --min-class-images), macro-F1, per-class recall, and each .tflite's top-1
-    agreement with the float reference, per domain.
+    agreement with the float reference, per domain.  For a .keras model whose run directory holds
+    feature_distance.npz (written by `wbc-edge train`, or `wbc-edge calibrate RUN --feature-distance-only`),
+    also the share of each domain's images far from the training data: a lab whose images are mostly far
+    should adapt the model (`wbc-edge adapt`) before trusting its answers or its confidence.
 
     \b
       wbc-edge crossdomain runs/r1/model.keras export/*.tflite \\

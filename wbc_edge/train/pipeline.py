@@ -3,7 +3,7 @@
 validate the config -> (multi-worker: pick this process's folder) -> create or resume RUN_DIR, settle the
 split and the class list (`run_dir`) -> load the splits (`inputs`) -> the trainer of the mode (`cached` /
 `full`) -> the final artifacts, each written atomically: split.csv, model.keras, history.json, curves.png,
-the test metrics of the saved model, calibration.json and, last, run.json (the run is finished when run.json
+the test metrics of the saved model, calibration.json, feature_distance.npz and, last, run.json (the run is finished when run.json
 exists and the pending split is gone).
 """
 
@@ -16,8 +16,10 @@ import numpy as np
 
 from .. import atomic
 from ..atomic import sha256_file
-from ..confidence import fit_split_scale_guard, save_calibration, save_scale_guard
+from ..confidence import (FEATURE_DISTANCE_SAMPLE, fit_run_feature_distance, fit_split_scale_guard, save_calibration,
+                          save_scale_guard)
 from ..errors import WbcEdgeError
+from ..feature_distance import FEATURE_DISTANCE_FILE
 from ..progress import Progress, resolve
 from ..tfcompat import import_tf, versions
 from .cached import CachedTrainer
@@ -92,6 +94,16 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
     save_calibration(run, calibration)
     progress.say(f"Confidence: temperature {calibration.temperature:.3f} (val ECE {calibration.ece_before:.3f} -> "
                  f"{calibration.ece_after:.3f}), abstain below {calibration.abstain_threshold:.3f}")
+    t_fd = time.time()
+    try:
+        fd = fit_run_feature_distance(model, data["train"][0], data["train"][1], data["val"][0], guard)
+        fd.save(run / FEATURE_DISTANCE_FILE)
+        progress.say(f"Feature distance: fitted on {min(len(data['train'][1]), FEATURE_DISTANCE_SAMPLE)} train "
+                     f"images; {100 * fd.quantile:.0f} % of val within {fd.cut:.1f} (crossdomain reports the share "
+                     "of a domain beyond it)")
+    except ValueError as exc:  # too few train images for the subspace: the run simply has no feature distance
+        progress.say(f"Feature distance: not fitted ({exc})")
+    timings["feature_distance_s"] = round(time.time() - t_fd, 1)
     timings["total_s"] = round(time.time() - t0, 1)
     run_info = {
         "config": cfg.to_dict(),
