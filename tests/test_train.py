@@ -331,3 +331,40 @@ def test_feature_style_jitters_fine_tune_batches_reproducibly(sample_root, sampl
     train(_tiny_cfg(sample_root, out, sample_split, head_epochs=0, finetune_epochs=1, feature_style=0.5),
           progress=False)
     assert json.loads((out / "run.json").read_text())["config"]["feature_style"] == 0.5
+
+
+def test_consistency_pairs_clean_and_augmented_views_and_adds_their_divergence(sample_root, sample_split, tmp_path):
+    """`--consistency`: each batch is the images' clean views then one augmented view of each (same labels and
+    weights), the loss adds the pair's Jensen-Shannon divergence (0 when the halves agree), and a run with it
+    trains and records it."""
+    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.train import activation_sequence, train
+    from wbc_edge.train.cached import consistency_loss
+    from wbc_edge.train.config import TrainConfig
+
+    tf, keras = import_tf()
+    views = [np.full((10, 2, 2, 1), v, dtype=np.float32) + np.arange(10)[:, None, None, None] / 100
+             for v in range(3)]
+    labels = np.arange(10) % 2
+    seq = activation_sequence(views, labels, 4, {0: 1.0, 1: 3.0}, np.random.default_rng(0), keras, pairs=True)
+    for i in range(len(seq)):
+        x, y, sw = seq[i]
+        n = len(x) // 2
+        assert np.all(x[:n].astype(int) == 0) and np.all(x[n:].astype(int) >= 1)   # clean, then augmented
+        assert np.allclose(x[:n] % 1, x[n:] % 1)                                   # of the same images
+        assert np.array_equal(y[:n], y[n:]) and np.array_equal(sw, np.where(y == 1, 3.0, 1.0))
+    y_true = tf.constant([0, 1, 0, 1])
+    same = tf.constant([[0.9, 0.1], [0.2, 0.8]] * 2)
+    differ = tf.constant([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.8, 0.2]])
+    ce = keras.losses.sparse_categorical_crossentropy
+    np.testing.assert_allclose(consistency_loss(tf, keras, 5.0)(y_true, same).numpy(), ce(y_true, same).numpy(),
+                               atol=1e-6)
+    extra = consistency_loss(tf, keras, 5.0)(y_true, differ).numpy() - ce(y_true, differ).numpy()
+    assert np.all(extra > 0.5) and np.all(extra <= 5.0 * np.log(2) + 1e-6) and extra[0] == pytest.approx(extra[2])
+    with pytest.raises(WbcEdgeError, match="--consistency"):
+        TrainConfig(data_root="d", out_dir="o", consistency=1.0, aug_views=0).validate()
+
+    out = tmp_path / "jsd"
+    train(_tiny_cfg(sample_root, out, sample_split, head_epochs=0, finetune_epochs=1, consistency=2.0),
+          progress=False)
+    assert json.loads((out / "run.json").read_text())["config"]["consistency"] == 2.0

@@ -51,6 +51,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Cached mode: share of fine-tune samples whose per-channel feature statistics (mean, std at "
                    "the cache cut) are redrawn around their own values, a feature-level 'other lab' "
                    "augmentation (DSU). 0 = off (measured: no gain on other labs; benchmarks/robust/README.md).")
+@click.option("--consistency", type=click.FloatRange(0), default=TrainConfig.consistency, show_default=True,
+              help="Cached mode: weight of a Jensen-Shannon consistency term that asks the top for the same answer "
+                   "on each image's clean view and one augmented view (AugMix's; each fine-tune step then costs "
+                   "twice as much). 0 = off.")
 @click.option("--augment", "aug_preset", type=click.Choice(list(PRESETS)), default=TrainConfig.aug_preset,
               show_default=True,
               help="Augmentation recipe. robust (default): zoom 0.8-2.8x + blur/low-res/JPEG/noise + stain (HED), "
@@ -84,7 +88,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
-          finetune_epochs, finetune_from, aug_views, feature_style, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
+          finetune_epochs, finetune_from, aug_views, feature_style, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
           limit_per_class, distribute, force, quiet):
     """Train MobileNetV2 on an ImageFolder DATA (DATA/<class>/<image>) with a leak-free split.
@@ -100,7 +104,7 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
                       model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
-                      feature_style=feature_style,
+                      feature_style=feature_style, consistency=consistency,
                       aug_preset=aug_preset, augment=preset(aug_preset, **_zoom(zoom_range)),
                       finetune_warmup=finetune_warmup,
                       swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,

@@ -120,8 +120,8 @@ class CachedTrainer:
             initial_learning_rate=cfg.finetune_learning_rate * (0.1 if warm else 1.0),
             decay_steps=max(total - warm, 1), alpha=0.01,
             warmup_target=cfg.finetune_learning_rate if warm else None, warmup_steps=warm)
-        self.top.compile(optimizer=keras.optimizers.Adam(schedule),
-                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        loss = consistency_loss(tf, keras, cfg.consistency) if cfg.consistency else "sparse_categorical_crossentropy"
+        self.top.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
         ckpt = tf.train.Checkpoint(model=self.top, optimizer=self.top.optimizer)
         ckdir = self.run_dir / "checkpoints" / "finetune"
         # Numbered by epoch, two kept: the one state.json records survives a save it has not recorded yet.
@@ -146,7 +146,7 @@ class CachedTrainer:
         for epoch in range(start_epoch, 0 if stopped else cfg.finetune_epochs):
             seq = activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
                                       np.random.default_rng([cfg.seed, 1000 + epoch]), keras,
-                                      feature_style=cfg.feature_style)
+                                      feature_style=cfg.feature_style, pairs=cfg.consistency > 0)
             te = time.time()
             h = self.top.fit(seq, epochs=1, verbose=0, shuffle=False)
             score = self._score(acts, y_val)
@@ -203,10 +203,30 @@ class CachedTrainer:
                                and not isinstance(layer, self.keras.layers.BatchNormalization))
 
 
-def activation_sequence(views, labels, batch_size, class_weight, rng, keras, feature_style: float = 0.0):
+def consistency_loss(tf, keras, weight: float):
+    """Cross-entropy plus `weight` x the Jensen-Shannon divergence between the two halves of the batch - each
+    image's clean view and its augmented view (`activation_sequence(pairs=True)`), as in AugMix (Hendrycks et
+    al. 2020): the top is asked to give an image the same answer under the shift, not only the right one.
+    Per sample (each pair's divergence added to both of its members), so class weights apply as usual."""
+
+    def loss(y_true, y_pred):
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+        n = tf.shape(y_pred)[0] // 2
+        p = tf.clip_by_value(y_pred[:n], 1e-7, 1.0)
+        q = tf.clip_by_value(y_pred[n:], 1e-7, 1.0)
+        log_m = tf.math.log(0.5 * (p + q))
+        jsd = 0.5 * (tf.reduce_sum(p * (tf.math.log(p) - log_m), -1) + tf.reduce_sum(q * (tf.math.log(q) - log_m), -1))
+        return ce + weight * tf.concat([jsd, jsd], 0)
+
+    return loss
+
+
+def activation_sequence(views, labels, batch_size, class_weight, rng, keras, feature_style: float = 0.0,
+                        pairs: bool = False):
     """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled, with
     `feature_style` the share of each batch whose feature statistics are jittered (`augment.feature_style_jitter`;
-    batch i's draw depends only on (rng, i), so the order Keras asks in does not matter).
+    batch i's draw depends only on (rng, i), so the order Keras asks in does not matter).  With `pairs`, each
+    batch is the images' clean views followed by one augmented view of each (`consistency_loss`'s halves).
     (Built in a function because keras.utils.Sequence is only importable once TensorFlow is.)"""
 
     class Seq(keras.utils.Sequence):
@@ -214,7 +234,7 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
             super().__init__()
             n = len(labels)
             self.order = rng.permutation(n)
-            self.view = rng.integers(len(views), size=n)
+            self.view = rng.integers(1, len(views), size=n) if pairs else rng.integers(len(views), size=n)
             self.style_seed = int(rng.integers(2**62))
             self.sw = None
             if class_weight:
@@ -230,9 +250,14 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
                 sel = self.view[idx] == v
                 if sel.any():
                     x[sel] = views[v][idx[sel]]
+            y = labels[idx]
+            sw = self.sw[idx] if self.sw is not None else None
+            if pairs:
+                x = np.concatenate([np.asarray(views[0][idx], dtype=np.float32), x])
+                y = np.concatenate([y, y])
+                sw = np.concatenate([sw, sw]) if sw is not None else None
             if feature_style:
                 x = feature_style_jitter(x, np.random.default_rng([self.style_seed, i]), feature_style)
-            y = labels[idx]
-            return (x, y, self.sw[idx]) if self.sw is not None else (x, y)
+            return (x, y, sw) if sw is not None else (x, y)
 
     return Seq()

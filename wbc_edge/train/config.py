@@ -48,6 +48,8 @@ class TrainConfig:
     aug_views: int = 4                    # cached mode: augmented views cached per train image
     feature_style: float = 0.0            # cached mode: share of fine-tune samples whose feature statistics
                                           # are jittered (augment.feature_style_jitter); 0 = off
+    consistency: float = 0.0             # cached mode: weight of a Jensen-Shannon consistency term between each
+                                          # image's clean view and one augmented view (AugMix); 0 = off
     aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
     augment: AugmentConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
     shifted_val: bool = True              # select the model on clean val + held-out shifted val
@@ -75,6 +77,11 @@ class TrainConfig:
                                  f"got {self.finetune_from}")
         if not 0.0 <= self.feature_style <= 1.0:
             raise WbcEdgeError(f"--feature-style must be a share in [0, 1], got {self.feature_style}")
+        if self.consistency < 0:
+            raise WbcEdgeError(f"--consistency must be >= 0, got {self.consistency}")
+        if self.consistency and (self.mode != "cached" or self.aug_views < 1):
+            raise WbcEdgeError("--consistency needs --mode cached and --aug-views >= 1 (it compares each image's "
+                               "clean view with an augmented one)")
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
