@@ -120,7 +120,12 @@ class _Runner:
             from .confidence import feature_model, load_feature_distance
 
             self.distance = load_feature_distance(Path(path).parent)  # None: no "far from training" column
-            self.features = feature_model(self.model) if self.distance is not None else None
+            # With a feature distance, one pass gives both the pooled features and the probabilities.
+            self.both = None
+            if self.distance is not None:
+                keras = import_tf()[1]
+                self.both = keras.Model(self.model.input, [feature_model(self.model).output, self.model.output])
+            self.last_pixels = self.last_features = None  # the features of the last __call__, for its pixels
         else:
             from .runtime import Classifier
 
@@ -144,15 +149,19 @@ class _Runner:
         """How far these pixels lie from the model's training data (`wbc_edge.feature_distance`), or None."""
         if self.distance is None:
             return None
-        f = np.concatenate([self.features(pixels[s:s + 32].astype(np.float32), training=False).numpy()
-                            for s in range(0, len(pixels), 32)])
-        return self.distance.summary(f)
+        if self.last_pixels is not pixels:  # the report scores a domain first, so this is the rare path
+            self(pixels)
+        return self.distance.summary(self.last_features)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        if self.kind == "keras":
-            return np.concatenate([self.model(pixels[s:s + 32].astype(np.float32), training=False).numpy()
-                                   for s in range(0, len(pixels), 32)]).astype(np.float32)
-        return self.model.predict_pixels(pixels)
+        if self.kind != "keras":
+            return self.model.predict_pixels(pixels)
+        chunks = [pixels[s:s + 32].astype(np.float32) for s in range(0, len(pixels), 32)]
+        if self.both is None:
+            return np.concatenate([self.model(c, training=False).numpy() for c in chunks]).astype(np.float32)
+        outs = [self.both(c, training=False) for c in chunks]
+        self.last_pixels, self.last_features = pixels, np.concatenate([f.numpy() for f, _ in outs])
+        return np.concatenate([p.numpy() for _, p in outs]).astype(np.float32)
 
 
 def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_class_images: int,
