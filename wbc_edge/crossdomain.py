@@ -100,31 +100,24 @@ class _Runner:
     def __init__(self, path: str, num_threads: int | None):
         self.path, self.kind = path, _kind(path)
         if self.kind == "keras":
+            from .confidence import feature_model, load_calibration, load_feature_distance, load_scale_guard
             from .model import check_classifier, load_model
             from .scoring import model_labels
             from .tfcompat import import_tf
 
-            import_tf()
+            keras = import_tf()[1]
             self.labels = model_labels(path)
             self.model = load_model(path)
             check_classifier(self.model, path, self.labels)
             self.size = int(self.model.input_shape[1])
-            from .confidence import load_calibration
-
-            from .confidence import load_scale_guard
-
             cal = load_calibration(Path(path).parent)
             self.temperature = cal.temperature if cal else 1.0
             self.threshold = cal.abstain_threshold if cal else 0.0
             self.guard = load_scale_guard(Path(path).parent)
-            from .confidence import feature_model, load_feature_distance
-
             self.distance = load_feature_distance(Path(path).parent)  # None: no "far from training" column
             # With a feature distance, one pass gives both the pooled features and the probabilities.
-            self.both = None
-            if self.distance is not None:
-                keras = import_tf()[1]
-                self.both = keras.Model(self.model.input, [feature_model(self.model).output, self.model.output])
+            self.both = None if self.distance is None else keras.Model(
+                self.model.input, [feature_model(self.model).output, self.model.output])
             self.last_pixels = self.last_features = None  # the features of the last __call__, for its pixels
         else:
             from .runtime import Classifier
@@ -301,8 +294,7 @@ def to_markdown(result: dict) -> str:
         lines += ["", f"Far from the training data (Keras models with a feature distance, `wbc_edge.feature_distance`): "
                   f"the share of a domain's images whose pooled features lie beyond the distance that holds "
                   f"{100 * q:.0f} % of the model's own val images (so about {100 * (1 - q):.0f} % of in-domain images count as far), "
-                  "and the median "
-                  "distance relative to val's. A domain far from the training data needs adapting (`wbc-edge adapt`) "
+                  "and the median distance relative to val's. A domain far from the training data needs adapting (`wbc-edge adapt`) "
                   "before its accuracy or confidence can be trusted.", "",
                   "| model | domain | far from training % | median distance / val median |", "|---|---|---:|---:|"]
         lines += [f"| {Path(m).name} | {name} | {100 * f['far_share']:.1f} | {f['median_ratio']:.2f} |"
