@@ -28,7 +28,8 @@ Reported: balanced accuracy over the held-out images (Tecom also over EO/LY/MO/N
 always held out), mean +- sd over seeds; PBC test accuracy (leak-free split, 2,057 images) after adaptation.
 
 Variants (`--variant NAME:FIELD=VALUE`) override AdaptConfig fields; `adapt_from` (the cut) and `aug_preset` (the
-views' augmentation) get their own cached activations (files prefixed cut<N>_ / aug_<preset>_).
+views' augmentation) get their own cached activations (files prefixed cut<N>_ / aug_<preset>_); `aug_views` above
+the default caches the target images with that many views (files suffixed _v<N>), and each arm uses its first ones.
 
 Speed: the bottom of the network (below block_13) is frozen.  In cached-mode PBC training cut at block 13 it
 is the ImageNet bottom itself - so the bottom activations of every target image (clean + the recipe's
@@ -207,6 +208,11 @@ def main() -> None:
         return init_of[arm], arm_cfg[arm].adapt_from, arm_cfg[arm].aug_preset
 
     triples = list(dict.fromkeys([("pbc", cfg.adapt_from, cfg.aug_preset)] + [key_of(a) for a in args.arms]))
+    # Target images are cached with as many views as the most-viewed arm needs; an arm uses the first
+    # 1 + aug_views of them (view v of image i is drawn from default_rng([AUG_SEED, v, i]), so the first six of a
+    # 12-view cache are the 6-view cache's views).  Caches keep their names where the count is the default's.
+    n_views = max([cfg.aug_views] + [arm_cfg[a].aug_views for a in args.arms])
+    vsuf = "" if n_views == cfg.aug_views else f"_v{n_views}"
     pairs = list(dict.fromkeys((init, cut) for init, cut, _ in triples))
     models = {"pbc": pbc_model, "imagenet": imagenet_model}
     nets: dict = {}
@@ -256,9 +262,9 @@ def main() -> None:
         y = np.array([CLASS_INDEX[r.label] for r in scan.records], dtype=np.int64)
         acts = {}
         for init, cut, aug in triples:
-            views = cached(cache / f"{pre(init, cut, aug)}{name}_v{cfg.aug_views}.npz",
+            views = cached(cache / f"{pre(init, cut, aug)}{name}_v{n_views}.npz",
                            lambda net=bottom_net(init, cut), paths=paths, name=name, aug=aug:
-                           bottom_activations(net, paths, cfg.aug_views, preset(aug), AUG_SEED, progress=Progress(), guard=guard,
+                           bottom_activations(net, paths, n_views, preset(aug), AUG_SEED, progress=Progress(), guard=guard,
                                               label=name))
             acts[(init, cut, aug)] = ActSet(views, y)
         targets[name] = {"scan": scan, "groups": groups, "acts": acts[triples[0]], "acts_by": acts}
@@ -301,7 +307,7 @@ def main() -> None:
     for init, cut, aug in triples:
         net = nets[(init, cut)]
         p = pre("pbc", cut, aug)  # the features are the init's, whichever bottom fed them
-        feats[(init, cut, aug)] = {name: cached(cache / f"{p}feats_{init}_{name}.npz",
+        feats[(init, cut, aug)] = {name: cached(cache / f"{p}feats_{init}_{name}{vsuf}.npz",
                                                 lambda net=net, a=targets[name]["acts_by"][(init, cut, aug)]: [
                                                     pooled_features(net, a)])[0] for name in args.sets}
         for i2, c2, a2, n in rtriples:
@@ -359,8 +365,9 @@ def main() -> None:
                     init, cut, aug = key = key_of(arm)
                     net = nets[(init, cut)]
                     net.model.set_weights(init_weights[init])
-                    acts = tg["acts_by"][key]
-                    local = ActSet(acts.views, acts.labels, feats[key][name]).subset(tr)
+                    acts = ActSet(tg["acts_by"][key].views, tg["acts_by"][key].labels,
+                                  feats[key][name]).head(1 + arm_cfg[arm].aug_views)
+                    local = acts.subset(tr)
                     n_rep = arm_cfg[arm].replay_images
                     rn = "" if n_rep == cfg.replay_images else f"_{n_rep}"
                     rep = ActSet(replays[(*key, n_rep)].views, pools[n_rep][1], feats[key][f"replay{rn}"]) \
@@ -440,8 +447,8 @@ def covering(meta: dict, records: list[dict]) -> dict:
 ST_BASE = {"pbc_st": "pbc", "pbc_stt": "pbc", "imagenet_st": "imagenet"}
 
 #: Fields a --variant may not change: the cached activations were computed with them (`replay_images` may: each
-#: pool size gets its own activations).
-CACHED_FIELDS = ("augment", "aug_views", "replay_views", "seed", "source_check_images")
+#: pool size gets its own activations; `aug_views` may: the target images are cached with the largest count asked).
+CACHED_FIELDS = ("augment", "replay_views", "seed", "source_check_images")
 
 
 def parse_variants(specs: list[str]) -> dict[str, dict]:
