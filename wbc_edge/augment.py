@@ -63,6 +63,12 @@ class AugmentConfig:
     #: (another lab's Wright / Giemsa / rapid stain), which a global hue rotation or cast cannot do
     restain_p: float = 0.0
     restain: float = 0.0
+    #: random convolution (RandConv, Xu et al. 2021; repeated small kernels as in Pro-RandConv, Choi et al. 2023):
+    #: one random 3x3 colour-mixing kernel applied 1-3 times, its output brought back to the image's own channel
+    #: means and spreads and mixed in with a weight drawn up to `randconv` - local texture and the colour
+    #: relations between neighbouring pixels change while the shapes stay (another camera, optics and stain at once)
+    randconv_p: float = 0.0
+    randconv: float = 0.0
     hue_p: float = 0.0
     hue: float = 0.0            # hue rotation, +- this fraction of the colour wheel
     gamma: float = 0.0          # gamma drawn log-uniformly in [1/(1+g), 1+g]
@@ -102,6 +108,7 @@ PRESETS: dict[str, AugmentConfig] = {
     "scale": AugmentConfig(**_SCALE),
     "robust": AugmentConfig(**_COLOUR, **_SCALE),
     "restain": AugmentConfig(**_COLOUR, **_SCALE, restain_p=0.5, restain=0.2),
+    "randconv": AugmentConfig(**_COLOUR, **_SCALE, randconv_p=0.5, randconv=0.7),
 }
 DEFAULT_PRESET = "robust"
 
@@ -135,6 +142,8 @@ def augment(pixels: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = A
         f = _pil_filter(f, ImageFilter.GaussianBlur(rng.uniform(0.3, max(cfg.blur_sigma, 0.3))))
     if cfg.lowres_p and rng.random() < cfg.lowres_p:
         f = _lowres(f, int(rng.integers(cfg.lowres_min, cfg.lowres_max + 1)), rng)
+    if cfg.randconv_p and rng.random() < cfg.randconv_p:
+        f = _randconv(f, rng, cfg.randconv)
     if cfg.tint_p and rng.random() < cfg.tint_p:
         f = f * _tint_gains(rng, cfg.tint)
     if cfg.stain:
@@ -245,6 +254,24 @@ def _restain(f: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarra
     vec = np.maximum(_RGB_FROM_HED + rng.normal(0.0, sigma, size=(3, 3)).astype(np.float32), 0.02)
     vec *= (np.linalg.norm(_RGB_FROM_HED, axis=1) / np.linalg.norm(vec, axis=1))[:, None]
     return 255.0 * np.exp(-(hed @ vec))
+
+
+def _randconv(f: np.ndarray, rng: np.random.Generator, max_mix: float) -> np.ndarray:
+    """A random 3x3 convolution with 3 -> 3 channels (He-normal weights under a Gaussian window, so the centre
+    pixel dominates and shapes survive), applied 1-3 times; each output channel is standardised and given the
+    input channel's mean and spread, then mixed in with a weight drawn from [0, max_mix]."""
+    win = np.exp(-((np.arange(3) - 1.0) ** 2)[:, None] - ((np.arange(3) - 1.0) ** 2)[None, :]
+                 / (2 * rng.uniform(0.5, 1.5) ** 2)).astype(np.float32)
+    kernel = rng.normal(0.0, np.sqrt(2.0 / 27.0), size=(3, 3, 3, 3)).astype(np.float32) * win[:, :, None, None]
+    x = f / 127.5 - 1.0
+    h, w = f.shape[:2]
+    for _ in range(int(rng.integers(1, 4))):
+        pad = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+        x = sum(pad[dy:dy + h, dx:dx + w] @ kernel[dy, dx] for dy in range(3) for dx in range(3))
+    mean, std = f.mean(axis=(0, 1)), f.std(axis=(0, 1))
+    x = (x - x.mean(axis=(0, 1))) / (x.std(axis=(0, 1)) + 1e-6) * std + mean
+    mix = np.float32(rng.uniform(0.0, max_mix))
+    return (1.0 - mix) * f + mix * x
 
 
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
