@@ -100,6 +100,30 @@ def test_restain_recolours_the_dyes_apart_and_leaves_other_presets_alone(cell):
         assert np.array_equal(augment(cell, rng_a, robust), augment(cell, rng_b, replace(robust, restain=0.3)))
 
 
+def test_randconv_changes_local_texture_keeps_channel_statistics_and_leaves_other_presets_alone(cell):
+    """The random convolution (preset `randconv`) redraws local texture, not the image's overall colour: each
+    channel keeps its mean and gains no spread, while the pixel-to-pixel pattern changes; with randconv_p 0 it
+    draws nothing from the rng, so the other presets' views are what they were."""
+    from dataclasses import replace
+
+    from wbc_edge.augment import _randconv
+
+    f = cell.astype(np.float32)
+    corrs = []
+    for k in range(8):
+        out = _randconv(f, np.random.default_rng(k), 1.0)
+        assert out.shape == f.shape and np.array_equal(out, _randconv(f, np.random.default_rng(k), 1.0))
+        assert np.allclose(out.mean(axis=(0, 1)), f.mean(axis=(0, 1)), atol=0.5)
+        assert np.all(out.std(axis=(0, 1)) <= f.std(axis=(0, 1)) + 1e-3)  # a mix of two arrays of that spread
+        corrs.append(np.corrcoef(out.mean(axis=2).ravel(), f.mean(axis=2).ravel())[0, 1])
+    assert min(corrs) < 0.95 and np.median(corrs) < 0.995, f"the convolution must change the pattern: {corrs}"
+    robust = preset("robust")
+    assert robust.randconv_p == 0 and preset("randconv").randconv_p > 0
+    for k in range(4):
+        rng_a, rng_b = np.random.default_rng([8, k]), np.random.default_rng([8, k])
+        assert np.array_equal(augment(cell, rng_a, robust), augment(cell, rng_b, replace(robust, randconv=0.9)))
+
+
 def test_shifted_view_is_seeded_and_tight(cell):
     a = shifted_view(cell, np.random.default_rng(5))
     assert np.array_equal(a, shifted_view(cell, np.random.default_rng(5)))

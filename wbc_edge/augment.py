@@ -95,8 +95,8 @@ class AugmentConfig:
 
 #: Named recipes.  `basic` is the original recipe (dihedral + mild colour); the others add one family each
 #: (the ablation), `robust` is all of them and the training default; `restain` (robust + each dye recoloured on
-#: its own) passed its selection rule at full scale but its exported seed lost int8 parity, so it is an option
-#: (benchmarks/robust/README.md).
+#: its own) passed its selection rule at full scale but its exported seed lost int8 parity, so it is an option;
+#: `randconv` (robust + random local convolutions) is screened like every candidate (benchmarks/robust/README.md).
 _COLOUR = dict(brightness=0.25, contrast=0.25, saturation=0.45, stain=0.08, hed_p=0.8, hed_scale=0.25,
                hed_bias=0.04, hue_p=0.6, hue=0.07, gamma=0.4, tint_p=0.6, tint=0.4, grey_p=0.12)
 _SCALE = dict(zoom_p=0.85, zoom_min=0.8, zoom_max=2.8, translate=0.08, blur_p=0.4, blur_sigma=2.0,

@@ -59,7 +59,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               show_default=True,
               help="Augmentation recipe. robust (default): zoom 0.8-2.8x + blur/low-res/JPEG/noise + stain (HED), "
                    "hue, white-balance, grey; restain: robust + each dye's colour moved on its own (another lab's "
-                   "stain; benchmarks/robust/README.md); basic: the original dihedral + mild colour; colour / scale: one family "
+                   "stain; benchmarks/robust/README.md); randconv: robust + a random local convolution (texture); basic: the original dihedral + mild colour; colour / scale: one family "
                    "each (for ablations). See `wbc-edge data preview-aug`.")
 @click.option("--zoom", "zoom_range", type=click.FloatRange(0, min_open=True), nargs=2, default=None,
               metavar="MIN MAX",
