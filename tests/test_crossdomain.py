@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -38,9 +40,50 @@ def test_report_on_two_domains_with_agreement(tiny_tflite, sample_root, tmp_path
         ref = d["results"][str(tiny_tflite["float32"])]
         assert "agreement_pct" not in ref and 0 <= int8["agreement_pct"] <= 100
         assert int8["flips"] == round((100 - int8["agreement_pct"]) * 40 / 100)
+        # agreement on the images int8 accepts at its own (calibrated) threshold, recomputed from the runtime
+        from wbc_edge.runtime import Classifier
+
+        i8, f32 = Classifier(tiny_tflite["int8"]), Classifier(tiny_tflite["float32"])
+        files = sorted(p for p in Path(sample_root).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        px = np.stack([i8.preprocess(f) for f in files])
+        p8, pf = i8.calibrated(i8.predict_pixels(px)), f32.predict_pixels(px)
+        acc = p8.max(1) >= i8.abstain_threshold
+        assert int8["accepted_n"] == int(acc.sum()) and ref.get("accepted_n") is None
+        want = 100 * np.mean(p8[acc].argmax(1) == pf[acc].argmax(1)) if acc.any() else None
+        assert int8["accepted_agreement_pct"] == (pytest.approx(want) if want is not None else None)
     assert result["gate"]["passed"]
     md = to_markdown(result)
-    assert "lab A" in md and "| 40 |" in md
+    assert "lab A" in md and "| 40 |" in md and "agree on accepted % (n)" in md
+
+
+def test_agreement_on_accepted_images_uses_the_models_own_threshold(tiny_tflite, sample_root, tmp_path):
+    """The int8 file re-embedded with a temperature and an abstain threshold at the median of its calibrated
+    confidence: the report's accepted count and agreement are those of the images at or above it."""
+    import dataclasses
+
+    from wbc_edge.contract import embed_contract, read_contract
+    from wbc_edge.runtime import Classifier
+
+    raw = Classifier(tiny_tflite["int8"])
+    files = sorted(p for p in Path(sample_root).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    px = np.stack([raw.preprocess(f) for f in files])
+    blob = Path(tiny_tflite["int8"]).read_bytes()
+    base = read_contract(tiny_tflite["int8"])
+    probe = tmp_path / "t.tflite"
+    probe.write_bytes(embed_contract(blob, dataclasses.replace(base, temperature=2.0, abstain_threshold=0.0)))
+    conf = Classifier(probe).calibrated(raw.predict_pixels(px)).max(1)
+    thr = float(np.median(conf))
+    path = tmp_path / "int8_thr.tflite"
+    path.write_bytes(embed_contract(blob, dataclasses.replace(base, temperature=2.0, abstain_threshold=thr)))
+    result = run_report(CrossDomainConfig(models=[str(tiny_tflite["float32"]), str(path)],
+                                          domains=[Domain(str(sample_root), name="lab")], progress=False))
+    row = result["domains"][0]["results"][str(path)]
+    acc = conf >= thr
+    assert 0 < acc.sum() < len(acc) and row["accepted_n"] == int(acc.sum())
+    ref_top = Classifier(tiny_tflite["float32"]).predict_pixels(px).argmax(1)
+    p8 = raw.predict_pixels(px).argmax(1)
+    assert row["accepted_agreement_pct"] == pytest.approx(100 * np.mean(p8[acc] == ref_top[acc]))
+    assert f"({int(acc.sum())}) |" in to_markdown(result)
 
 
 def test_gate_fails_when_agreement_is_impossible(tiny_tflite, sample_root, tmp_path):

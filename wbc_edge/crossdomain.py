@@ -18,7 +18,6 @@ report gets those same pixels.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,14 +156,20 @@ class _Runner:
         return np.concatenate([p.numpy() for _, p in outs]).astype(np.float32)
 
 
+def _calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    from .calibration import apply_temperature
+
+    return apply_temperature(probs, temperature) if temperature != 1.0 else probs
+
+
 def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_class_images: int,
                    temperature: float = 1.0, threshold: float = 0.0) -> dict:
     """The per-domain figures of the report for one model's (raw) probabilities; with a temperature also
     the calibration error after scaling and what the abstain threshold accepts on this domain."""
-    from .calibration import apply_temperature, coverage_at, expected_calibration_error, risk_coverage
+    from .calibration import coverage_at, expected_calibration_error, risk_coverage
     from .metrics import compute_metrics
 
-    cal = apply_temperature(probs, temperature) if temperature != 1.0 else probs
+    cal = _calibrated(probs, temperature)
     rc = risk_coverage(cal, y)
     step = max(1, len(y) // 50)  # the curve, thinned to ~50 points for the JSON
     confidence = {"temperature": temperature, "ece": expected_calibration_error(probs, y),
@@ -242,6 +247,11 @@ def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = Non
                 row["agreement_pct"] = 100.0 * float(np.mean(pred == ref_pred))
                 row["flips"] = int(np.sum(pred != ref_pred))
                 row["max_abs_dprob"] = float(np.max(np.abs(probs[p] - probs[ref_path])))
+                # The flips a user sees: on the images this model accepts (calibrated top-1 >= its threshold).
+                accepted = _calibrated(probs[p], runners[p].temperature).max(1) >= runners[p].threshold
+                row["accepted_n"] = int(accepted.sum())
+                row["accepted_agreement_pct"] = (100.0 * float(np.mean(pred[accepted] == ref_pred[accepted]))
+                                                 if accepted.any() else None)
                 if cfg.min_agreement is not None and row["agreement_pct"] < cfg.min_agreement - 1e-9:
                     failures.append({"model": p, "domain": d.label,
                                      "reason": f"top-1 agreement {row['agreement_pct']:.2f}% < "
@@ -272,6 +282,13 @@ def _guard_line(result: dict) -> str:
             f"{g['target']:.3f}, at most {g['max_zoom']:g}x) for every model: {counts}.")
 
 
+def _accepted(r: dict) -> str:
+    if r.get("accepted_n") is None:
+        return "-"
+    pct = r["accepted_agreement_pct"]
+    return f"{'-' if pct is None else f'{pct:.2f}'} ({r['accepted_n']})"
+
+
 def to_markdown(result: dict) -> str:
     lines = ["# Cross-domain report", "",
              f"Reference for agreement: `{result['reference']}`" if result["reference"] else
@@ -279,14 +296,14 @@ def to_markdown(result: dict) -> str:
              f"Balanced accuracy is the mean recall over the classes present; 'bal. (n≥{result['min_class_images']})' "
              "uses only classes with at least that many images.", "", _guard_line(result), "",
              "| model | domain | n | acc % | bal. acc % | bal. (n≥" + str(result["min_class_images"])
-             + ") % | macro-F1 | agree % | flips |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             + ") % | macro-F1 | agree % | flips | agree on accepted % (n) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in result["domains"]:
         for model, r in d["results"].items():
             agree = "-" if "agreement_pct" not in r else f"{r['agreement_pct']:.2f}"
             lines.append(f"| {Path(model).name} | {d['name']} | {r['n']} | {_pct(r['accuracy'])} | "
                          f"{_pct(r['balanced_accuracy'])} | {_pct(r['balanced_accuracy_big_classes'])} | "
-                         f"{r['macro_f1']:.3f} | {agree} | {r.get('flips', '-')} |")
+                         f"{r['macro_f1']:.3f} | {agree} | {r.get('flips', '-')} | {_accepted(r)} |")
     far_rows = [(d["name"], m, r["far_from_training"]) for d in result["domains"] for m, r in d["results"].items()
                 if r.get("far_from_training")]
     if far_rows:
@@ -325,73 +342,3 @@ def to_markdown(result: dict) -> str:
                   + ("passed" if gate["passed"] else "FAILED: " + "; ".join(
                       f"{Path(f['model']).name} on {f['domain']}: {f['reason']}" for f in gate["failures"]))]
     return "\n".join(lines) + "\n"
-
-
-def plot(result: dict, path: str | os.PathLike) -> Path:
-    """Balanced accuracy per domain and model (bars) and, for .tflite files, agreement (second panel)."""
-    from .atomic import atomic_path
-    from .metrics import pyplot
-
-    plt = pyplot()
-    domains = [d["name"] for d in result["domains"]]
-    models = result["models"]
-    agree_models = [m for m in models if any("agreement_pct" in d["results"][m] for d in result["domains"])]
-    fig, axes = plt.subplots(1, 2 if agree_models else 1, figsize=(12 if agree_models else 7, 4.2), squeeze=False)
-    width = 0.8 / max(len(models), 1)
-    x = np.arange(len(domains))
-    ax = axes[0][0]
-    for i, m in enumerate(models):
-        vals = [100 * d["results"][m]["balanced_accuracy"] for d in result["domains"]]
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=Path(m).name)
-    ax.set_xticks(x, domains, rotation=15)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("balanced accuracy %")
-    ax.set_title("Accuracy per domain")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    if agree_models:
-        ax = axes[0][1]
-        w = 0.8 / len(agree_models)
-        for i, m in enumerate(agree_models):
-            vals = [d["results"][m].get("agreement_pct", np.nan) for d in result["domains"]]
-            ax.bar(x + i * w - 0.4 + w / 2, vals, w, label=Path(m).name)
-        lo = min([d["results"][m].get("agreement_pct", 100) for d in result["domains"] for m in agree_models])
-        ax.set_ylim(max(0.0, min(lo - 2, 95.0)), 100.5)
-        ax.set_xticks(x, domains, rotation=15)
-        ax.set_ylabel("top-1 agreement with reference %")
-        ax.set_title(f"Agreement with {Path(result['reference']).name}")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None = None) -> Path:
-    """Accuracy of the accepted images vs the fraction accepted, one curve per domain (one model)."""
-    from .atomic import atomic_path
-    from .metrics import pyplot
-
-    plt = pyplot()
-    model = model or result["models"][0]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for d in result["domains"]:
-        c = d["results"][model]["confidence"]
-        rc, at = c["risk_coverage"], c["at_threshold"]
-        line, = ax.plot([100 * x for x in rc["coverage"]], [100 * x for x in rc["accuracy"]], label=d["name"])
-        if at["accepted_accuracy"] is not None:
-            ax.plot([100 * at["coverage"]], [100 * at["accepted_accuracy"]], "o", color=line.get_color())
-    ax.set_xlabel("coverage: % of images accepted (most confident first)")
-    ax.set_ylabel("accuracy of accepted images %")
-    ax.set_title(f"Risk-coverage, {Path(model).name} (dots: stored threshold)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path

@@ -157,10 +157,15 @@ def _domains(result: dict) -> list[str]:
     if not result.get("domains"):
         return []
     body = [[Path(model).name, d["name"], str(r["n"]), _f(100 * r["accuracy"], ".1f"),
-             _f(100 * r["balanced_accuracy"], ".1f"), _f(r.get("agreement_pct"), ".2f"), str(r.get("flips", "-"))]
+             _f(100 * r["balanced_accuracy"], ".1f"), _f(r.get("agreement_pct"), ".2f"), str(r.get("flips", "-")),
+             _f(r.get("accepted_agreement_pct"), ".2f") + (f" ({r['accepted_n']})" if "accepted_n" in r else "")]
             for d in result["domains"]["domains"] for model, r in d["results"].items()]
-    return (["## Other domains (all images; agreement with the reference)", ""]
-            + _table(["Variant", "Domain", "n", "Acc %", "Bal. acc %", "Agree %", "Flips"], body) + [""])
+    return (["## Other domains (all images; agreement with the reference)", "",
+             "Agree on accepted: top-1 agreement on the images the variant itself accepts (calibrated confidence at "
+             "or above its stored abstain threshold; n of them in brackets) - the answers a user is not told are "
+             "uncertain.", ""]
+            + _table(["Variant", "Domain", "n", "Acc %", "Bal. acc %", "Agree %", "Flips", "Agree on accepted % (n)"],
+                     body) + [""])
 
 
 def _gate(result: dict) -> list[str]:

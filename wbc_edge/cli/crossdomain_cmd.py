@@ -48,7 +48,8 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
                 threads, no_scale_guard, out_dir):
     """Score MODELS (.keras and/or .tflite) on several labelled domains: n, accuracy, balanced accuracy
     (also over classes with >= --min-class-images), macro-F1, per-class recall, and each .tflite's top-1
-    agreement with the float reference, per domain.  For a .keras model whose run directory holds
+    agreement with the float reference, per domain (on all images, and on the images it accepts at
+    its own stored threshold: the answers a user is not told are uncertain).  For a .keras model whose run directory holds
     feature_distance.npz (written by `wbc-edge train`, or `wbc-edge calibrate RUN --feature-distance-only`),
     also the share of each domain's images far from the training data: a lab whose images are mostly far
     should adapt the model (`wbc-edge adapt`) before trusting its answers or its confidence.
@@ -59,7 +60,8 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
           --data ../shared/data/zheng2018_tecom --data ../shared/data/zheng2018_cellavision --out report/
     """
     from ..atomic import write_json, write_text
-    from ..crossdomain import plot, plot_risk_coverage, run_report, to_markdown
+    from ..crossdomain import run_report, to_markdown
+    from ..crossdomain_plots import plot, plot_risk_coverage
     from ..errors import WbcEdgeError
     from .progress import ClickProgress
 
