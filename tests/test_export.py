@@ -415,3 +415,17 @@ def test_parity_gate_rules():
     assert gate_for(get("int8"), cfg, off_domain=True) == {"min_agreement_pct": 98.0}
     assert gate_for(get("int8"), dataclasses.replace(cfg, min_domain_agreement=0.0), off_domain=True) == \
         {"min_agreement_pct": 0.0}
+    # with the contract's abstain threshold: agreement on the images the variant accepts (recorded, not gated).
+    # Two flips, one on a confident image and one on an unsure one (probabilities 0.9 / 0.4 at T = 1).
+    unsure = np.full((100, 5), 0.025, np.float32)
+    unsure[np.arange(100), labels] = 0.9
+    unsure[[0, 1]] = 0.025
+    unsure[0, 1], unsure[1, 2], unsure[1, 3] = 0.9, 0.4, 0.35
+    rec = parity_record(unsure, ref, WBC5_LABELS, gate_for(get("int8"), cfg), temperature=1.0, abstain_threshold=0.8)
+    assert rec["agreement_pct"] == 98.0 and rec["accepted_n"] == 99
+    assert rec["accepted_agreement_pct"] == pytest.approx(100.0 * 98 / 99, abs=1e-4)
+    assert rec["passed"] is False and not any("accepted" in r for r in rec["reasons"])
+    # a higher temperature flattens the probabilities: fewer accepted; no threshold: no such fields
+    assert parity_record(unsure, ref, WBC5_LABELS, gate_for(get("int8"), cfg), temperature=3.0,
+                         abstain_threshold=0.8)["accepted_n"] == 0
+    assert "accepted_n" not in gated(unsure, "int8")

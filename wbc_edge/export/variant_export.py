@@ -166,17 +166,21 @@ def _gate(spec: VariantSpec, job: ExportJob, path: Path, in_det: dict, entry: di
     problem = check_input_quantisation(in_det) if spec.input_dtype == "uint8" else None
     tp = time.perf_counter()
     probs = parity.predict_file(path, job.ref.pixels, job.num_threads)
-    entry["parity"] = parity.parity_record(probs, job.ref, job.labels, parity.gate_for(spec, job.cfg))
+    conf = {"temperature": job.base_contract.get("temperature"),
+            "abstain_threshold": job.base_contract.get("abstain_threshold")}
+    entry["parity"] = parity.parity_record(probs, job.ref, job.labels, parity.gate_for(spec, job.cfg), **conf)
     reasons = ([problem] if problem else []) + entry["parity"]["reasons"]
     if job.domains:
         entry["parity_domains"] = {}
         gate = parity.gate_for(spec, job.cfg, off_domain=True)
         for name, ref in job.domains.items():
             d = parity.parity_record(parity.predict_file(path, ref.pixels, job.num_threads), ref, job.labels,
-                                     gate)
+                                     gate, **conf)
             entry["parity_domains"][name] = d
             reasons += [f"{name}: {r}" for r in d["reasons"]]
-            job.progress.say(f"[{spec.name}]   {name}: agreement {d['agreement_pct']:.2f}% on {d['n']} images, "
+            acc = "" if d.get("accepted_agreement_pct") is None else \
+                f" ({d['accepted_agreement_pct']:.2f}% on the {d['accepted_n']} it accepts)"
+            job.progress.say(f"[{spec.name}]   {name}: agreement {d['agreement_pct']:.2f}% on {d['n']} images{acc}, "
                              f"accuracy {d['accuracy']:.2%} (Keras {d['keras_accuracy']:.2%})")
     entry["parity_seconds"] = round(time.perf_counter() - tp, 2)
     return reasons
