@@ -209,6 +209,8 @@ def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = Non
     """Score every model on every domain; returns the JSON-ready result (see `to_markdown`).
 
     progress: a `wbc_edge.progress.Progress` (default: stderr lines when cfg.progress, else silent)."""
+    from .metrics import accepted_agreement
+
     progress = resolve(cfg.progress if progress is None else progress)
     if not cfg.models:
         raise WbcEdgeError("no models given")
@@ -248,10 +250,8 @@ def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = Non
                 row["flips"] = int(np.sum(pred != ref_pred))
                 row["max_abs_dprob"] = float(np.max(np.abs(probs[p] - probs[ref_path])))
                 # The flips a user sees: on the images this model accepts (calibrated top-1 >= its threshold).
-                accepted = _calibrated(probs[p], runners[p].temperature).max(1) >= runners[p].threshold
-                row["accepted_n"] = int(accepted.sum())
-                row["accepted_agreement_pct"] = (100.0 * float(np.mean(pred[accepted] == ref_pred[accepted]))
-                                                 if accepted.any() else None)
+                row.update(accepted_agreement(probs[p], probs[ref_path], runners[p].temperature,
+                                              runners[p].threshold))
                 if cfg.min_agreement is not None and row["agreement_pct"] < cfg.min_agreement - 1e-9:
                     failures.append({"model": p, "domain": d.label,
                                      "reason": f"top-1 agreement {row['agreement_pct']:.2f}% < "

@@ -14,7 +14,6 @@ import numpy as np
 
 def plot(result: dict, path: str | os.PathLike) -> Path:
     """Balanced accuracy per domain and model (bars) and, for .tflite files, agreement (second panel)."""
-    from .atomic import atomic_path
     from .metrics import pyplot
 
     plt = pyplot()
@@ -47,17 +46,11 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
         ax.set_title(f"Agreement with {Path(result['reference']).name}")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None = None) -> Path:
     """Accuracy of the accepted images vs the fraction accepted, one curve per domain (one model)."""
-    from .atomic import atomic_path
     from .metrics import pyplot
 
     plt = pyplot()
@@ -74,6 +67,13 @@ def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None 
     ax.set_title(f"Risk-coverage, {Path(model).name} (dots: stored threshold)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    """Lay out, write atomically (temp file + rename) and close the figure."""
+    from .atomic import atomic_path
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -87,16 +87,14 @@ def parity_record(probs: np.ndarray, ref: Reference, labels: Labels, gate: dict,
     """Parity of a variant with the Keras model on `ref`, gated by `gate` (see `gate_for`).  With the contract's
     abstain threshold, also the agreement on the images the variant accepts (calibrated top-1 at or above it):
     the answers an app shows without "uncertain" (recorded, not gated)."""
-    from ..calibration import apply_temperature
-    from ..metrics import gate_reasons, parity
+    from ..metrics import accepted_agreement, gate_reasons, parity
 
     p, _, _ = parity(probs, ref.probs, ref.labels, list(labels))
     accepted = {}
     if abstain_threshold is not None and len(probs):
-        ok = apply_temperature(probs, temperature or 1.0).max(1) >= abstain_threshold
-        same = probs.argmax(1) == ref.probs.argmax(1)
-        accepted = {"accepted_n": int(ok.sum()),
-                    "accepted_agreement_pct": round(100.0 * float(same[ok].mean()), 4) if ok.any() else None}
+        accepted = accepted_agreement(probs, ref.probs, temperature, abstain_threshold)
+        if accepted["accepted_agreement_pct"] is not None:
+            accepted["accepted_agreement_pct"] = round(accepted["accepted_agreement_pct"], 4)
     reasons = gate_reasons(p["delta_accuracy_pp"], p["agreement_pct"],
                            max_drop_pp=gate.get("max_accuracy_drop_pp"),
                            min_agreement_pct=gate["min_agreement_pct"])

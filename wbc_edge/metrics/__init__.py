@@ -22,11 +22,11 @@ from .classification import (
     confusion_matrix,
     safe_div,
 )
-from .parity import agreement, gate_reasons, parity, per_class_recall_delta, prob_error
+from .parity import accepted_agreement, agreement, gate_reasons, parity, per_class_recall_delta, prob_error
 from .plots import MATPLOTLIB_MISSING, matplotlib_available, plot_confusion, plot_curves, pyplot
 
 __all__ = [
-    "CI_LEVEL", "MATPLOTLIB_MISSING", "Metrics", "agreement", "bootstrap_ci", "check_indices", "compute_metrics",
+    "CI_LEVEL", "MATPLOTLIB_MISSING", "Metrics", "accepted_agreement", "agreement", "bootstrap_ci", "check_indices", "compute_metrics",
     "confusion_matrix", "gate_reasons", "matplotlib_available", "parity", "per_class_recall_delta",
     "plot_confusion", "plot_curves", "prob_error", "pyplot", "safe_div", "save_metrics",
 ]

@@ -72,6 +72,20 @@ def parity(probs: Any, ref_probs: Any, y_true: Any, labels: Iterable[str]) -> tu
     return summary, m, ref
 
 
+def accepted_agreement(probs: np.ndarray, ref_probs: np.ndarray, temperature: float | None,
+                       threshold: float) -> dict:
+    """Top-1 agreement on the images the variant accepts - its temperature-scaled top-1 at or above `threshold`,
+    the answers an app shows without "uncertain": {"accepted_n", "accepted_agreement_pct" (None if none)}."""
+    from ..calibration import apply_temperature
+
+    probs, ref_probs = np.asarray(probs), np.asarray(ref_probs)
+    cal = apply_temperature(probs, temperature) if temperature not in (None, 1.0) else probs
+    ok = cal.max(1) >= threshold
+    same = probs.argmax(1) == ref_probs.argmax(1)
+    return {"accepted_n": int(ok.sum()),
+            "accepted_agreement_pct": 100.0 * float(same[ok].mean()) if ok.any() else None}
+
+
 def gate_reasons(delta_accuracy_pp: float, agreement_pct: float, *, max_drop_pp: float | None = None,
                  min_agreement_pct: float | None = None) -> list[str]:
     """Why a variant fails its parity gate (empty list = passes); None disables a limit."""
@@ -82,4 +96,4 @@ def gate_reasons(delta_accuracy_pp: float, agreement_pct: float, *, max_drop_pp:
         reasons.append(f"top-1 agreement {agreement_pct:.2f}% < {float(min_agreement_pct):g}%")
     return reasons
 
-__all__ = ["agreement", "gate_reasons", "parity", "per_class_recall_delta", "prob_error"]
+__all__ = ["accepted_agreement", "agreement", "gate_reasons", "parity", "per_class_recall_delta", "prob_error"]
