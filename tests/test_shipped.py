@@ -88,3 +88,18 @@ def test_manifest_reader_lists_the_shipped_variants_generically(manifest):
     entry, ref = entry_for_file(EXPORT / "wbc_int8.tflite")
     assert entry.variant == "int8" and entry.parity["n"] == ref["n"] >= 2000
     assert entry_for_file(ANDROID / "wbc_int8.tflite") == (None, None)  # no manifest beside the bundle
+
+
+def test_readme_bench_tables_are_the_recorded_bench_of_the_shipped_files(manifest):
+    """The README tables are written from the recorded bench JSON (benchmarks/readme_bench_tables.py): they must be
+    what that file gives now, and the file must have timed the shipped bytes."""
+    import subprocess
+    import sys
+
+    record = REPO / "benchmarks" / "results" / "x86_64_intel-xeon_2cpu" / "pbc_test.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "readme_bench_tables.py"), str(record), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shipped = {e["file"]: e["sha256"] for e in manifest["variants"]}
+    timed = {Path(v["path"]).name: v["sha256"] for v in json.loads(record.read_text())["variants"] if v["kind"] == "tflite"}
+    assert timed == shipped
