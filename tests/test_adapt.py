@@ -176,6 +176,9 @@ def test_adapt_writes_a_run_directory(adapted_run, tiny_run_dir, sample_root):
     cal = json.loads((run / "calibration.json").read_text())
     assert cal["temperature"] > 0 and "local val split" in cal["fitted_on"]
     assert info["heldout"]["n"] == 20
+    for part in ("heldout", "test"):  # what 10-20 held-out images can tell apart: a wide interval
+        lo, hi = info[part]["balanced_accuracy_interval95"]
+        assert 0 < lo < hi < 1 and hi - lo > 0.2, (part, lo, hi)
     at = info["test"]["at_threshold"]   # what the val-fitted threshold does on the test split alone
     assert at["n"] == 10 and at["threshold"] == pytest.approx(cal["abstain_threshold"]) and 0 <= at["coverage"] <= 1
     # Interpolated back towards the source, alpha chosen on the source run's val images (never local ones).

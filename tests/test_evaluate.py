@@ -16,6 +16,7 @@ from wbc_edge.labels import WBC5, Labels
 from wbc_edge.metrics import (
     Metrics,
     agreement,
+    balanced_accuracy_interval,
     bootstrap_ci,
     compute_metrics,
     confusion_matrix,
@@ -187,6 +188,39 @@ def test_compute_metrics_ci_contains_accuracy(hand):
 def test_bootstrap_ci_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap_ci(**kwargs)
+
+
+def test_balanced_accuracy_interval_is_the_beta_posterior():
+    """One class, 9 of 9 right: the posterior is Beta(10, 1), whose quantile q is q ** (1 / 10)."""
+    lo, hi = balanced_accuracy_interval([0] * 9, [0] * 9, draws=200_000, seed=1)
+    assert lo == pytest.approx(0.025 ** 0.1, abs=0.003) and hi == pytest.approx(0.975 ** 0.1, abs=0.001)
+    assert balanced_accuracy_interval([0] * 9, [0] * 9, draws=200_000, seed=1) == (lo, hi)  # seeded
+    # Two classes: the mean of two independent Betas (a sampled convolution), checked by its own moments.
+    y = np.repeat([0, 1], [20, 10])
+    p = y.copy()
+    p[:4], p[-3:] = 1, 0                                        # recalls 16/20 and 7/10
+    lo, hi = balanced_accuracy_interval(y, p, draws=200_000)
+    m = (17 / 22 + 8 / 12) / 2
+    v = (17 * 5 / (22 ** 2 * 23) + 8 * 4 / (12 ** 2 * 13)) / 4
+    assert (lo + hi) / 2 == pytest.approx(m, abs=0.02)  # both Betas lean left: the midpoint sits a little low
+    assert hi - lo == pytest.approx(2 * 1.96 * v ** 0.5, rel=0.05)
+
+
+def test_balanced_accuracy_interval_widens_with_a_tiny_class_even_when_it_is_right():
+    """1 of 1 right says little: unlike a bootstrap, the interval must show it."""
+    big = np.repeat([0, 1], [50, 50])
+    with_tiny = np.repeat([0, 1, 2], [50, 50, 1])
+    w_big = np.subtract(*balanced_accuracy_interval(big, big)[::-1])
+    w_tiny = np.subtract(*balanced_accuracy_interval(with_tiny, with_tiny)[::-1])
+    assert balanced_accuracy_interval(big, big)[1] < 1.0
+    assert w_tiny > 2 * w_big
+    # More images per class: narrower.
+    many = np.repeat([0, 1], [500, 500])
+    assert np.subtract(*balanced_accuracy_interval(many, many)[::-1]) < w_big / 5
+    with pytest.raises(ValueError, match="one length"):
+        balanced_accuracy_interval([0, 1], [0])
+    with pytest.raises(ValueError, match="level"):
+        balanced_accuracy_interval([0, 1], [0, 1], level=0)
 
 
 # ------------------------------------------------------------------------------------------ parity helpers

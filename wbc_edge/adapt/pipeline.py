@@ -86,7 +86,7 @@ def _calibrate(p_val, y_val, p_test, y_test):
 def _score_heldout(run: Path, labels: Labels, probs, y_val, y_test, cal) -> tuple[dict | None, dict]:
     """test_metrics.json (+ confusion) of the test split; the held-out (val + test) summary for run.json."""
     from ..calibration import apply_temperature, coverage_at, expected_calibration_error
-    from ..metrics import compute_metrics, save_metrics
+    from ..metrics import balanced_accuracy_interval, compute_metrics, save_metrics
 
     names = labels.to_list()
     p_test = probs[len(y_val):]
@@ -99,6 +99,7 @@ def _score_heldout(run: Path, labels: Labels, probs, y_val, y_test, cal) -> tupl
         # The abstain threshold was fitted on val: only the test split says honestly what it accepts.
         test_info = {"accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy, "macro_f1": m.macro_f1,
                      "accuracy_ci95": list(m.accuracy_ci95) if m.accuracy_ci95 else None,
+                     "balanced_accuracy_interval95": list(balanced_accuracy_interval(y_test, p_test.argmax(1))),
                      "at_threshold": coverage_at(apply_temperature(p_test, cal.temperature), y_test,
                                                  cal.abstain_threshold)}
     y_held = np.concatenate([y_val, y_test])
@@ -106,7 +107,9 @@ def _score_heldout(run: Path, labels: Labels, probs, y_val, y_test, cal) -> tupl
     if len(y_held):
         mh = compute_metrics(y_held, probs.argmax(1), names, bootstrap=0)
         scaled = apply_temperature(probs, cal.temperature)
+        # The interval a few dozen images give: differences inside it (another recipe, seed or k) are noise.
         heldout.update({"accuracy": mh.accuracy, "balanced_accuracy": mh.balanced_accuracy,
+                        "balanced_accuracy_interval95": list(balanced_accuracy_interval(y_held, probs.argmax(1))),
                         "per_class_recall": {r["label"]: r["recall"] for r in mh.per_class if r["support"]},
                         "ece_calibrated": expected_calibration_error(scaled, y_held),
                         "at_threshold": coverage_at(scaled, y_held, cal.abstain_threshold)})
@@ -126,18 +129,23 @@ def _write_history(run: Path, fit: dict, title: str, progress: Progress) -> None
         progress.say(f"(no curves.png: {exc})")
 
 
+def _ci(bounds) -> str:
+    return f"{100 * bounds[0]:.0f}-{100 * bounds[1]:.0f} %"
+
+
 def _print_summary(progress: Progress, labels: Labels, heldout: dict, y_held, test_info, n_test, cal, run, timings):
     if heldout["n"]:
         progress.say(f"Held-out local images (val + test, n = {heldout['n']}, never used for training or "
                      f"selection): accuracy {heldout['accuracy']:.2%}, balanced accuracy "
-                     f"{heldout['balanced_accuracy']:.2%}")
+                     f"{heldout['balanced_accuracy']:.2%} (95 % interval {_ci(heldout['balanced_accuracy_interval95'])})")
         progress.say("  recall: " + ", ".join(f"{c} {r:.0%} (n={int(np.sum(y_held == labels.index(c)))})"
                                               for c, r in heldout["per_class_recall"].items()))
     if test_info:
         at = test_info["at_threshold"]
         acc = "-" if at["accepted_accuracy"] is None else f"{at['accepted_accuracy']:.1%}"
         progress.say(f"Test split (n = {n_test}): accuracy {test_info['accuracy']:.2%}, balanced accuracy "
-                     f"{test_info['balanced_accuracy']:.2%}; at the abstain threshold {at['coverage']:.0%} "
+                     f"{test_info['balanced_accuracy']:.2%} (95 % interval {_ci(test_info['balanced_accuracy_interval95'])}); "
+                     f"at the abstain threshold {at['coverage']:.0%} "
                      f"accepted, {acc} of them right")
     progress.say(f"Confidence: temperature {cal.temperature:.3f}, abstain below {cal.abstain_threshold:.3f} "
                  f"({cal.fitted_on.split(';')[0]})")

@@ -91,13 +91,42 @@ def bootstrap_ci(correct: Any, n_boot: int = 1000, seed: int = 0, level: float =
         c = c.astype(bool)
     if int(n_boot) < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be between 0 and 1, got {level}")
     n = int(c.size)
     rng = np.random.default_rng(seed)
-    acc = rng.binomial(n, float(c.mean()), size=int(n_boot)) / n
+    return _percentiles(rng.binomial(n, float(c.mean()), size=int(n_boot)) / n, level)
+
+
+def balanced_accuracy_interval(y_true: Any, y_pred: Any, level: float = 0.95, draws: int = 4000,
+                               seed: int = 0) -> tuple[float, float]:
+    """Equal-tailed posterior interval of the balanced accuracy (Brodersen et al. 2010, ICPR).
+
+    Why: a lab adapting with a few labelled cells scores the result on a few dozen held-out ones, where one
+    image moves a class's recall by 10-50 pp; the interval says which differences those images can tell apart
+    (benchmarks/adapt/README.md, "What the dev screens can resolve").  Each present class's recall gets the
+    Beta(right + 1, wrong + 1) posterior of a flat prior and the balanced accuracy is their mean, sampled
+    (`draws`, seeded).  Unlike a bootstrap, a tiny class whose images are all right (or all wrong) still
+    widens the interval - 1 of 1 right says little - so with every image right the interval ends below 1.
+    """
+    t = np.asarray(y_true).ravel()
+    p = np.asarray(y_pred).ravel()
+    if t.size == 0 or t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must be non-empty and of one length, got {t.shape} and {p.shape}")
+    if int(draws) < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    rng = np.random.default_rng(seed)
+    recalls = []
+    for c in np.unique(t):
+        sel = t == c
+        right = int(np.sum(p[sel] == c))
+        recalls.append(rng.beta(right + 1, int(sel.sum()) - right + 1, size=int(draws)))
+    return _percentiles(np.mean(recalls, axis=0), level)
+
+
+def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
     alpha = (1.0 - float(level)) / 2.0
-    lo, hi = np.quantile(acc, [alpha, 1.0 - alpha])
+    lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
 
 
@@ -213,4 +242,4 @@ def compute_metrics(y_true: Any, y_pred: Any, labels: Iterable[str], *, bootstra
         labels=labels,
     )
 
-__all__ = ["CI_LEVEL", "Metrics", "bootstrap_ci", "check_indices", "compute_metrics", "confusion_matrix", "safe_div"]
+__all__ = ["CI_LEVEL", "Metrics", "balanced_accuracy_interval", "bootstrap_ci", "check_indices", "compute_metrics", "confusion_matrix", "safe_div"]
