@@ -21,13 +21,13 @@ def _run(script: str, *args: str) -> str:
 def test_val_test_agreement_record_is_reproduced_from_the_run_records():
     out = _run("dev_agreement.py")
     assert out.strip() == (DEV / "agreement.md").read_text().strip()
-    assert "33 (variant, set, k) pairs" in out
+    assert "36 (variant, set, k) pairs" in out
 
 
 def test_each_recent_screen_table_is_the_comparison_of_its_runs():
-    for name, cand in (("views12", "v12"), ("basic_views", "basic"), ("cut15", "c15")):
+    for name, cand in (("views12", "v12"), ("basic_views", "basic"), ("cut15", "c15"), ("views3", "v3")):
         record = (DEV / f"{name}.md").read_text()
-        label = {"v12": "aug_views 12", "basic": "basic views", "c15": "cut 15"}[cand]
+        label = {"v12": "aug_views 12", "basic": "basic views", "c15": "cut 15", "v3": "aug_views 3"}[cand]
         table = _run("dev_compare.py", "--candidate", f"{DEV / (name + '_runs.jsonl')}:{cand}",
                      "--baseline", f"{DEV / 'swa_runs.jsonl'}:swa", "--name", label)
         assert table.strip() in record, name

@@ -39,6 +39,7 @@ PAIRS = [
     ("12 views", "views12_runs.jsonl:v12", "swa_runs.jsonl:swa"),
     ("basic views", "basic_views_runs.jsonl:basic", "swa_runs.jsonl:swa"),
     ("cut 15", "cut15_runs.jsonl:c15", "swa_runs.jsonl:swa"),
+    ("3 views", "views3_runs.jsonl:v3", "swa_runs.jsonl:swa"),
 ]
 
 
