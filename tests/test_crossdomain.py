@@ -25,6 +25,11 @@ def test_domain_metrics_balanced_accuracy_over_big_classes():
     assert m["balanced_accuracy_big_classes"] == pytest.approx(0.75)
     assert m["big_classes"] == ["a", "b"]
     assert m["support"] == {"a": 10, "b": 10, "c": 1}
+    lo, hi = m["balanced_accuracy_interval95"]   # the 1-image class makes it wide
+    assert lo < m["balanced_accuracy"] < hi and hi - lo > 0.3
+    md = to_markdown({"reference": None, "min_class_images": 10, "domains": [
+        {"name": "lab", "n": 21, "results": {"m.tflite": m}}]})
+    assert f"| 50.0 ({100 * lo:.0f}-{100 * hi:.0f}) | 75.0 |" in md
 
 
 def test_report_on_two_domains_with_agreement(tiny_tflite, sample_root, tmp_path):

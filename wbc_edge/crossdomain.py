@@ -167,7 +167,7 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
     """The per-domain figures of the report for one model's (raw) probabilities; with a temperature also
     the calibration error after scaling and what the abstain threshold accepts on this domain."""
     from .calibration import coverage_at, expected_calibration_error, risk_coverage
-    from .metrics import compute_metrics
+    from .metrics import balanced_accuracy_interval, compute_metrics
 
     cal = _calibrated(probs, temperature)
     rc = risk_coverage(cal, y)
@@ -182,6 +182,8 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
     recall = {pc["label"]: pc["recall"] for pc in m.per_class}
     return {
         "n": m.n, "accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy, "macro_f1": m.macro_f1,
+        # what this many images per class can tell apart (a class of 1-7 images, as in Tecom / CellaVision, is wide)
+        "balanced_accuracy_interval95": list(balanced_accuracy_interval(y, probs.argmax(1))),
         "balanced_accuracy_big_classes": float(np.mean([m.per_class[i]["recall"] for i in big])) if big else None,
         "big_classes": [labels[i] for i in big],
         "per_class_recall": {k: v for k, v in recall.items() if counts[labels.index(k)] > 0},
@@ -273,6 +275,11 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _interval(r: dict) -> str:
+    iv = r.get("balanced_accuracy_interval95")  # absent in reports written before 2026-12-03
+    return "" if not iv else f" ({100 * iv[0]:.0f}-{100 * iv[1]:.0f})"
+
+
 def _guard_line(result: dict) -> str:
     g = result.get("scale_guard")
     if not g:
@@ -293,7 +300,8 @@ def to_markdown(result: dict) -> str:
     lines = ["# Cross-domain report", "",
              f"Reference for agreement: `{result['reference']}`" if result["reference"] else
              "No float reference: agreement not computed.", "",
-             f"Balanced accuracy is the mean recall over the classes present; 'bal. (n≥{result['min_class_images']})' "
+             f"Balanced accuracy is the mean recall over the classes present, with its 95 % posterior interval "
+             f"(Brodersen et al. 2010) in brackets; 'bal. (n≥{result['min_class_images']})' "
              "uses only classes with at least that many images.", "", _guard_line(result), "",
              "| model | domain | n | acc % | bal. acc % | bal. (n≥" + str(result["min_class_images"])
              + ") % | macro-F1 | agree % | flips | agree on accepted % (n) |",
@@ -302,7 +310,7 @@ def to_markdown(result: dict) -> str:
         for model, r in d["results"].items():
             agree = "-" if "agreement_pct" not in r else f"{r['agreement_pct']:.2f}"
             lines.append(f"| {Path(model).name} | {d['name']} | {r['n']} | {_pct(r['accuracy'])} | "
-                         f"{_pct(r['balanced_accuracy'])} | {_pct(r['balanced_accuracy_big_classes'])} | "
+                         f"{_pct(r['balanced_accuracy'])}{_interval(r)} | {_pct(r['balanced_accuracy_big_classes'])} | "
                          f"{r['macro_f1']:.3f} | {agree} | {r.get('flips', '-')} | {_accepted(r)} |")
     far_rows = [(d["name"], m, r["far_from_training"]) for d in result["domains"] for m, r in d["results"].items()
                 if r.get("far_from_training")]
