@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from dev_compare import bal, load
+from dev_compare import bal, emit, load, shared_runs
 
 DEV = Path(__file__).parent / "dev"
 #: (name, candidate FILE:ARM, default FILE:ARM) of every dev screen, in the order they ran
@@ -45,10 +45,8 @@ PAIRS = [
 
 def changes(cand: dict, base: dict) -> list[tuple]:
     """[(set, k, seeds, val change pp, test change pp)] over the seeds both arms ran."""
-    keys = sorted(set(cand) & set(base))
     out = []
-    for sk in sorted({(s, k) for s, k, _ in keys}):
-        seeds = [sd for s, k, sd in keys if (s, k) == sk]
+    for sk, seeds in shared_runs(cand, base):
         d = {part: float(np.mean([bal(cand[(*sk, sd)][part], sk[0]) - bal(base[(*sk, sd)][part], sk[0])
                                   for sd in seeds])) for part in ("val", "target")}
         out.append((sk[0], sk[1], seeds, d["val"], d["target"]))
@@ -77,10 +75,7 @@ def main() -> None:
               f"mean |val - test| {np.mean(np.abs(v - t)):.1f} pp.",
               "Tecom: balanced accuracy over EO/LY/MO/NE; CellaVision: over the classes present; changes are "
               "candidate minus default, mean over the seeds."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,22 @@ def bal(score: dict, name: str) -> float:
     return 100 * score["balanced_accuracy_big4" if name == BIG4 else "balanced_accuracy"]
 
 
+def shared_runs(cand: dict, base: dict) -> list[tuple[tuple, list]]:
+    """[((set, k), seeds)] of the runs both arms made, in (set, k) order."""
+    keys = sorted(set(cand) & set(base))
+    if not keys:
+        raise SystemExit("the two arms share no (set, k, seed)")
+    return [(sk, [sd for s, k, sd in keys if (s, k) == sk]) for sk in sorted({(s, k) for s, k, _ in keys})]
+
+
+def emit(lines: list[str], out: Path | None) -> None:
+    """Print the Markdown and, with --out, write it."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        out.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--candidate", required=True, help="RUNS.jsonl:ARM of the variant")
@@ -45,14 +61,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the Markdown here too")
     args = ap.parse_args()
     cand, base = load(args.candidate), load(args.baseline)
-    keys = sorted(set(cand) & set(base))
-    if not keys:
-        raise SystemExit("the two arms share no (set, k, seed)")
     lines = ["| dev seeds | arm | val half bal. % | test half bal. % | PBC val (500) % | PBC test % | fit s |",
              "|---|---|---:|---:|---:|---:|---:|"]
     deltas, pv, pt = {}, {"base": [], "cand": []}, {"base": [], "cand": []}
-    for sk in sorted({(s, k) for s, k, _ in keys}):
-        seeds = [sd for s, k, sd in keys if (s, k) == sk]
+    for sk, seeds in shared_runs(cand, base):
         rows = {}
         for tag, recs, label in (("base", base, "default"), ("cand", cand, args.name)):
             rs = [recs[(*sk, sd)] for sd in seeds]
@@ -77,10 +89,7 @@ def main() -> None:
               f"PBC test (not in the rules): {np.mean(pt['base']):.2f} -> {np.mean(pt['cand']):.2f} % "
               f"({np.mean(pt['cand']) - np.mean(pt['base']):+.2f} pp).",
               "Tecom: balanced accuracy over EO/LY/MO/NE; CellaVision: over the classes present; mean ± sd over the seeds."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
