@@ -531,3 +531,45 @@ def test_ttfp_worker_runtime_path(models, sample_files):
     bad = run_ttfp(BenchConfig([models["int8"]], python=SUBPROCESS_PYTHON), "runtime", models["int8"],
                    str(REPO / "README.md"))
     assert "error" in bad and "README.md" in bad["error"]
+
+
+def test_unreadable_files_are_named_not_silently_dropped(cli, models, sample_root, tmp_path):
+    """Issue 30: a folder with a corrupt image used to be benchmarked on one image fewer, without a word."""
+    data = tmp_path / "lab"
+    shutil.copytree(sample_root, data, ignore=shutil.ignore_patterns("README*"))
+    (data / "monocyte" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    res = cli("bench", models["float32"], models["int8"], "--data", data, *FAST, "--json", out, "--markdown", md)
+    assert res.exit_code == 0, res.output
+    r = _load(out)
+    assert r["data"]["skipped_at_scan"][0]["path"] == "monocyte/broken.jpg"
+    line = next(n for n in r["notes"] if "could not be read" in n)
+    assert "1 file(s)" in line and "monocyte/broken.jpg (" in line
+    assert "monocyte/broken.jpg" in res.output and "monocyte/broken.jpg" in md.read_text()
+
+
+def test_the_table_says_how_many_images_the_model_trained_on(cli, models, sample_root, sample_split_csv, tmp_path):
+    """Issue 30: on samples/pbc_sample most images are in the shipped model's training split; the bench result
+    itself says so (counted by file sha256 against the split its export manifest records), not only the README."""
+    from wbc_edge.atomic import sha256_file
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for v in ("float32", "int8"):
+        shutil.copyfile(models[v], folder / f"wbc_{v}.tflite")
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    shutil.copyfile(sample_split_csv, ref / "split.csv")  # per class 5 train, 1 val, 2 test
+    (folder / "manifest.json").write_text(json.dumps({"split_manifest": {
+        "path": "reference/split.csv", "file_sha256": sha256_file(ref / "split.csv")}}), encoding="utf-8")
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    res = cli("bench", folder / "wbc_float32.tflite", folder / "wbc_int8.tflite", "--data", sample_root, *FAST,
+              "--json", out, "--markdown", md)
+    assert res.exit_code == 0, res.output
+    ov = _load(out)["data"]["model_split_overlap"]
+    assert (ov["train"], ov["val"], ov["test"], ov["not_in_split"]) == (25, 5, 10, 0)
+    assert "25 of these 40 images are in the model's training split" in md.read_text()
+    # A manifest whose split file does not match its recorded sha256 is not trusted: no claim at all.
+    (ref / "split.csv").write_text("path,label,sha256,group,split\n", encoding="utf-8")
+    res = cli("bench", folder / "wbc_float32.tflite", "--data", sample_root, *FAST, "--json", out)
+    assert res.exit_code == 0 and "model_split_overlap" not in _load(out)["data"]

@@ -115,3 +115,35 @@ def test_bad_inputs_get_one_line_errors(tiny_tflite, sample_root, tmp_path):
                                      domains=[Domain(str(sample_root)), Domain(str(sample_root))], progress=False))
     res = CliRunner().invoke(main, ["crossdomain", str(tiny_tflite["float32"]), "--data", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not a directory" in res.output
+
+
+def test_unreadable_files_progress_and_no_matplotlib(tiny_tflite, sample_root, tmp_path, monkeypatch):
+    """Issue 30: a corrupt file is named (stderr, JSON, Markdown), not silently left out of n; a domain shows
+    progress while it is scored; without matplotlib no PNG is claimed as written."""
+    import shutil
+
+    import wbc_edge.metrics as metrics
+    from wbc_edge.cli import main
+    from wbc_edge.errors import WbcEdgeError
+
+    data = tmp_path / "lab"
+    shutil.copytree(sample_root, data, ignore=shutil.ignore_patterns("README*"))
+    (data / "monocyte" / "broken.jpg").write_bytes(b"GIF89a garbage")
+
+    def no_matplotlib():
+        raise WbcEdgeError("plots need matplotlib (not installed)")
+
+    monkeypatch.setattr(metrics, "pyplot", no_matplotlib)
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(main, ["crossdomain", str(tiny_tflite["float32"]), str(tiny_tflite["int8"]),
+                                    "--data", f"lab={data}", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads((out / "crossdomain.json").read_text())["domains"][0]
+    assert d["n"] == 40 and [s["path"] for s in d["skipped"]] == ["monocyte/broken.jpg"]
+    assert "monocyte/broken.jpg" in (out / "crossdomain.md").read_text()
+    assert "lab: 1 file(s)" in res.output and "monocyte/broken.jpg (" in res.output
+    assert "lab: 2 model(s)" in res.output                         # the progress line inside the domain
+    assert "Plots skipped: plots need matplotlib" in res.output
+    wrote = next(x for x in res.output.splitlines() if x.startswith("Wrote"))
+    assert ".png" not in wrote and "crossdomain.json" in wrote
+    assert not list(out.glob("*.png"))

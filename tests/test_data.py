@@ -498,3 +498,67 @@ def test_full_pbc():
     assert groups.closest_unmerged[0] >= NEAR_DUP_THRESHOLD + 10
     m = make_split(scan.records, seed=42, groups=groups)
     assert {s: sum(c.values()) for s, c in m.summary().items()} == {"train": 7199, "val": 1028, "test": 2057}
+
+
+def _cell_on_white(seed: int) -> Image.Image:
+    """A segmented 'cell' on a flat white background, as Tecom's last crops are: a round body with its own
+    nucleus shape (seeded), everything outside it exactly 255."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:120, :120]
+    img = np.full((120, 120, 3), 255, np.uint8)
+    body = (yy - 60) ** 2 + (xx - 60) ** 2 < 36 ** 2
+    img[body] = (200, 150, 210)
+    for _ in range(3):  # a lobed nucleus: three dark discs at seeded places
+        cy, cx, r = rng.integers(40, 80), rng.integers(40, 80), rng.integers(8, 16)
+        img[((yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2) & body] = (70, 30, 110)
+    return Image.fromarray(img)
+
+
+def test_cells_on_a_flat_background_are_not_chained_into_one_group(tmp_path):
+    """Issue 30: on a flat background every dHash comparison is 'not brighter', so different cells are a few
+    bits apart and plain union-find chained 45 Tecom cells of all five classes into one group (a false label
+    conflict).  Different cells stay apart; a flipped, re-encoded copy of one still joins it."""
+    root = tmp_path / "lab"
+    # seeds whose cells differ by > 15 grey levels (seed 5 draws nearly seed 2's nucleus: 7.3, one cell twice)
+    for i, cls in zip((0, 1, 2, 3, 4, 6, 7, 8, 9, 10), WBC5 * 2, strict=True):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        _cell_on_white(i).save(root / cls / f"cell{i}.png")
+    buf = io.BytesIO()
+    _cell_on_white(0).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, "JPEG", quality=70)
+    (root / WBC5[0] / "cell0_copy.jpg").write_bytes(buf.getvalue())
+    scan = scan_dataset(root, progress=False)
+    from wbc_edge.data.dedup import THUMB_THRESHOLD, thumb_distance
+
+    by = {r.path: r for r in scan.records}
+    close = [(a, b) for a in by for b in by if a < b and hash_distance(by[a].dhash, by[b].dhash) <= NEAR_DUP_THRESHOLD]
+    assert len(close) >= 10  # the hash alone would link many different cells: the test can fail
+    groups = group_duplicates(scan.records)
+    assert groups.merged == {groups.group_of[f"{WBC5[0]}/cell0.png"]: [f"{WBC5[0]}/cell0.png",
+                                                                        f"{WBC5[0]}/cell0_copy.jpg"]}
+    assert label_conflicts(scan.records, groups) == []
+    assert thumb_distance(by[f"{WBC5[0]}/cell0.png"].thumb, by[f"{WBC5[0]}/cell0_copy.jpg"].thumb) < THUMB_THRESHOLD
+
+
+def test_groups_never_chain_past_the_threshold():
+    """Complete linkage: A~B and B~C within the threshold but A, C far apart -> A and C are not one group."""
+    from dataclasses import dataclass
+
+    from wbc_edge.data.dedup import HASH_BYTES
+
+    @dataclass
+    class Rec:
+        path: str
+        label: str
+        sha256: str
+        dhash: bytes
+        thumb: bytes = b""
+
+    def rec(name, ones):  # identity hash with the first `ones` bits set, the same for all 8 transforms
+        bits = np.zeros(HASH_BYTES * 8, np.uint8)
+        bits[:ones] = 1
+        return Rec(name, "x", hashlib.sha256(name.encode()).hexdigest(), np.packbits(bits).tobytes() * 8)
+
+    a, b, c = rec("a", 0), rec("b", 30), rec("c", 60)  # a~b 30, b~c 30, a~c 60
+    groups = group_duplicates([a, b, c], threshold=36)
+    assert groups.num_merged == 1 and groups.group_of["a"] != groups.group_of["c"]
+    assert sorted(map(len, groups.members.values())) == [1, 2]

@@ -110,8 +110,8 @@ def test_diagnosis_names_the_broken_layer_and_its_fallback_restores_agreement(tm
     saved_model(model, tmp_path / "broken")
 
     healthy = Quantiser(tmp_path / "healthy", calibration_batch(pixels))
-    ref = measure.probabilities(healthy.float_model(), pixels).argmax(1)
-    baseline = measure.agreement(measure.probabilities(healthy.model(), pixels).argmax(1), ref)
+    float_probs = measure.probabilities(healthy.float_model(), pixels)
+    ref = float_probs.argmax(1)
     broken = Quantiser(tmp_path / "broken", calibration_batch(pixels))
     # Same float function: the ruined weight multiplies a channel that is always 0.
     assert np.array_equal(measure.probabilities(broken.float_model(), pixels).argmax(1), ref)
@@ -121,10 +121,19 @@ def test_diagnosis_names_the_broken_layer_and_its_fallback_restores_agreement(tm
     assert ranked[0].rmse_over_scale > 5.0 > ranked[1].rmse_over_scale
     models = broken.selective(ranked, [0, 1])
     assert [BROKEN in t for t in models[1][1]] == [True]
+
+    # Measured against this host's own float run, as mean |dprob| rather than top-1 agreement: the tiny model
+    # (trained from scratch on 40 images) has top-1 margins down to 0.005, so which few images an int8 file
+    # flips depends on the CPU's float kernels (AMD/Intel, oneDNN on/off: healthy int8 85-87.5 %, the fallback
+    # 80-82.5 %).  The error itself is stable: |dprob| healthy 0.067-0.070, broken 0.24, fallback 0.073-0.075.
+    def err(blob):
+        return float(np.abs(measure.probabilities(blob, pixels) - float_probs).mean())
+
+    e_healthy, e_full, e_mixed = err(healthy.model()), err(models[0][0]), err(models[1][0])
+    assert e_full >= e_healthy + 0.1, (e_full, e_healthy)                 # the ruined layer breaks the int8 file
+    assert e_full - e_mixed >= 0.8 * (e_full - e_healthy), (e_full, e_mixed, e_healthy)  # its fallback mends it
     full = measure.agreement(measure.probabilities(models[0][0], pixels).argmax(1), ref)
-    mixed = measure.agreement(measure.probabilities(models[1][0], pixels).argmax(1), ref)
-    assert full["agreement_pct"] <= baseline["agreement_pct"] - 15.0, (full, baseline)
-    assert mixed["agreement_pct"] >= baseline["agreement_pct"] - 2.5, (mixed, baseline)  # at most 1 image
+    assert full["agreement_pct"] <= 75.0, full                              # measured 30-37.5 %
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=models[1][0])

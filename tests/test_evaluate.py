@@ -191,9 +191,10 @@ def test_bootstrap_ci_validation(kwargs, match):
 
 
 def test_balanced_accuracy_interval_is_the_beta_posterior():
-    """One class, 9 of 9 right: the posterior is Beta(10, 1), whose quantile q is q ** (1 / 10)."""
+    """One class, 9 of 9 right: the posterior is Beta(10, 1), whose quantile q is q ** (1 / 10); its density
+    rises to 1, so the highest-density 95 % interval is (0.05 ** 0.1, 1) and holds the observed 100 %."""
     lo, hi = balanced_accuracy_interval([0] * 9, [0] * 9, draws=200_000, seed=1)
-    assert lo == pytest.approx(0.025 ** 0.1, abs=0.003) and hi == pytest.approx(0.975 ** 0.1, abs=0.001)
+    assert lo == pytest.approx(0.05 ** 0.1, abs=0.003) and hi == 1.0
     assert balanced_accuracy_interval([0] * 9, [0] * 9, draws=200_000, seed=1) == (lo, hi)  # seeded
     # Two classes: the mean of two independent Betas (a sampled convolution), checked by its own moments.
     y = np.repeat([0, 1], [20, 10])
@@ -204,6 +205,7 @@ def test_balanced_accuracy_interval_is_the_beta_posterior():
     v = (17 * 5 / (22 ** 2 * 23) + 8 * 4 / (12 ** 2 * 13)) / 4
     assert (lo + hi) / 2 == pytest.approx(m, abs=0.02)  # both Betas lean left: the midpoint sits a little low
     assert hi - lo == pytest.approx(2 * 1.96 * v ** 0.5, rel=0.05)
+    assert lo < (16 / 20 + 7 / 10) / 2 < hi
 
 
 def test_balanced_accuracy_interval_widens_with_a_tiny_class_even_when_it_is_right():
@@ -212,7 +214,7 @@ def test_balanced_accuracy_interval_widens_with_a_tiny_class_even_when_it_is_rig
     with_tiny = np.repeat([0, 1, 2], [50, 50, 1])
     w_big = np.subtract(*balanced_accuracy_interval(big, big)[::-1])
     w_tiny = np.subtract(*balanced_accuracy_interval(with_tiny, with_tiny)[::-1])
-    assert balanced_accuracy_interval(big, big)[1] < 1.0
+    assert balanced_accuracy_interval(big, big)[0] < 1.0 == balanced_accuracy_interval(big, big)[1]
     assert w_tiny > 2 * w_big
     # More images per class: narrower.
     many = np.repeat([0, 1], [500, 500])
@@ -428,3 +430,18 @@ def test_parity_and_gate_reasons_against_hand_computed_values():
     assert gate_reasons(-25.0, 75.0, max_drop_pp=20, min_agreement_pct=80) == [
         "accuracy drop 25.00 pp > 20 pp", "top-1 agreement 75.00% < 80%"]
     assert gate_reasons(-25.0, 75.0) == []  # no limits, no failure
+
+
+@pytest.mark.parametrize("right", [(3, 2, 1), (5, 0, 1), (1, 1, 1), (0, 0, 0), (20, 1, 0)])
+def test_balanced_accuracy_interval_always_holds_the_score_it_is_printed_beside(right):
+    """Issue 30: '100.0 (52-97)' - an interval that excluded its own point estimate.  Small classes, all
+    right, all wrong or mixed: the observed balanced accuracy lies inside (ends included)."""
+    sizes = (3, 5, 1) if right != (20, 1, 0) else (20, 1, 1)
+    y = np.repeat(np.arange(3), sizes)
+    p = y.copy()
+    for c, r in enumerate(right):
+        idx = np.flatnonzero(y == c)[r:]
+        p[idx] = (c + 1) % 3
+    point = np.mean([np.mean(p[y == c] == c) for c in range(3)])
+    lo, hi = balanced_accuracy_interval(y, p)
+    assert lo <= point <= hi and hi - lo > 0.1

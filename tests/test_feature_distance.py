@@ -65,9 +65,17 @@ def test_file_round_trip_and_bad_files_are_one_line_errors(tmp_path):
 
 
 def test_calibrate_fits_it_and_crossdomain_reports_a_foreign_domain_as_far(tiny_run_dir, sample_root, tmp_path):
-    """On the tiny real model: `calibrate --feature-distance-only` writes the fit; the report puts the lab's own
-    images near the training data and the same images with inverted colours (another "microscope") far."""
+    """On the tiny real model: `calibrate --feature-distance-only` writes the fit, and `crossdomain` reports for
+    each domain what that fit gives for the domain's pooled features, computed again here on this host.
+
+    Why not "the inverted images are far": this model is trained from scratch on 40 images and its cut comes
+    from 5 val images, so how far a domain lands depends on the CPU's float kernels (measured on one AMD host:
+    inverted 12.5 % far with oneDNN on, 45 % off; own 7.5 % both).  That the distance separates a shifted
+    domain is tested on constructed features above; here the plumbing is tested against the same host's run."""
     from wbc_edge.cli import main
+    from wbc_edge.confidence import feature_model, load_feature_distance, load_scale_guard
+    from wbc_edge.model import load_model
+    from wbc_edge.scoring import predict_keras
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run_dir, run)
@@ -87,10 +95,13 @@ def test_calibrate_fits_it_and_crossdomain_reports_a_foreign_domain_as_far(tiny_
     assert res.exit_code == 0, res.output
     data = json.loads((out / "crossdomain.json").read_text())
     far = {d["name"]: d["results"][str(run / "model.keras")]["far_from_training"] for d in data["domains"]}
-    # (a tiny model trained from scratch on 40 images, its cut from 5 val images: measured own 17.5 % far,
-    # inverted 65 %, median ratios 0.56 vs 3.0)
-    assert far["inverted"]["far_share"] >= far["own"]["far_share"] + 0.3
-    assert far["inverted"]["median_ratio"] > 3 * far["own"]["median_ratio"]
+    fd, feats = load_feature_distance(run), feature_model(load_model(run / "model.keras"))
+    for name, root in (("own", sample_root), ("inverted", foreign)):
+        paths = sorted(str(p) for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        want = fd.summary(predict_keras(feats, paths, progress=False, guard=load_scale_guard(run)))
+        assert far[name]["far_share"] == pytest.approx(want["far_share"], abs=1.01 / len(paths)), name
+        assert far[name]["median_ratio"] == pytest.approx(want["median_ratio"], rel=1e-3), name
+        assert far[name]["cut"] == fd.cut
     assert "Far from the training data" in (out / "crossdomain.md").read_text()
     # A run without the file: no column, nothing else changes.
     (run / FEATURE_DISTANCE_FILE).unlink()

@@ -27,7 +27,7 @@ EXCLUDED = ("vendor",)  # third-party code kept verbatim
 #: Layers, upstream first.  A module's layer is that of its longest matching prefix; anything else in
 #: wbc_edge is a stage.  `calibration` and `scale_guard` are core because the runtime applies them.
 CORE = ("errors", "atomic", "preprocess", "scale_guard", "contract", "labels", "progress", "runtime", "calibration",
-        "tfcompat", "classes", "vendor")
+        "tfcompat", "quiet", "vendor")
 LAYERS = {"core": 0, "data": 1, "metrics": 2, "stage": 3, "cli": 4}
 
 

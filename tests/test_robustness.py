@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import sys
 import zipfile
@@ -980,3 +981,51 @@ def test_read_json_names_the_file_and_the_problem_in_one_line(tmp_path):
             atomic.read_json(p, ModelFileError, **kw)
         msg = str(exc.value)
         assert msg.startswith(f"{p}: {expected}") and "\n" not in msg, msg
+
+
+_NO_TF_ON_BAD_MODEL = r"""
+import sys
+from click.testing import CliRunner
+from wbc_edge.cli import main
+res = CliRunner().invoke(main, sys.argv[1:])
+print("RESULT", res.exit_code, "tensorflow" in sys.modules, res.output.strip().splitlines()[-1])
+"""
+
+
+@pytest.mark.parametrize("cmd", [
+    ["evaluate", "{model}", "{data}"],
+    ["crossdomain", "{model}", "--data", "{data}"],
+    ["export", "{run}", "--data", "{data}", "--out", "{out}"],
+    ["calibrate", "{run}", "--data", "{data}"],
+])
+def test_a_damaged_model_fails_before_tensorflow_starts(cmd, tmp_path, sample_root, sample_split_csv):
+    """Issue 30: a wrong model file failed only after 6-7 s of TensorFlow start-up; the file checks that need
+    no TensorFlow (exists, .keras, a readable archive, no code-carrying layers) now come first."""
+    import subprocess
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK\x03\x04 not a zip")
+    shutil.copyfile(sample_split_csv, run / "split.csv")
+    (run / "run.json").write_text(json.dumps({"config": {"data_root": str(sample_root)}}), encoding="utf-8")
+    args = [a.format(model=run / "model.keras", data=sample_root, run=run, out=tmp_path / "o") for a in cmd]
+    proc = subprocess.run([sys.executable, "-c", _NO_TF_ON_BAD_MODEL, *args], capture_output=True, text=True,
+                          timeout=120)
+    line = proc.stdout.strip().splitlines()[-1]
+    code, tf_loaded, message = line.split(" ", 3)[1:]
+    assert code != "0" and tf_loaded == "False", line
+    assert "model.keras" in message and "not a valid .keras model archive" in message, line
+
+
+def test_a_large_image_gets_our_one_line_error_and_no_pillow_warning(tmp_path):
+    """Issue 30: a 100 Mpx file printed Pillow's DecompressionBombWarning before our own refusal."""
+    import subprocess
+
+    big = tmp_path / "huge.png"
+    big.write_bytes(png_header_only(10000, 10000))  # 100 Mpx: over Pillow's warning limit (~89 Mpx)
+    code = ("import sys; from wbc_edge.preprocess import preprocess\n"
+            "try:\n    preprocess(sys.argv[1])\nexcept Exception as e:\n    print('ERR', e)")
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code, str(big)], capture_output=True, text=True,
+                          timeout=60)
+    assert "image too large (10000x10000" in proc.stdout and "huge.png" in proc.stdout, proc.stdout
+    assert "DecompressionBombWarning" not in proc.stderr, proc.stderr

@@ -47,3 +47,37 @@ def test_cli_debug_switch_reaches_the_tensorflow_import(monkeypatch):
     res = CliRunner().invoke(main, ["--debug", "train", "--help"])
     assert res.exit_code == 0, res.output
     assert debug_enabled()
+
+
+def test_bench_worker_processes_stay_quiet_too(monkeypatch):
+    """Issue 30: the bench's Keras workers inherited TF_CPP_MIN_LOG_LEVEL=2, which lets TensorFlow's ERROR
+    lines through ("failed call to cuInit" on every CPU-only machine)."""
+    from wbc_edge.bench.workers import worker_env
+
+    loud = _run(WBC_EDGE_DEBUG="1")
+    if not [n for n in NOISE if n in loud.stderr]:
+        pytest.skip("this TensorFlow build prints no start-up log here: nothing to quiet")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as in a fresh `wbc-edge bench` process
+    monkeypatch.delenv("WBC_EDGE_DEBUG", raising=False)
+    env = worker_env()
+    proc = subprocess.run([sys.executable, "-c", IMPORT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not [n for n in NOISE if n in proc.stderr], proc.stderr
+
+
+def test_the_runtime_keeps_litert_start_up_lines_off_the_console_unless_debug():
+    """Issue 30: `wbc-edge predict` printed LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."."""
+    model = REPO / "export" / "wbc_int8.tflite"
+    image = sorted((REPO / "samples" / "pbc_sample" / "basophil").glob("*.jpg"))[0]
+    code = ("import sys\nfrom wbc_edge.runtime import Classifier\n"
+            "print(Classifier(sys.argv[1]).predict(sys.argv[2]).label)\n")
+    env = {k: v for k, v in os.environ.items() if k != "WBC_EDGE_DEBUG"}
+    env["PYTHONPATH"] = str(REPO)
+    quiet = subprocess.run([sys.executable, "-c", code, str(model), str(image)], env=env, capture_output=True,
+                           text=True, timeout=120)
+    loud = subprocess.run([sys.executable, "-c", code, str(model), str(image)], env={**env, "WBC_EDGE_DEBUG": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "basophil", quiet.stderr
+    if "XNNPACK" not in loud.stderr:
+        pytest.skip("this LiteRT build prints no delegate line: nothing to quiet")
+    assert "XNNPACK" not in quiet.stderr and "INFO:" not in quiet.stderr, quiet.stderr

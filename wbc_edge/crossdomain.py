@@ -28,6 +28,7 @@ from .errors import ModelFileError, WbcEdgeError
 from .labels import Labels
 from .preprocess import preprocess_batch
 from .progress import Progress, resolve
+from .data.scan import skipped_note
 from .scale_guard import guard_batch
 
 FORMAT = "wbc-edge-crossdomain-1"
@@ -99,8 +100,10 @@ class _Runner:
     def __init__(self, path: str, num_threads: int | None):
         self.path, self.kind = path, _kind(path)
         if self.kind == "keras":
+            from .model import check_classifier, check_model_file, load_model
+
+            check_model_file(path)  # before TensorFlow's start-up
             from .confidence import feature_model, load_calibration, load_feature_distance, load_scale_guard
-            from .model import check_classifier, load_model
             from .scoring import model_labels
             from .tfcompat import import_tf
 
@@ -145,13 +148,22 @@ class _Runner:
             self(pixels)
         return self.distance.summary(self.last_features)
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray, advance=None) -> np.ndarray:
+        """Probabilities in chunks of 32 images; `advance(n)` after each (a progress bar over a domain)."""
+        advance = advance or (lambda n: None)
+        chunks = [pixels[s:s + 32] for s in range(0, len(pixels), 32)]
+
+        def each(fn):
+            for c in chunks:
+                yield fn(c)
+                advance(len(c))
+
         if self.kind != "keras":
-            return self.model.predict_pixels(pixels)
-        chunks = [pixels[s:s + 32].astype(np.float32) for s in range(0, len(pixels), 32)]
+            return np.concatenate(list(each(self.model.predict_pixels)))
         if self.both is None:
-            return np.concatenate([self.model(c, training=False).numpy() for c in chunks]).astype(np.float32)
-        outs = [self.both(c, training=False) for c in chunks]
+            return np.concatenate(list(each(lambda c: self.model(c.astype(np.float32), training=False).numpy())
+                                        )).astype(np.float32)
+        outs = list(each(lambda c: self.both(c.astype(np.float32), training=False)))
         self.last_pixels, self.last_features = pixels, np.concatenate([f.numpy() for f, _ in outs])
         return np.concatenate([p.numpy() for _, p in outs]).astype(np.float32)
 
@@ -194,7 +206,7 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
 
 
 def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig,
-                 labels: Labels) -> tuple[list[str], np.ndarray, np.ndarray, str]:
+                 labels: Labels) -> tuple[list[str], np.ndarray, np.ndarray, str, list[dict]]:
     from .data.sampling import stratified_indices
     from .scoring import collect_inputs
 
@@ -204,7 +216,7 @@ def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig,
     if cfg.limit and cfg.limit < len(paths):
         idx = stratified_indices(labels, cfg.limit, cfg.seed)
         paths, labels = [paths[i] for i in idx], labels[idx]
-    return paths, labels, preprocess_batch(paths, size), inputs.source
+    return paths, labels, preprocess_batch(paths, size), inputs.source, inputs.skipped
 
 
 def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = None) -> dict:
@@ -238,11 +250,14 @@ def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = Non
     failures = []
     for d in cfg.domains:
         t = time.time()
-        _, y, pixels, source = _load_domain(d, size, cfg, labels)
+        _, y, pixels, source, skipped = _load_domain(d, size, cfg, labels)
+        if skipped:
+            progress.say(f"  {d.label}: " + skipped_note(str(d.root), skipped))
         pixels, zooms = guard_batch(pixels, guard)
         rec: dict = {"name": d.label, "root": str(d.root), "source": source, "n": int(len(y)),
-                     "magnified": int(np.sum(zooms != 1.0)), "results": {}}
-        probs = {p: r(pixels)[:, orders[p]] for p, r in runners.items()}
+                     "skipped": skipped, "magnified": int(np.sum(zooms != 1.0)), "results": {}}
+        with progress.task(len(y) * len(runners), f"{d.label}: {len(runners)} model(s)") as advance:
+            probs = {p: r(pixels, advance)[:, orders[p]] for p, r in runners.items()}
         for p in cfg.models:
             row = domain_metrics(y, probs[p], list(labels), cfg.min_class_images, runners[p].temperature,
                                  runners[p].threshold)
@@ -324,6 +339,9 @@ def to_markdown(result: dict) -> str:
                   "| model | domain | far from training % | median distance / val median |", "|---|---|---:|---:|"]
         lines += [f"| {Path(m).name} | {name} | {100 * f['far_share']:.1f} | {f['median_ratio']:.2f} |"
                   for name, m, f in far_rows]
+    skipped = [skipped_note(d["root"], d["skipped"]) for d in result["domains"] if d.get("skipped")]
+    if skipped:
+        lines += [""] + [f"Not scored: {s}." for s in skipped]
     lines += ["", "Per-class recall (%):", ""]
     labels = list(result["domains"][0]["results"][next(iter(result["domains"][0]["results"]))]["support"])
     lines += ["| model | domain | " + " | ".join(f"{lab} (n)" for lab in labels) + " |",

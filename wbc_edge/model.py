@@ -157,6 +157,19 @@ def load_model(path: str | os.PathLike):
     refused before Keras even parses the file, and Keras' own safe_mode is kept on.  Legacy .h5 full models
     are refused (they bypass safe mode).
     """
+    p = check_model_file(path)
+    tf, keras = import_tf()
+    try:
+        return keras.models.load_model(p, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = msg if len(msg) <= 300 else msg[:300] + " ..."
+        raise ModelFileError(f"{p}: cannot load Keras model ({msg})") from None
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """The checks `load_model` makes before Keras parses anything, TensorFlow-free: a wrong, damaged or
+    unsafe file fails in a fraction of a second, not after TensorFlow's start-up (6-7 s).  Returns the path."""
     p = Path(path)
     if not p.exists():
         raise ModelFileError(f"{p}: model file not found")
@@ -181,10 +194,4 @@ def load_model(path: str | os.PathLike):
         mod, cls = foreign[0]
         raise ModelFileError(f"{p}: refusing to load: its config refers to module '{mod}' (class '{cls}'); "
                              "only Keras' own layers are loaded (importing another module runs its code)")
-    tf, keras = import_tf()
-    try:
-        return keras.models.load_model(p, compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        msg = msg if len(msg) <= 300 else msg[:300] + " ..."
-        raise ModelFileError(f"{p}: cannot load Keras model ({msg})") from None
+    return p

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -31,6 +32,10 @@ DEFAULT_SIZE = 224
 RESAMPLE = Image.Resampling.BILINEAR
 # Refuse decompression bombs before decoding: 50 Mpx is ~150 MB of RGB, far above any microscope crop.
 MAX_PIXELS = 50_000_000
+# Pillow warns (DecompressionBombWarning) above Image.MAX_IMAGE_PIXELS (~89 Mpx), already past our own limit,
+# which refuses such an image with a one-line error: the warning only adds noise to that error.  A filter
+# for this one warning class, set once at import (catch_warnings per call is not thread-safe).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF"})
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class EvalInputs:
     labels: np.ndarray  # int64 class indices into `label_set`
     source: str  # description: "split.csv (test)" or "all valid images in DATA"
     label_set: Labels
+    skipped: list[dict] = field(default_factory=list)  # [{path, reason}] of unreadable files left out
 
 
 def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, labels: Labels | None = None,
@@ -45,7 +46,8 @@ def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, la
         absent = scan.missing_classes
         return EvalInputs(paths, scan.label_indices(), f"all {len(paths)} valid images in {data_root}"
                           + (f" ({len(scan.bad)} bad files skipped)" if scan.bad else "")
-                          + (f" (no images of: {', '.join(absent)})" if absent else ""), scan.labels)
+                          + (f" (no images of: {', '.join(absent)})" if absent else ""), scan.labels,
+                          [{"path": b.path, "reason": b.reason} for b in scan.bad])
     if not split_manifest:
         raise DatasetError(f"--split {split} needs a split manifest (--split-manifest, or a split.csv beside the "
                            "model); use --split all to score every image of DATA")
@@ -102,15 +104,17 @@ def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", spli
     """Load the model safely, score it, save metrics.json + confusion.json/png; returns (Metrics, paths)."""
     from .confidence import load_scale_guard
     from .metrics import compute_metrics, save_metrics
-    from .model import check_classifier, load_model
+    from .model import check_classifier, check_model_file, load_model
 
     if split_manifest is None and split != "all":
         candidate = Path(model_path).parent / "split.csv"
         split_manifest = str(candidate) if candidate.exists() else None
+    check_model_file(model_path)
     labels = model_labels(model_path, split_manifest)
+    # The data first (a wrong folder or manifest fails in a second), TensorFlow's start-up only after.
+    inputs = collect_inputs(data_root, split, split_manifest, labels=labels, progress=progress)
     model = load_model(model_path)
     check_classifier(model, model_path, labels)
-    inputs = collect_inputs(data_root, split, split_manifest, labels=labels, progress=progress)
     t = time.time()
     guard = load_scale_guard(Path(model_path).parent)  # as the exported model will run: see wbc_edge.scale_guard
     probs = predict_keras(model, inputs.paths, progress=progress, guard=guard)

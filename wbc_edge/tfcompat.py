@@ -19,15 +19,10 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
 
-#: Set to 1 (the CLI's --debug does) to see TensorFlow's native start-up log.
-DEBUG_ENV = "WBC_EDGE_DEBUG"
+from .quiet import DEBUG_ENV, debug_enabled, native_stderr_captured
 
-
-def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+__all__ = ["DEBUG_ENV", "debug_enabled", "import_tf", "versions"]
 
 
 def import_tf():
@@ -39,9 +34,13 @@ def import_tf():
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with _native_stderr_captured(quiet):
+        with native_stderr_captured(quiet):
             import tensorflow as tf
             import tf_keras as keras
+
+            # CUDA is probed on the first device query, not at import: do it here, while fd 2 is captured,
+            # or "failed call to cuInit" reaches the console later, mid-command, on every CPU-only machine.
+            tf.config.list_physical_devices()
     except ImportError as exc:  # pragma: no cover - depends on the install
         from .errors import WbcEdgeError
 
@@ -55,41 +54,6 @@ def import_tf():
 
             absl_logging.set_verbosity(absl_logging.ERROR)
     return tf, keras
-
-
-@contextlib.contextmanager
-def _native_stderr_captured(enabled: bool) -> Iterator[None]:
-    """Send file descriptor 2 (where native libraries write) to a temp file for the block; replay what was
-    captured if the block raises.  Python's own sys.stderr writes go there too meanwhile."""
-    if not enabled:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no usable fd 2 (embedded interpreters): nothing to quiet
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            _restore(saved)
-            sink.seek(0)
-            captured = sink.read().decode("utf-8", "replace")
-            if captured:
-                sys.stderr.write(captured)
-            raise
-        else:
-            _restore(saved)
-
-
-def _restore(saved: int) -> None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
 
 
 def versions() -> dict:

@@ -194,7 +194,10 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     if run.resolve() == (src_run.resolve() if src_run else None):
         raise WbcEdgeError(f"{run}: --out must not be the source run directory")
 
-    # The local folder and its split (before anything heavy: a bad folder fails in a second).
+    # The model file and the local folder and its split (before anything heavy: a bad input fails in a second).
+    from ..model import check_model_file
+
+    check_model_file(model_path)
     t = time.time()
     scan, manifest, summary = _local_split(cfg, labels, replay_root, progress)
     timings["scan_split_s"] = round(time.time() - t, 1)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DatasetError
 from ..labels import Labels
 
-__all__ = ["BenchImages", "select_images"]
+__all__ = ["BenchImages", "model_split_overlap", "select_images"]
 
 
 @dataclass
@@ -70,7 +70,10 @@ def select_images(cfg, labels: Labels, notes: list[str]) -> BenchImages:
         listing = "".join(f"{r.path},{r.label},{r.sha256}\n" for r in scan.records)
         info.update(sha256=hashlib.sha256(listing.encode("utf-8")).hexdigest(),
                     sha256_of="listing 'path,label,file_sha256' of every valid image (scan_dataset order)",
-                    skipped_bad_files=len(scan.bad))
+                    skipped_bad_files=len(scan.bad), skipped_at_scan=[{"path": b.path, "reason": b.reason}
+                                                                      for b in scan.bad])
+        if scan.bad:
+            notes.append(scan.skipped_note())
         notes.append(f"no --split-manifest: all {len(paths)} valid images under {root} are used")
         if scan.missing_classes:
             notes.append(f"{root} has no folder for class(es) {', '.join(scan.missing_classes)} of the models")
@@ -79,3 +82,52 @@ def select_images(cfg, labels: Labels, notes: list[str]) -> BenchImages:
     info["limit"] = cfg.limit
     return BenchImages(paths=[os.fspath(paths[i]) for i in idx], rels=[rels[i] for i in idx], y=y[idx],
                        labels=labels, info=info)
+
+
+def _model_split_manifest(model_paths) -> Path | None:
+    """The split manifest the models were trained on, named by the export manifest.json beside them and checked
+    by its sha256; None when there is none or it is not on this machine."""
+    import json
+
+    from ..atomic import sha256_file
+    from ..export.manifest import MANIFEST_NAME
+
+    for mp in model_paths:
+        manifest = Path(mp).parent / MANIFEST_NAME
+        try:
+            rec = json.loads(manifest.read_text(encoding="utf-8")).get("split_manifest") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        rel, want = rec.get("path"), rec.get("file_sha256") or rec.get("sha256")
+        if not rel:
+            continue
+        # As recorded (relative to where export ran, usually the repository root), then beside the manifest.
+        for cand in (Path(rel), manifest.parent / rel, manifest.parent.parent / rel, manifest.parent / Path(rel).name):
+            if cand.is_file() and (not want or sha256_file(cand) == want):
+                return cand
+    return None
+
+
+def model_split_overlap(images: BenchImages, model_paths, notes: list[str]) -> dict | None:
+    """How many of the benchmarked images the model saw in training (by file sha256 against the split
+    manifest its export recorded): a bench on a sample is a parity and speed check, and its accuracy is not
+    an estimate when most images were trained on - the table has to say so itself, not only the README."""
+    from ..atomic import sha256_file
+    from ..data import SplitManifest
+
+    path = _model_split_manifest(model_paths)
+    if path is None:
+        return None
+    split_of = {r.sha256: r.split for r in SplitManifest.load(path).rows}
+    counts = {"train": 0, "val": 0, "test": 0, "not_in_split": 0}
+    for p in images.paths:
+        counts[split_of.get(sha256_file(p), "not_in_split")] += 1
+    rec = {"split_manifest": str(path), **counts}
+    images.info["model_split_overlap"] = rec
+    seen = counts["train"] + counts["val"]
+    if seen or counts["test"]:
+        notes.append(f"{counts['train']} of these {len(images.paths)} images are in the model's training split, "
+                     f"{counts['val']} in its val and {counts['test']} in its test split ({path}): accuracy here "
+                     "is not an estimate of accuracy on new images" if seen else
+                     f"all {counts['test']} images matched are in the model's test split ({path})")
+    return rec

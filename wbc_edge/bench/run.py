@@ -26,7 +26,7 @@ from ..errors import BadImageError, DatasetError, ModelFileError
 from ..labels import Labels
 from ..progress import Progress, resolve
 from .config import BenchConfig, validate_config
-from .data import BenchImages, select_images
+from .data import BenchImages, model_split_overlap, select_images
 from .gate import gate_record
 from .models import BenchModel, reference_how, resolve_models, variant_spec
 from .parity import variant_parity
@@ -53,6 +53,7 @@ def run_bench(cfg: BenchConfig, *, progress: Progress | bool | None = None) -> d
     models, ref = resolve_models(cfg, notes)
     labels = _inspect_models(models, ref, cfg, threads, notes)
     images = select_images(cfg, labels, notes)
+    model_split_overlap(images, [m.path for m in models if m.kind == "tflite"], notes)
     want_ttfp = cfg.ttfp if cfg.ttfp is not None else ref.kind == "keras"
     where = f"split {cfg.split} of {cfg.split_manifest}" if cfg.split_manifest else str(cfg.data)
     progress.say(f"{len(models)} model(s) x {len(threads)} thread setting(s) on {len(images.paths)} images "
@@ -132,6 +133,7 @@ def _inspect_models(models: list[BenchModel], ref: BenchModel, cfg: BenchConfig,
 
 def _preprocess(images: BenchImages, sizes: list[int], notes: list[str], progress: Progress) -> dict[int, np.ndarray]:
     """{input size: uint8 (N, S, S, 3)}: each image preprocessed once per size; unreadable ones dropped."""
+    from ..data.scan import skipped_note
     from ..preprocess import preprocess
 
     n = len(images.paths)
@@ -152,7 +154,7 @@ def _preprocess(images: BenchImages, sizes: list[int], notes: list[str], progres
     if not keep.all():
         images.keep(keep)
         cache = {s: a[keep] for s, a in cache.items()}
-        notes.append(f"{len(skipped)} image(s) could not be read and were skipped")
+        notes.append(skipped_note(images.info["root"], skipped))
     if not images.paths:
         raise DatasetError(f"{images.info['root']}: none of the selected images could be read")
     return cache

@@ -29,11 +29,12 @@ def python_for(cfg) -> str:
 
 
 def worker_env() -> dict:
-    """This environment + wbc_edge importable + TensorFlow quiet and on legacy Keras."""
+    """This environment + wbc_edge importable + TensorFlow on legacy Keras.  Quiet is the worker's own
+    `import_tf` (TF_CPP_MIN_LOG_LEVEL 3 unless --debug); a level set here would win over it, and "2" let the
+    "failed call to cuInit" error through on every CPU-only machine (issue 30)."""
     pkg_parent = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("TF_USE_LEGACY_KERAS", "1")
     return env
 

@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import WbcEdgeError, first_line
-from ..tfcompat import DEBUG_ENV
+from ..quiet import DEBUG_ENV
 
 
 class _Group(click.Group):

@@ -41,6 +41,7 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
     """Counts per class, bad files, duplicate groups, image sizes."""
     from ..atomic import write_json
     from ..data import HASH_BITS, NEAR_DUP_THRESHOLD, label_conflicts, scan_dataset
+    from ..data.dedup import THUMB_THRESHOLD
 
     t0 = time.perf_counter()
     scan = scan_dataset(root, strict=strict, progress=_progress(no_progress))
@@ -86,7 +87,8 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
 
     echo("")
     merged = groups.merged
-    echo(f"Duplicates (dihedral dHash, near if distance <= {groups.threshold} of {HASH_BITS} bits):")
+    echo(f"Duplicates (dihedral dHash, near if distance <= {groups.threshold} of {HASH_BITS} bits and the "
+         f"thumbnails differ by <= {THUMB_THRESHOLD:g} grey levels on the cell; groups never chain):")
     echo(f"  exact duplicate sets (identical bytes): {len(groups.exact_sets)}")
     echo(f"  near-duplicate pairs (different bytes):  {len(groups.near_pairs)}")
     echo(f"  groups that merged more than one file:   {len(merged)} "
@@ -97,7 +99,7 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
         echo(f"    near: {a} ~ {b} (distance {d})")
     if groups.closest_unmerged:
         d, a, b = groups.closest_unmerged
-        echo(f"  closest pair NOT merged: distance {d} ({a} ~ {b})")
+        echo(f"  closest pair above the hash threshold: distance {d} ({a} ~ {b})")
     if conflicts:
         echo(f"  LABEL CONFLICTS (same image in two classes): {len(conflicts)} - `data split` will refuse")
         for gid, items in conflicts[:_MAX_LISTED]:

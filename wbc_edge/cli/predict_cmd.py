@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -31,10 +32,18 @@ import click
               help="Feed every image as is. By default a cell far smaller in the frame than the training "
                    "cells (lower magnification) is magnified first, as the model's contract says; the "
                    "'zoom' column/field shows by how much.")
+@click.option("--fallback", default="auto", show_default=True, metavar="auto|none|FLOAT.tflite",
+              help="The cascade: an image whose calibrated top-1 minus top-2 from a quantised MODEL is below "
+                   "--fallback-margin is run again in this float file and its answer is shown ('fallback' "
+                   "column/field). auto: the float16 (else float32) file of the same model beside MODEL, if "
+                   "any; none: off.")
+@click.option("--fallback-margin", type=click.FloatRange(0, 1), default=None,
+              help="Re-run below this margin (default: the runtime's, chosen on PBC val and shifted val; see "
+                   "benchmarks/cascade/).")
 @click.pass_context
 def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, as_json: bool,
             threads: int | None, labels_csv: str | None, no_xnnpack: bool, min_confidence: float | None,
-            no_scale_guard: bool) -> None:
+            no_scale_guard: bool, fallback: str, fallback_margin: float | None) -> None:
     """Classify IMAGE files (folders: every image inside, recursively) with a .tflite MODEL.
 
     \b
@@ -45,6 +54,7 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     """
     from ..errors import BadImageError
     from ..runtime import IMAGE_SUFFIXES, Classifier, find_images
+    from ..runtime.cascade import float_companion, is_quantised
 
     labels = None
     if labels_csv is not None:
@@ -56,8 +66,17 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     if not files:
         raise click.UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(images)}")
 
+    if fallback == "auto":
+        fb = float_companion(model)
+    elif fallback == "none":
+        fb = None
+    elif not Path(fallback).is_file():
+        raise click.BadParameter(f"{fallback}: not a file (a float .tflite, auto or none)", param_hint="--fallback")
+    else:
+        fb = fallback
     clf = Classifier(model, num_threads=threads, labels=labels, use_xnnpack=not no_xnnpack,
-                     min_confidence=min_confidence, scale_guard=not no_scale_guard)
+                     min_confidence=min_confidence, scale_guard=not no_scale_guard, fallback=fb,
+                     fallback_margin=fallback_margin)
     k = min(top_k, len(clf.labels))
     names = [str(f) for f in files]
     width = min(max(len("file"), *(len(n) for n in names)), 60)
@@ -71,7 +90,10 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
             g = clf.scale_guard
             click.echo(f"# scale guard: cells whose nucleus is under {g.threshold:.1%} of the side are magnified "
                        f"(up to {g.max_zoom:g}x); zoom column")
-        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  {'zoom':>5}  top-{k}")
+        if clf.fallback is None and fallback == "auto" and is_quantised(model):
+            click.echo("# no float file of this model beside it: no cascade (--fallback FLOAT.tflite to add one)")
+        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  {'zoom':>5}  "
+                   f"{'fallback' if clf.fallback is not None else ''}  top-{k}")
 
     failed = 0
     for name, f in zip(names, files):  # noqa: B905 - same length by construction; runs on Python 3.9
@@ -88,8 +110,9 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
             tops = ", ".join(f"{lab} {p:.3f}" for lab, p in pred.top_k(k))
             flag = "uncertain" if pred.uncertain else ""
             zoom = f"{pred.zoom:.2f}x" if pred.zoom != 1.0 else "-"
+            fb_col = "" if clf.fallback is None else f"{'yes' if pred.fallback else '-':<8}"
             click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<9}  {zoom:>5}  "
-                       f"{tops}")
+                       f"{fb_col}  {tops}")
         sys.stdout.flush()
 
     if failed:

@@ -31,6 +31,15 @@ DIHEDRAL = ("identity", "flip", "rot90", "rot90+flip", "rot180", "rot180+flip", 
 #: 90-degree-rotated, JPEG q75 re-encoded or 3-10% resized copy of 200 PBC cells stayed <= 11, JPEG q50 +
 #: rotation <= 24.  36 sits in the empty gap between 26 and 52.
 NEAR_DUP_THRESHOLD = 36
+#: Side of the grey thumbnail that confirms a near pair (`ImageRecord.thumb`).
+THUMB_SIZE = 32
+#: Max mean |grey difference| (0-255) between two thumbnails, over the pixels where either differs from its own
+#: border (the cell, not a flat background), best of the 8 symmetries, for a dHash-near pair to be one picture.
+#: Why a second test: on a flat background every left/right comparison is "not brighter", so dHash bits agree
+#: there whatever the cell - Tecom's segmented cells on white are 18-36 bits apart although they are different
+#: cells.  Measured: flipped/rotated/JPEG q50 or 10 %-resized copies of 60 PBC cells <= 0.3; PBC's two re-saved
+#: pairs 3.6 and 6.4; Tecom's two shifted re-crops of one cell 6.9 and 7.4; Tecom's different cells >= 18.1.
+THUMB_THRESHOLD = 12.0
 
 
 class HashedImage(Protocol):
@@ -40,6 +49,7 @@ class HashedImage(Protocol):
     label: str
     sha256: str
     dhash: bytes
+    thumb: bytes  # THUMB_SIZE^2 grey bytes, or b"" (then dHash alone decides)
 
 
 def dihedral_dhash(im: Image.Image) -> bytes:
@@ -58,6 +68,30 @@ def dihedral_dhash(im: Image.Image) -> bytes:
         for t in (r, r[:, ::-1]):
             out += np.packbits(t[:, 1:] > t[:, :-1]).tobytes()
     return bytes(out)
+
+
+def thumbnail(im: Image.Image) -> bytes:
+    """THUMB_SIZE x THUMB_SIZE grey thumbnail bytes (bilinear), the evidence `thumb_distance` compares."""
+    return np.asarray(im.convert("L").resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR),
+                      dtype=np.uint8).tobytes()
+
+
+def _foreground(g: np.ndarray) -> np.ndarray:
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    return np.abs(g - np.median(border)) > 6
+
+
+def thumb_distance(a: bytes, b: bytes) -> float:
+    """Mean |grey difference| of two thumbnails over the pixels that are not flat background in both, for the
+    best of b's 8 flips/rotations (0 when both are entirely background)."""
+    ga = np.frombuffer(a, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
+    gb = np.frombuffer(b, dtype=np.uint8).reshape(THUMB_SIZE, THUMB_SIZE).astype(np.float32)
+    fa, best = _foreground(ga), np.inf
+    for k in range(4):
+        for t in (np.rot90(gb, k), np.rot90(gb, k)[:, ::-1]):
+            m = fa | _foreground(t)
+            best = min(best, float(np.abs(ga - t)[m].mean()) if m.any() else 0.0)
+    return best
 
 
 def hash_distance(a: bytes, b: bytes) -> int:
@@ -145,9 +179,16 @@ def group_duplicates(records: Sequence[HashedImage], *,
                      threshold: int = NEAR_DUP_THRESHOLD) -> DuplicateGroups:
     """Group byte-identical (same sha256) and near-identical (flip/rotation/re-encode/resize) images.
 
-    Union-find over: same sha256, and dihedral dHash distance <= `threshold`.  The group id is
-    'g' + the first 12 hex digits of the smallest sha256 in the group: it depends only on the image bytes,
-    not on file names or order, so the split is stable when files are renamed or moved between folders.
+    Same sha256 always; near-identical (dihedral dHash distance <= `threshold`, confirmed by the thumbnails
+    where the records have them: `THUMB_THRESHOLD`) by complete linkage: pairs
+    are merged closest first, and two groups only where *every* pair across them is within the threshold, so
+    a group's diameter never exceeds it.  Why not plain union-find over the pairs: it chains - on Tecom's small,
+    near-uniform crops 45 different cells of all five classes were linked A~B~C... into one "duplicate" group
+    (a false label conflict), though no two ends of the chain looked alike.  Re-saved, flipped or re-encoded
+    copies of one picture are all close to each other, so they still form one group.
+
+    The group id is 'g' + the first 12 hex digits of the smallest sha256 in the group: it depends only on the
+    image bytes, not on file names or order, so the split is stable when files are renamed or moved.
     """
     t0 = time.perf_counter()
     by_sha: dict[str, list[str]] = {}
@@ -158,19 +199,24 @@ def group_duplicates(records: Sequence[HashedImage], *,
             reps.append(r)
         by_sha[r.sha256].append(r.path)
 
-    parent = list(range(len(reps)))
+    raw_pairs, closest = _near_pairs(reps, threshold) if threshold >= 0 else ([], None)
+    raw_pairs = [(d, i, j) for d, i, j in raw_pairs
+                 if not (reps[i].thumb and reps[j].thumb)
+                 or thumb_distance(reps[i].thumb, reps[j].thumb) <= THUMB_THRESHOLD]
+    near = {(i, j) if i < j else (j, i) for _, i, j in raw_pairs}
+    comp = {i: [i] for i in range(len(reps))}  # root -> members
+    root = list(range(len(reps)))
+    for _, i, j in sorted(raw_pairs):  # closest first; ties by index, so the result does not depend on order
+        ri, rj = root[i], root[j]
+        if ri == rj or not all(((a, b) if a < b else (b, a)) in near for a in comp[ri] for b in comp[rj]):
+            continue
+        keep, gone = min(ri, rj), max(ri, rj)
+        for m in comp[gone]:
+            root[m] = keep
+        comp[keep] += comp.pop(gone)
 
     def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    raw_pairs, closest = _near_pairs(reps, threshold) if threshold >= 0 else ([], None)
-    for _, i, j in raw_pairs:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
+        return root[x]
 
     comp_shas: dict[int, list[str]] = {}
     for i, r in enumerate(reps):
@@ -208,5 +254,6 @@ def label_conflicts(records: Sequence[HashedImage],
     return out
 
 
-__all__ = ["DIHEDRAL", "HASH_BITS", "HASH_BYTES", "HASH_SIZE", "NEAR_DUP_THRESHOLD", "DuplicateGroups",
-           "HashedImage", "dihedral_dhash", "group_duplicates", "hash_distance", "label_conflicts"]
+__all__ = ["DIHEDRAL", "HASH_BITS", "HASH_BYTES", "HASH_SIZE", "NEAR_DUP_THRESHOLD", "THUMB_SIZE", "THUMB_THRESHOLD", "DuplicateGroups",
+           "HashedImage", "dihedral_dhash", "group_duplicates", "hash_distance", "label_conflicts", "thumb_distance",
+           "thumbnail"]

@@ -30,7 +30,7 @@ from ..errors import BadImageError, DatasetError, first_line
 from ..labels import Labels, canonical_name
 from ..preprocess import load_image
 from ..progress import Progress, resolve
-from .dedup import NEAR_DUP_THRESHOLD, DuplicateGroups, dihedral_dhash, group_duplicates
+from .dedup import NEAR_DUP_THRESHOLD, DuplicateGroups, dihedral_dhash, group_duplicates, thumbnail
 
 #: Files that operating systems drop into folders; never images, always reported.
 SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
@@ -57,6 +57,8 @@ class ImageRecord:
     mode: str
     #: 8 x HASH_BYTES bytes: the difference hash of each transform in DIHEDRAL order (identity first).
     dhash: bytes = field(repr=False, default=b"")
+    #: THUMB_SIZE^2 bytes: a grey thumbnail, to confirm a near-duplicate pair (`wbc_edge.data.dedup`).
+    thumb: bytes = field(repr=False, default=b"")
 
 
 @dataclass
@@ -65,6 +67,15 @@ class BadFile:
 
     path: str  # relative to the scan root, POSIX '/'
     reason: str
+
+
+def skipped_note(root: str, skipped: list[dict], limit: int = 3) -> str | None:
+    """'N file(s) under ROOT could not be read and were skipped: a.jpg (reason); ... (+k more)' or None."""
+    if not skipped:
+        return None
+    named = "; ".join(f"{b['path']} ({b['reason']})" for b in skipped[:limit])
+    more = f" (+{len(skipped) - limit} more)" if len(skipped) > limit else ""
+    return f"{len(skipped)} file(s) under {root} could not be read and were skipped: {named}{more}"
 
 
 @dataclass
@@ -93,6 +104,11 @@ class ScanResult:
     def missing_classes(self) -> list[str]:
         """Classes of `labels` without a folder (only possible when the scan was given labels)."""
         return [c for c in self.labels if c not in self.class_dirs]
+
+    def skipped_note(self, limit: int = 3) -> str | None:
+        """One line naming the files that were skipped as unreadable and why (None when there are none): a
+        report that scores fewer images than the folder holds must say which ones and why, not just shrink n."""
+        return skipped_note(self.root, [{"path": b.path, "reason": b.reason} for b in self.bad], limit)
 
     def label_indices(self, labels: Labels | None = None) -> np.ndarray:
         """int64 class index of every record (aligned with `records`) in `labels` (default: self.labels)."""
@@ -125,7 +141,7 @@ class ScanResult:
 
 
 def _examine(path: str) -> tuple:
-    """Decode one file once; return ('ok', sha256, w, h, mode, dhash) or ('bad', reason).
+    """Decode one file once; return ('ok', sha256, w, h, mode, dhash, thumb) or ('bad', reason).
 
     Returns a tuple instead of raising so that one strange file never aborts a 10k-file scan, and so the
     worker result is trivially picklable should the pool ever become a process pool."""
@@ -139,7 +155,8 @@ def _examine(path: str) -> tuple:
                 mode = probe.mode
         except Exception:  # noqa: BLE001 - load_image already accepted the file; mode is informational
             mode = im.mode
-        return ("ok", hashlib.sha256(data).hexdigest(), im.width, im.height, mode, dihedral_dhash(im))
+        return ("ok", hashlib.sha256(data).hexdigest(), im.width, im.height, mode, dihedral_dhash(im),
+                thumbnail(im))
     except BadImageError as exc:
         return ("bad", exc.reason)
     except OSError as exc:
@@ -336,8 +353,8 @@ def scan_dataset(root: str | os.PathLike, *, labels: Labels | None = None, stric
     for (full, label), res in zip(files, out, strict=True):
         rel = _rel(full, root_abs)
         if res[0] == "ok":
-            _, sha, w, h, mode, dh = res
-            records.append(ImageRecord(rel, label, sha, w, h, mode, dh))
+            _, sha, w, h, mode, dh, thumb = res
+            records.append(ImageRecord(rel, label, sha, w, h, mode, dh, thumb))
         else:
             bad.append(BadFile(rel, res[1]))
     records.sort(key=lambda r: r.path)
@@ -357,4 +374,4 @@ def scan_dataset(root: str | os.PathLike, *, labels: Labels | None = None, stric
 
 
 __all__ = ["ROOT_DOC_NAMES", "ROOT_DOC_SUFFIXES", "SYSTEM_FILES", "BadFile", "ImageRecord", "ScanResult",
-           "scan_dataset"]
+           "scan_dataset", "skipped_note"]

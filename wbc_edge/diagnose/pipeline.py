@@ -104,6 +104,9 @@ def diagnose(cfg: DiagnoseConfig, progress: Progress | bool | None = True) -> Di
         from ..errors import WbcEdgeError
 
         raise WbcEdgeError(f"{out_dir}: exists and is not a directory")
+    from ..model import check_model_file
+
+    check_model_file(inp.model_path)  # before TensorFlow's start-up
     split = SplitManifest.load(inp.split_path)
     split.verify(inp.data_root)
     say(f"Loading {inp.model_path} ...")

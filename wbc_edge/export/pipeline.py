@@ -84,6 +84,9 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
     specs = select_variants(cfg)
     inp = resolve_inputs(cfg)
     guard_outputs(inp, cfg.force)
+    from ..model import check_model_file
+
+    check_model_file(inp.model_path)  # a damaged or unsafe file fails before TensorFlow's start-up
 
     from ..data import SplitManifest
 

@@ -98,14 +98,18 @@ def bootstrap_ci(correct: Any, n_boot: int = 1000, seed: int = 0, level: float =
 
 def balanced_accuracy_interval(y_true: Any, y_pred: Any, level: float = 0.95, draws: int = 4000,
                                seed: int = 0) -> tuple[float, float]:
-    """Equal-tailed posterior interval of the balanced accuracy (Brodersen et al. 2010, ICPR).
+    """Highest-density posterior interval of the balanced accuracy (Brodersen et al. 2010, ICPR), always
+    containing the observed balanced accuracy.
 
     Why: a lab adapting with a few labelled cells scores the result on a few dozen held-out ones, where one
     image moves a class's recall by 10-50 pp; the interval says which differences those images can tell apart
     (benchmarks/adapt/README.md, "What the dev screens can resolve").  Each present class's recall gets the
     Beta(right + 1, wrong + 1) posterior of a flat prior and the balanced accuracy is their mean, sampled
     (`draws`, seeded).  Unlike a bootstrap, a tiny class whose images are all right (or all wrong) still
-    widens the interval - 1 of 1 right says little - so with every image right the interval ends below 1.
+    widens the interval - 1 of 1 right says little.  Why highest-density, not equal-tailed: with every image
+    of a class right the posterior piles up at 1, and an equal-tailed interval then excluded the very score
+    it was printed beside ("100.0 (52-97)", issue 30); the shortest interval holding `level` of the draws
+    keeps the dense end, and it is stretched to the observed value where sampling left it a hair short.
     """
     t = np.asarray(y_true).ravel()
     p = np.asarray(y_pred).ravel()
@@ -114,12 +118,26 @@ def balanced_accuracy_interval(y_true: Any, y_pred: Any, level: float = 0.95, dr
     if int(draws) < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     rng = np.random.default_rng(seed)
-    recalls = []
+    recalls, observed = [], []
     for c in np.unique(t):
         sel = t == c
         right = int(np.sum(p[sel] == c))
         recalls.append(rng.beta(right + 1, int(sel.sum()) - right + 1, size=int(draws)))
-    return _percentiles(np.mean(recalls, axis=0), level)
+        observed.append(right / int(sel.sum()))
+    lo, hi = _highest_density(np.mean(recalls, axis=0), level)
+    point = float(np.mean(observed))
+    return min(lo, point), max(hi, point)
+
+
+def _highest_density(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The shortest interval that holds `level` of the draws."""
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    x = np.sort(np.asarray(draws, dtype=np.float64))
+    k = min(len(x), max(1, int(np.ceil(float(level) * len(x)))))
+    widths = x[k - 1:] - x[:len(x) - k + 1]
+    i = int(np.argmin(widths))
+    return float(x[i]), float(x[i + k - 1])
 
 
 def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:

@@ -63,8 +63,12 @@ def _find_backend() -> Backend:
     except (ImportError, AttributeError) as exc:
         failures.append(f"tflite_runtime ({exc})")
     try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        from ..quiet import debug_enabled, native_stderr_captured
+
+        if not debug_enabled():
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with native_stderr_captured():
+            import tensorflow as tf
 
         lite = tf.lite
         return Backend("tensorflow", tf.__version__, lite.Interpreter,

@@ -22,14 +22,18 @@ import numpy as np
 from ..contract import ModelContract
 from ..errors import ModelFileError, WbcEdgeError, first_line
 from ..preprocess import ImageSource, preprocess
+from ..quiet import native_stderr_captured
 from ..scale_guard import ScaleGuard, guard_pixels
 from .backend import load_backend
 from .model_file import read_model_file
 from .prediction import Prediction, make_prediction
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "DEFAULT_FALLBACK_MARGIN", "margins"]
 
 _INT_DTYPES = (np.uint8, np.int8, np.int16)
+#: Calibrated top-1 minus top-2 probability below which the cascade re-runs an image in the float file.
+#: Chosen by the rule in benchmarks/cascade/RULE.md on PBC val and shifted PBC val only (benchmarks/cascade/).
+DEFAULT_FALLBACK_MARGIN = 0.5
 
 
 class Classifier:
@@ -45,6 +49,13 @@ class Classifier:
         min_confidence: flag predictions below this (calibrated) confidence as uncertain; None = the
             model's recommended abstain threshold (0 for models without calibration).
         scale_guard: apply the contract's scale guard in `preprocess` / `predict` (False: never magnify).
+        fallback: a float .tflite of the same model (float16 or float32; a path or a Classifier): the cascade.
+            An image whose calibrated top-1 minus top-2 probability from this (quantised) model is below
+            `fallback_margin` is run again in the float file, and the float answer is returned - a quantised
+            file then rarely answers where the float model would not, at the cost of a second inference on
+            the few low-margin images (`benchmarks/cascade/`).  `last_fallback` says which images of the last
+            `predict_pixels` call were re-run; `Prediction.fallback` says it per prediction.
+        fallback_margin: the margin below which an image is re-run (default: `DEFAULT_FALLBACK_MARGIN`).
 
     Raises ModelFileError (one line, naming the file) for a missing / non-TFLite / corrupt file, a model
     without metadata and without `labels`, or a model inconsistent with its metadata.
@@ -57,7 +68,8 @@ class Classifier:
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int | None = None,
                  labels: Sequence[str] | None = None, use_xnnpack: bool = True,
-                 min_confidence: float | None = None, scale_guard: bool = True):
+                 min_confidence: float | None = None, scale_guard: bool = True,
+                 fallback: str | os.PathLike | Classifier | None = None, fallback_margin: float | None = None):
         t0 = time.perf_counter()
         path = Path(model_path)
         self.model_path = path
@@ -79,8 +91,9 @@ class Classifier:
                 raise WbcEdgeError(f"use_xnnpack=False is not supported by {backend.name} {backend.version}")
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            interp = backend.interpreter_cls(**kwargs)
-            interp.allocate_tensors()
+            with native_stderr_captured():  # LiteRT's "INFO: Created ... XNNPACK delegate" line (--debug shows it)
+                interp = backend.interpreter_cls(**kwargs)
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             if "find op for builtin opcode" in str(exc):  # e.g. tflite-runtime 2.14 on a dynamic-range model
                 raise ModelFileError(f"{path}: {backend.name} {backend.version} cannot run this model (an op "
@@ -103,9 +116,37 @@ class Classifier:
         self.scale_guard: ScaleGuard | None = (ScaleGuard.from_dict(contract.scale_guard)
                                                if scale_guard and contract and contract.scale_guard else None)
         self._lock = threading.Lock()
+        self.fallback: Classifier | None = None
+        self.fallback_margin = DEFAULT_FALLBACK_MARGIN if fallback_margin is None else float(fallback_margin)
+        if not 0.0 <= self.fallback_margin <= 1.0:
+            raise WbcEdgeError(f"fallback_margin must be in [0, 1], got {fallback_margin!r}")
+        self.last_fallback = np.zeros(0, dtype=bool)
+        if fallback is not None:
+            self.fallback = fallback if isinstance(fallback, Classifier) else Classifier(
+                fallback, num_threads=num_threads, use_xnnpack=use_xnnpack, min_confidence=min_confidence,
+                scale_guard=scale_guard)
+            self._check_fallback(path, self.fallback)
         self.load_seconds = time.perf_counter() - t0
 
     # -- validation --
+
+    def _check_fallback(self, path: Path, fb: Classifier) -> None:
+        """The cascade's float file must be the same model in float: same labels in the same order, same input
+        size and contract, float output - else its answers would not be this model's."""
+        where = f"{path} -> fallback {fb.model_path}"
+        if fb.fallback is not None:
+            raise WbcEdgeError(f"{where}: the fallback file has a fallback of its own; give a plain float file")
+        if np.dtype(fb.output_dtype) != np.float32 or (fb.contract and fb.contract.variant not in
+                                                        (None, "float32", "float16")):
+            variant = fb.contract.variant if fb.contract else fb.output_dtype
+            raise ModelFileError(f"{where}: the fallback must be a float file (float16 or float32), got {variant}")
+        if tuple(fb.labels) != tuple(self.labels):
+            raise ModelFileError(f"{where}: labels differ ({','.join(fb.labels)} vs {','.join(self.labels)})")
+        if fb.input_size != self.input_size:
+            raise ModelFileError(f"{where}: input size {fb.input_size} differs from {self.input_size}")
+        if abs(fb.temperature - self.temperature) > 1e-6:
+            raise ModelFileError(f"{where}: another model's file (temperature {fb.temperature:g} vs "
+                                 f"{self.temperature:g}): export both from one run")
 
     def _check_tensors(self, path: Path) -> None:
         """One (1, S, S, 3) input and one (1, C) output of supported dtypes, with quantisation where needed."""
@@ -244,6 +285,12 @@ class Classifier:
                 self.interpreter.set_tensor(in_index, self.quantize_input(pixels[i:i + 1]))
                 self.interpreter.invoke()
                 out[i] = self.dequantize_output(self.interpreter.get_tensor(out_index)[0])
+        rerun = np.zeros(len(out), dtype=bool)
+        if self.fallback is not None:
+            rerun = margins(self.calibrated(out)) < self.fallback_margin
+            if rerun.any():
+                out[rerun] = self.fallback.predict_pixels(pixels[rerun])
+        self.last_fallback = rerun
         return out
 
     def prepare(self, image: ImageSource) -> tuple[np.ndarray, float]:
@@ -258,7 +305,8 @@ class Classifier:
     def predict(self, image: ImageSource) -> Prediction:
         """A file path, PIL image or uint8 ndarray -> Prediction.  Undecodable files raise BadImageError."""
         pixels, zoom = self.prepare(image)
-        return self.prediction(self.predict_pixels(pixels[None])[0], zoom)
+        probs = self.predict_pixels(pixels[None])[0]
+        return self.prediction(probs, zoom, fallback=bool(self.last_fallback[0]))
 
     def calibrated(self, probs: np.ndarray) -> np.ndarray:
         """Raw output probabilities (N, C) or (C,) -> temperature-scaled ones (unchanged without a temperature)."""
@@ -269,9 +317,9 @@ class Classifier:
         probs = np.asarray(probs)
         return apply_temperature(probs[None] if probs.ndim == 1 else probs, self.temperature).reshape(probs.shape)
 
-    def prediction(self, raw_probs: np.ndarray, zoom: float = 1.0) -> Prediction:
+    def prediction(self, raw_probs: np.ndarray, zoom: float = 1.0, fallback: bool = False) -> Prediction:
         """One image's raw output probabilities -> Prediction (calibrated, with the uncertain flag)."""
-        return make_prediction(self.calibrated(raw_probs), self.labels, self.abstain_threshold, zoom)
+        return make_prediction(self.calibrated(raw_probs), self.labels, self.abstain_threshold, zoom, fallback)
 
     def predict_batch(self, images: Iterable[ImageSource]) -> list[Prediction]:
         """`predict` over several images (one invoke each); the first bad image raises BadImageError."""
@@ -282,13 +330,21 @@ class Classifier:
         variant = self.contract.variant if self.contract is not None else "no metadata"
         threads = "default" if self.num_threads is None else self.num_threads
         s = self.input_size
+        cascade = "" if self.fallback is None else (
+            f"; margin < {self.fallback_margin:g} re-run in {self.fallback.model_path.name}")
         return (f"{self.model_path.name}: {variant}, input {s}x{s} {self.input_dtype}, "
                 f"{len(self.labels)} classes; {self.backend} {self.backend_version}, threads {threads}, "
-                f"xnnpack {'on' if self.use_xnnpack else 'off'}, loaded in {self.load_seconds * 1e3:.0f} ms")
+                f"xnnpack {'on' if self.use_xnnpack else 'off'}, loaded in {self.load_seconds * 1e3:.0f} ms{cascade}")
 
     def __repr__(self) -> str:
         return (f"Classifier({str(self.model_path)!r}, input_size={self.input_size}, "
                 f"labels={list(self.labels)}, backend={self.backend!r})")
+
+
+def margins(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability of each row of (N, C) probabilities (the top-1 itself for one class)."""
+    p = np.sort(np.asarray(probs, dtype=np.float32), axis=1)
+    return p[:, -1] - (p[:, -2] if p.shape[1] > 1 else 0.0)
 
 
 def _quant(details: dict) -> tuple[float, int]:

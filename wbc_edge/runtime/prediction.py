@@ -18,7 +18,8 @@ class Prediction:
     """One image's result.  `probabilities` is float32, one per label, in label order - calibrated by the
     model's temperature when it carries one.  `uncertain`: the confidence is below the abstain threshold
     (the model's recommended one, or the caller's `min_confidence`): show "unsure", not the label.
-    `zoom`: how much the scale guard magnified the image before inference (1.0: not at all)."""
+    `zoom`: how much the scale guard magnified the image before inference (1.0: not at all).
+    `fallback`: the answer is the cascade's float file's (the quantised file's margin was low)."""
 
     label: str
     index: int
@@ -27,6 +28,7 @@ class Prediction:
     labels: tuple[str, ...] = field(repr=False)
     uncertain: bool = False
     zoom: float = 1.0
+    fallback: bool = False
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable (label, probability), highest first; ties keep label order."""
@@ -35,14 +37,15 @@ class Prediction:
 
     def to_dict(self, k: int = 3) -> dict:
         return {"label": self.label, "index": self.index, "confidence": self.confidence,
-                "uncertain": self.uncertain, "zoom": round(float(self.zoom), 3),
+                "uncertain": self.uncertain, "zoom": round(float(self.zoom), 3), "fallback": self.fallback,
                 "top_k": [{"label": lab, "probability": p} for lab, p in self.top_k(k)],
                 "probabilities": {lab: float(self.probabilities[i]) for i, lab in enumerate(self.labels)}}
 
 
 def make_prediction(probs: np.ndarray, labels: tuple[str, ...], threshold: float = 0.0,
-                    zoom: float = 1.0) -> Prediction:
+                    zoom: float = 1.0, fallback: bool = False) -> Prediction:
     """A Prediction from one image's (calibrated) probabilities; uncertain when the top one is < threshold."""
     idx = int(np.argmax(probs))  # first maximum: the same tie rule as top_k's stable sort
     return Prediction(label=labels[idx], index=idx, probabilities=probs, confidence=float(probs[idx]),
-                      labels=labels, uncertain=bool(probs[idx] < threshold), zoom=float(zoom))
+                      labels=labels, uncertain=bool(probs[idx] < threshold), zoom=float(zoom),
+                      fallback=bool(fallback))

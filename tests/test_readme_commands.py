@@ -1,0 +1,103 @@
+"""Every command in the README names files that a fresh clone has (issue 30: the new-lab commands named
+`runs/robust/robust_s3/...`, which only the machine that trained it had, and `Tecom=...` placeholders).
+
+Checked statically, in a second: each shell block's commands are split into words; a word that is a path in
+the repository (or in ../shared, the data every developer and CI run has beside it) must exist - or be
+written by an earlier command of the same block (`--out`), or be a glob that matches.  Absolute and `~`
+paths are other machines' (the multi-worker and Raspberry Pi examples) and are not checked."""
+
+from __future__ import annotations
+
+import glob
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PLACEHOLDER = r"\b(RUN_DIR\d?|ROOT|MODELS?|LAB|CSV|DIR|NAME|PATH|IMAGE|FOLDER|FILE)\b"
+COMMANDS = ("wbc-edge", ".venv/bin/wbc-edge", ".venv/bin/python", "python3", "sudo", "SHARED=", "pip")
+
+
+def _blocks(text: str) -> list[list[str]]:
+    """The commands of each ```bash block, continuation lines joined, comments dropped."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        cmds = []
+        for line in joined.splitlines():
+            line = line.split(" #")[0].strip() if not line.strip().startswith("#") else ""
+            if line and line.startswith(COMMANDS):
+                cmds.append(line)
+        out.append(cmds)
+    return out
+
+
+def _inline_commands(text: str) -> list[str]:
+    """`wbc-edge ...` commands written inline in the prose (backticks), joined across line breaks."""
+    flat = re.sub(r"\n", " ", text)
+    found = re.findall(r"`((?:\.venv/bin/)?wbc-edge [^`]+)`", flat)
+    # A synopsis (the commands table: `wbc-edge evaluate RUN_DIR/model.keras ROOT [--split ...]`) is not a
+    # command to run: it has [options] or upper-case placeholders.
+    return [c for c in found if "/" in c and "[" not in c and not re.search(PLACEHOLDER, c)]
+
+
+def _path_words(cmd: str) -> list[tuple[str, bool]]:
+    """(path-like word, is it an --out value) of a command."""
+    words = shlex.split(cmd)
+    out = []
+    for i, w in enumerate(words):
+        if i == 0 or w in ("&&", "|", ";"):
+            continue
+        value = w.split("=", 1)[1] if re.match(r"^[A-Za-z][\w ]*=", w) else w
+        if words[i - 1] == "venv":
+            out.append((value, True))
+            continue
+        if "/" not in value or value.startswith(("/", "~", "-", "http")) or "{" in value:
+            continue
+        out.append((value, words[i - 1] in ("--out", "--json", "--markdown", "--plot", "venv")))
+    return out
+
+
+def _problems(cmds: list[str]) -> list[str]:
+    written: list[str] = [".venv"]  # the README's install command makes it
+    bad = []
+    for cmd in cmds:
+        if re.search(r"=\.\.\.(\s|$)|\bLAB\b|<[a-z ]+>", cmd):
+            bad.append(f"placeholder in: {cmd}")
+        for word, is_out in _path_words(cmd):
+            if is_out:
+                written.append(word.rstrip("/"))
+                continue
+            if any(word == w or word.startswith(w + "/") for w in written):
+                continue
+            if word.startswith("../shared/") and not SHARED.is_dir():
+                continue
+            target = REPO / word
+            if any(ch in word for ch in "*?[") and glob.glob(str(target)):
+                continue
+            if not target.exists():
+                bad.append(f"{word} (in: {cmd})")
+    return bad
+
+
+def test_the_readmes_commands_name_files_a_clone_has():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = _blocks(text)
+    assert sum(map(len, blocks)) >= 10  # the parser found the commands
+    bad = [p for cmds in blocks for p in _problems(cmds)]
+    bad += _problems(_inline_commands(text))
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("cmd, ok", [
+    ("wbc-edge adapt runs/robust/robust_s3 LAB --out runs/lab", False),
+    ("wbc-edge crossdomain export/reference/model.keras --data Tecom=... --out x", False),
+    ("wbc-edge crossdomain export/wbc_int8.tflite --data samples/pbc_sample --out runs/r", True),
+    ("wbc-edge bench runs/r/*.tflite --data samples/pbc_sample", True),
+])
+def test_the_check_itself_catches_a_missing_path_and_a_placeholder(cmd, ok):
+    cmds = ["wbc-edge train samples/pbc_sample --out runs/r", cmd]
+    assert (not _problems(cmds)) == ok
