@@ -1,6 +1,6 @@
 """Write the bench tables of README.md and benchmarks/README.md from a recorded `wbc-edge bench` JSON.
 
-    .venv/bin/python benchmarks/readme_bench_tables.py benchmarks/results/x86_64_intel-xeon_2cpu/pbc_test.json
+    .venv/bin/python benchmarks/readme_bench_tables.py benchmarks/results/x86_64_amd-epyc_2cpu/shipped_2026-12-06/pbc_test.json
 
 Why: the tables quote a record (sizes, PBC test accuracy, agreement on PBC test and on every --domain set, p50
 latencies, the ratios between them); typed by hand they drift from the file after a re-record. Each README holds
@@ -65,7 +65,7 @@ def root_table(f: dict) -> list[str]:
     lines = [f"| Variant | Size MB | PBC test acc | Agreement {' / '.join(doms)} | p50 ms, 1 thread | p50 ms, 2 threads |",
              "|---|---:|---:|---|---:|---:|"]
     k = f["rows"]["keras"]
-    lines.append(f"| Keras reference (`model.keras`, not shipped) | {k['size_mb']:.2f} | {100 * k['accuracy']:.2f} % | – | "
+    lines.append(f"| Keras reference (`export/reference/model.keras`) | {k['size_mb']:.2f} | {100 * k['accuracy']:.2f} % | – | "
                  f"{k['p50'][1]:.1f} | {k['p50'][2]:.1f} |")
     for name in ORDER:
         r = f["rows"].get(name)

@@ -91,3 +91,57 @@ def test_bundle_ships_the_guard_and_its_readme_uses_it(tmp_path):
 
     plain = readme_text(dict(meta, scale_guard=None))
     assert "ScaleGuard" not in plain and "for (p in pixels)" in plain
+
+
+CASCADE_KT = KT.parent / "Cascade.kt"
+CASCADE_MAIN = MAIN.parent / "CascadeMain.kt"
+
+
+@pytest.fixture(scope="module")
+def cascade_jar(tmp_path_factory) -> Path:
+    jar = tmp_path_factory.mktemp("kotlin_cascade") / "cascade.jar"
+    done = subprocess.run(["kotlinc", str(CASCADE_KT), str(CASCADE_MAIN), "-include-runtime", "-d", str(jar)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return jar
+
+
+@needs_kotlinc
+@pytest.mark.parametrize("temperature, margin", [(1.0889, 0.5), (0.7, 0.2), (2.5, 0.3)])
+def test_kotlin_cascade_decides_as_the_runtime(cascade_jar, tmp_path, temperature, margin):
+    """Issue 32: the Android bundle's Cascade.kt re-runs exactly the images the Python runtime re-runs: the same
+    calibrated margin (temperature, clipping at 1e-4) and the same decision, on probability vectors from
+    confident to flat, uint8-quantised ones included."""
+    from wbc_edge.calibration import apply_temperature
+    from wbc_edge.runtime.classifier import margins
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, rng.uniform(0.3, 6, size=(400, 1)), size=(400, 5))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p = (p / p.sum(1, keepdims=True)).astype(np.float32)
+    p[:100] = np.round(p[:100] * 256) / 256  # int8 outputs: multiples of 1/256, zeros included
+    blob = struct.pack(">ddii", temperature, margin, len(p), p.shape[1]) + p.astype(">f4").tobytes()
+    (tmp_path / "in.bin").write_bytes(blob)
+    subprocess.run(["java", "-jar", str(cascade_jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
+                   check=True, timeout=300)
+    out = (tmp_path / "out.bin").read_bytes()
+    rows = [struct.unpack(">di", out[i * 12:(i + 1) * 12]) for i in range(len(p))]
+    m_py = margins(apply_temperature(p, temperature))
+    m_kt = np.array([r[0] for r in rows])
+    np.testing.assert_allclose(m_kt, m_py, atol=1e-6)
+    clear = np.abs(m_py - margin) > 1e-6  # float32 vs double: only a tie at the margin itself could differ
+    assert np.array_equal(np.array([r[1] == 1 for r in rows])[clear], (m_py < margin)[clear])
+    assert 0.1 < np.mean(m_py < margin) < 0.9, "both decisions must occur for the check to mean anything"
+
+
+def test_bundle_ships_the_cascade_and_its_readme_uses_it():
+    """The shipped bundle has the float file and Cascade.kt (the package's file) that its metadata names, and the
+    README's Kotlin constructs the cascade with those numbers."""
+    from wbc_edge.export.android import cascade_source, check_android_bundle
+
+    shipped = Path(__file__).resolve().parents[1] / "android_assets"
+    meta = json.loads((shipped / "wbc_model.json").read_text())
+    c = meta["cascade"]
+    assert (shipped / "Cascade.kt").read_bytes() == cascade_source() == CASCADE_KT.read_bytes()
+    assert f"Cascade({float(c['temperature'])!r}, {float(c['margin'])!r})" in (shipped / "README.md").read_text()
+    assert check_android_bundle(shipped) == []

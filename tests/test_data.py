@@ -562,3 +562,24 @@ def test_groups_never_chain_past_the_threshold():
     groups = group_duplicates([a, b, c], threshold=36)
     assert groups.num_merged == 1 and groups.group_of["a"] != groups.group_of["c"]
     assert sorted(map(len, groups.members.values())) == [1, 2]
+
+
+def test_a_declared_group_column_keeps_shifted_crops_of_one_cell_together(tmp_path):
+    """Issue 31: LISC's shifted crops of one cell are not near-duplicates to a hash (1,186 groups for 224
+    cells); its manifest.csv `group` column is honoured by the grouping and so by every split."""
+    root = make_tree(tmp_path / "ds", {"basophil": 12, "eosinophil": 12})
+    files = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.png"))
+    # cells of 3 crops each: different noise images, declared as one group
+    rows = [f"{f},{f.split('/')[0]},cell-{f.split('/')[0]}-{i // 3}" for i, f in enumerate(files)]
+    (root / "manifest.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    scan = scan_dataset(root, progress=False)
+    groups = scan.duplicates()
+    assert len(groups.members) == 8 and group_duplicates(scan.records).num_merged == 0
+    for seed in (1, 2, 3):
+        _, manifest, _ = split_dataset(root, tmp_path / f"s{seed}.csv", seed=seed, progress=False)
+        split_of = {r.path: r.split for r in manifest.rows}
+        for i in range(0, len(files), 3):
+            assert len({split_of[f] for f in files[i:i + 3] if f.split("/")[0] == files[i].split("/")[0]}) == 1
+    (root / "manifest.csv").write_text("path,label,group\nbasophil/x.png,basophil,\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="manifest.csv:2: empty path or group"):
+        scan_dataset(root, progress=False).duplicates()

@@ -93,6 +93,10 @@ def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> N
     echo(f"  near-duplicate pairs (different bytes):  {len(groups.near_pairs)}")
     echo(f"  groups that merged more than one file:   {len(merged)} "
          f"({sum(len(m) for m in merged.values())} files); {len(groups.members)} groups in all")
+    declared = scan.declared_groups()
+    if declared:
+        echo(f"  declared groups (the `group` column of {scan.root}/manifest.csv): {len(set(declared.values()))} "
+             f"for {len(declared)} files, merged in: files sharing one never go to different splits")
     for gid, paths in list(merged.items())[:5]:
         echo(f"    {gid}: {', '.join(paths[:4])}" + (f" (+{len(paths) - 4})" if len(paths) > 4 else ""))
     for d, a, b in groups.near_pairs[:5]:

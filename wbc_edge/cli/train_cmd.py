@@ -12,12 +12,11 @@ from ..augment import PRESETS
 from ..model import IMAGENET_WEIGHTS_FILE, ModelConfig
 from ..train.config import DISTRIBUTE, FINETUNE_BLOCKS, MODES, TrainConfig
 
-_DATA = click.Path(exists=True, file_okay=False)
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 @click.command()
-@click.argument("data", type=_DATA)
+@click.argument("data", nargs=-1, required=True, metavar="[NAME=]DATA...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: model.keras, split.csv, history.json, curves.png, run.json, metrics.")
 @click.option("--mode", type=click.Choice(MODES), default=TrainConfig.mode, show_default=True,
@@ -33,6 +32,9 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--split-manifest", type=click.Path(exists=True, dir_okay=False),
               help="Reuse a saved split CSV instead of computing one.")
 @click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option("--split-seed", type=int, default=None,
+              help="Seed of the split `train` computes (default: --seed). Fix it to compare training seeds on the "
+                   "same test cells; with several labs, 42 gives PBC the split of benchmarks/training/.")
 @click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
               help="Full mode: end-to-end epochs (paper: 15).")
 @click.option("--head-epochs", type=click.IntRange(min=0), default=TrainConfig.head_epochs, show_default=True,
@@ -81,6 +83,9 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--early-stopping", type=click.IntRange(min=1), default=TrainConfig.early_stopping,
               help="Patience (epochs without val improvement).")
 @click.option("--no-class-weights", is_flag=True, help="Do not weight the loss against class imbalance.")
+@click.option("--no-domain-balance", is_flag=True,
+              help="Several DATA labs: weigh every image the same instead of every lab the same (by default "
+                   "250 cells of a small lab weigh as much as 10,000 of a large one).")
 @click.option("--limit-per-class", type=click.IntRange(min=1), default=TrainConfig.limit_per_class,
               help="Quick runs: cap images per class and split.")
 @click.option("--distribute", type=click.Choice(DISTRIBUTE), default=TrainConfig.distribute,
@@ -90,17 +95,30 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
           finetune_epochs, finetune_from, aug_views, feature_style, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
-          limit_per_class, distribute, force, quiet):
+          limit_per_class, distribute, force, quiet, no_domain_balance, split_seed):
     """Train MobileNetV2 on an ImageFolder DATA (DATA/<class>/<image>) with a leak-free split.
 
     The classes are DATA's class folders (common spellings of the five WBC classes are merged), stored in
     RUN_DIR/run.json.  Re-running the same command on an interrupted RUN_DIR resumes it.
+
+    \b
+    Several labs: give several DATA folders, e.g.
+      wbc-edge train pbc=../shared/data/pbc lisc=../shared/data/lisc --out runs/two_labs
+    Each lab is split on its own (its duplicates and its manifest.csv `group` column kept together), the
+    split manifest's paths start with the lab's name, run.json has per-lab val/test metrics, and every lab
+    weighs the same in the loss (--no-domain-balance: every image).  The first lab's classes are the model's;
+    another lab may lack one of them (said), not add one.
     """
     from ..augment import preset
     from ..train import train as run_train
     from .progress import ClickProgress
 
-    cfg = TrainConfig(data_root=str(data), out_dir=str(out_dir), mode=mode,
+    from ..data import parse_sources
+
+    sources = parse_sources(data)
+    multi = [src.to_dict() for src in sources] if len(sources) > 1 else None
+    cfg = TrainConfig(data_root=sources[0].root if not multi else "", out_dir=str(out_dir), mode=mode,
+                      sources=multi, domain_balance=not no_domain_balance, split_seed=split_seed,
                       model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,

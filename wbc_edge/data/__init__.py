@@ -7,6 +7,7 @@ The stage every other stage reads from (numpy + Pillow only, no TensorFlow):
 - `manifest`  `SplitManifest` CSV I/O (canonical bytes, `sha256()`, `manifest_sha256(path)`), verify
 - `split`     `make_split` (stratified, group-aware, machine-independent) and `split_dataset` (all in one)
 - `sampling`  the one stratified sampler (proportional, per-class cap, balanced)
+- `sources`   several labelled labs as one training set (each split on its own, joined under one root)
 """
 
 from .dedup import (
@@ -32,12 +33,14 @@ from .manifest import (
 )
 from .sampling import balanced_indices, class_ranks, per_class_indices, stratified_indices
 from .scan import BadFile, ImageRecord, ScanResult, scan_dataset
+from .sources import Source, link_sources, parse_sources, source_of, split_sources
 from .split import SplitReport, group_order_key, make_split, split_dataset
 
 __all__ = [
     "DIHEDRAL", "HASH_BITS", "HASH_BYTES", "HASH_SIZE", "MANIFEST_HEADER", "NEAR_DUP_THRESHOLD", "SPLITS",
-    "BadFile", "DuplicateGroups", "ImageRecord", "ManifestRow", "ScanResult", "SplitManifest", "SplitReport",
+    "BadFile", "DuplicateGroups", "ImageRecord", "ManifestRow", "ScanResult", "Source", "SplitManifest", "SplitReport",
     "balanced_indices", "class_ranks", "dihedral_dhash", "group_duplicates", "group_order_key",
     "hash_distance", "label_conflicts", "make_split", "manifest_sha256", "per_class_indices",
-    "require_all_classes", "scan_dataset", "split_dataset", "straddling_groups", "stratified_indices",
+    "link_sources", "parse_sources", "require_all_classes", "scan_dataset", "source_of", "split_dataset",
+    "split_sources", "straddling_groups", "stratified_indices",
 ]

@@ -10,6 +10,7 @@ Numpy + Pillow only.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -238,6 +239,48 @@ def group_duplicates(records: Sequence[HashedImage], *,
                            seconds=time.perf_counter() - t0)
 
 
+def merge_declared_groups(records: Sequence[HashedImage], groups: DuplicateGroups,
+                          declared: dict[str, str]) -> DuplicateGroups:
+    """`groups` with the groups a dataset declares itself (path -> its own group id, e.g. one id per cell or
+    per slide) merged in: files sharing a declared id, or a duplicate group, end up in one group.
+
+    Why: shifted crops of one cell (LISC: 1,218 crops of 224 cells) are not near-duplicates to a hash, so
+    only the dataset's own `group` column keeps them out of two splits.  Group ids follow the same rule
+    ('g' + the smallest sha256 prefix in the group), so a dataset without declared groups is unchanged.
+    """
+    if not declared:
+        return groups
+    sha = {r.path: r.sha256 for r in records}
+    parent = {g: g for g in groups.members}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_of: dict[str, str] = {}
+    for path in sorted(declared):
+        if path not in groups.group_of:
+            continue  # a manifest row for a file that is not (or no longer) there
+        g = groups.group_of[path]
+        other = first_of.setdefault(declared[path], g)
+        a, b = find(g), find(other)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    comps: dict[str, list[str]] = {}
+    for g, paths in groups.members.items():
+        comps.setdefault(find(g), []).extend(paths)
+    group_of: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    for paths in comps.values():
+        gid = "g" + min(sha[p] for p in paths)[:12]
+        members[gid] = sorted(paths)
+        for p in paths:
+            group_of[p] = gid
+    return dataclasses.replace(groups, group_of=group_of, members=dict(sorted(members.items())))
+
+
 def label_conflicts(records: Sequence[HashedImage],
                     groups: DuplicateGroups) -> list[tuple[str, list[tuple[str, str]]]]:
     """Duplicate groups whose files are filed under more than one class (one picture, two labels).
@@ -255,5 +298,5 @@ def label_conflicts(records: Sequence[HashedImage],
 
 
 __all__ = ["DIHEDRAL", "HASH_BITS", "HASH_BYTES", "HASH_SIZE", "NEAR_DUP_THRESHOLD", "THUMB_SIZE", "THUMB_THRESHOLD", "DuplicateGroups",
-           "HashedImage", "dihedral_dhash", "group_duplicates", "hash_distance", "label_conflicts", "thumb_distance",
+           "HashedImage", "dihedral_dhash", "group_duplicates", "hash_distance", "label_conflicts", "merge_declared_groups", "thumb_distance",
            "thumbnail"]

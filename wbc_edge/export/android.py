@@ -8,6 +8,7 @@ The Kotlin README text is `wbc_edge.export.android_readme`.
       wbc_model.json    input shape/dtype/quantisation, output dequantisation, labels, sha256, parity
       README.md         how to call it from Kotlin (LiteRT Interpreter)
       ScaleGuard.kt     the scale guard in Kotlin (only when the model carries one)
+      wbc_float16.tflite, Cascade.kt   the cascade's float file and its decision in Kotlin (when exported)
 
 TF-free: the checker uses the LiteRT interpreter through `wbc_edge.runtime` only.
 """
@@ -23,12 +24,18 @@ from .. import atomic
 from ..contract import ModelContract, read_contract
 from ..errors import ModelFileError, WbcEdgeError, first_line
 from ..preprocess import PREPROCESS_VERSION
-from .android_readme import GUARD_FILE, LABELS_FILE, METADATA_FILE, MODEL_FILE, readme_text
+from .android_readme import (CASCADE_FILE, FALLBACK_FILE, GUARD_FILE, LABELS_FILE, METADATA_FILE, MODEL_FILE,
+                             readme_text)
 from .tensors import dtype_name, tensor_details
 
 README_FILE = "README.md"
 BUNDLE_FILES = (MODEL_FILE, LABELS_FILE, METADATA_FILE, README_FILE)
 BUNDLE_FORMAT = 1
+
+
+def cascade_source() -> bytes:
+    """Cascade.kt as shipped in the package (a port of the runtime's cascade decision; tests/test_android_kotlin.py)."""
+    return (Path(__file__).parent / CASCADE_FILE).read_bytes()
 
 
 def guard_source() -> bytes:
@@ -107,17 +114,22 @@ def bundle_metadata_refresh(bundle_dir: str | os.PathLike, model_bytes: bytes) -
     old_readme = (d / README_FILE).read_text(encoding="utf-8") if (d / README_FILE).is_file() else None
     guard = guard_source() if new.get("scale_guard") else None
     old_guard = (d / GUARD_FILE).read_bytes() if (d / GUARD_FILE).is_file() else None
-    if new == meta and readme == old_readme and guard in (None, old_guard):
+    cascade_ok = not new.get("cascade") or (d / CASCADE_FILE).is_file()
+    if new == meta and readme == old_readme and guard in (None, old_guard) and cascade_ok:
         return False
     atomic.write_bytes(path, (json.dumps(new, indent=2) + "\n").encode("utf-8"))
     atomic.write_bytes(d / README_FILE, readme.encode("utf-8"))
     if guard is not None:
         atomic.write_bytes(d / GUARD_FILE, guard)
+    if new.get("cascade"):
+        atomic.write_bytes(d / CASCADE_FILE, cascade_source())
     return True
 
 
-def write_bundle(out_dir: str | os.PathLike, model_bytes: bytes, metadata: dict) -> dict[str, str]:
-    """Write the bundle files atomically (four, and ScaleGuard.kt with a guard); returns {file name: sha256}."""
+def write_bundle(out_dir: str | os.PathLike, model_bytes: bytes, metadata: dict,
+                 fallback_bytes: bytes | None = None) -> dict[str, str]:
+    """Write the bundle files atomically (four, ScaleGuard.kt with a guard, the float file and Cascade.kt with
+    a cascade); returns {file name: sha256}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -128,6 +140,11 @@ def write_bundle(out_dir: str | os.PathLike, model_bytes: bytes, metadata: dict)
     }
     if metadata.get("scale_guard"):
         files[GUARD_FILE] = guard_source()
+    if metadata.get("cascade"):
+        if fallback_bytes is None:
+            raise WbcEdgeError(f"{out}: the bundle metadata names a cascade but no fallback file was given")
+        files[metadata["cascade"]["fallback_file"]] = fallback_bytes
+        files[CASCADE_FILE] = cascade_source()
     for name, data in files.items():
         atomic.write_bytes(out / name, data)
     return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
@@ -157,6 +174,8 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
             meta = None
     if meta is not None and meta.get("scale_guard") and not (d / GUARD_FILE).is_file():
         problems.append(f"{GUARD_FILE}: missing ({METADATA_FILE} has a scale_guard; the README's Kotlin uses it)")
+    if meta is not None and meta.get("cascade"):
+        problems += _cascade_problems(d, meta)
     labels_txt = None
     if LABELS_FILE not in missing:
         try:
@@ -227,6 +246,33 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
     return problems
 
 
+def _cascade_problems(d: Path, meta: dict) -> list[str]:
+    c, out = meta["cascade"], []
+    if not (d / CASCADE_FILE).is_file():
+        out.append(f"{CASCADE_FILE}: missing ({METADATA_FILE} has a cascade; the README's Kotlin uses it)")
+    fb = d / str(c.get("fallback_file", ""))
+    if not fb.is_file():
+        return out + [f"{c.get('fallback_file')}: missing ({METADATA_FILE} names it as the cascade's float file)"]
+    data = fb.read_bytes()
+    if hashlib.sha256(data).hexdigest() != c.get("sha256"):
+        out.append(f"{fb.name}: sha256 differs from {METADATA_FILE} cascade.sha256")
+    fc = read_contract(data)
+    if fc is None or list(fc.labels) != list(meta.get("labels", [])):
+        out.append(f"{fb.name}: its embedded labels differ from {METADATA_FILE}'s")
+    elif fc.variant not in ("float16", "float32") or abs(float(fc.temperature or 1.0) - float(c["temperature"])) > 1e-9:
+        out.append(f"{fb.name}: not a float file of this model (variant {fc.variant}, temperature {fc.temperature})")
+    return out
+
+
+def cascade_metadata(fallback_bytes: bytes, variant: str, temperature: float, margin: float) -> dict:
+    """wbc_model.json's "cascade": which float file re-runs a low-margin image, and the decision's numbers."""
+    return {"fallback_file": FALLBACK_FILE if variant == "float16" else "wbc_float32.tflite",
+            "fallback_variant": variant, "sha256": hashlib.sha256(fallback_bytes).hexdigest(),
+            "bytes": len(fallback_bytes), "temperature": float(temperature), "margin": float(margin),
+            "decision": "calibrated = softmax(ln(clip(p, 1e-4, 1)) / temperature); re-run in the float file when "
+                        "calibrated top-1 - top-2 < margin, and use its probabilities"}
+
+
 def write_android_bundle(bundle_dir: Path, specs, entries: list[dict], files: dict[str, Path], say) -> dict:
     """Write the bundle from the best Android-capable variant (spec `android`) that passed, by parity (ties:
     the `recommended` one); returns the manifest's `android` record."""
@@ -246,7 +292,17 @@ def write_android_bundle(bundle_dir: Path, specs, entries: list[dict], files: di
     in_det, out_det = tensor_details(data)
     contract = read_contract(data)
     meta = bundle_metadata(data, contract, in_det, out_det, source_variant=best["variant"], parity=best["parity"])
-    shas = write_bundle(bundle_dir, data, meta)
+    fallback = None
+    ok = {e["variant"] for e in entries if e["status"] == "ok"}
+    fb_variant = next((v for v in ("float16", "float32") if v in ok and v in files), None)
+    if fb_variant is not None:
+        from ..runtime.classifier import DEFAULT_FALLBACK_MARGIN
+
+        fallback = files[fb_variant].read_bytes()
+        meta["cascade"] = cascade_metadata(fallback, fb_variant, contract.temperature or 1.0, DEFAULT_FALLBACK_MARGIN)
+    else:
+        say("Android bundle: no float16/float32 file exported, so no cascade (export --float16 to add it)")
+    shas = write_bundle(bundle_dir, data, meta, fallback)
     problems = check_android_bundle(bundle_dir)
     if problems:  # pragma: no cover - would be a bug in the writer
         raise WbcEdgeError(f"{bundle_dir}: Android bundle check failed: {'; '.join(problems)}")

@@ -8,6 +8,51 @@ MODEL_FILE = "wbc_int8.tflite"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "wbc_model.json"
 GUARD_FILE = "ScaleGuard.kt"      # written when the model carries a scale guard
+CASCADE_FILE = "Cascade.kt"        # written with a float fallback file (the cascade)
+FALLBACK_FILE = "wbc_float16.tflite"
+
+
+def _cascade_kotlin(meta: dict) -> tuple[str, str]:
+    """(the cascade's fields, the statements after the int8 probabilities) in the raw-interpreter Kotlin."""
+    c = meta.get("cascade")
+    if not c:
+        return "", ""
+    fields = f"""
+    // The cascade (wbc_model.json "cascade", {CASCADE_FILE}): a low-margin int8 answer is re-run in float.
+    private val cascade = Cascade({float(c['temperature'])!r}, {float(c['margin'])!r})
+    private val fallback = Interpreter(
+        context.assets.openFd("{c['fallback_file']}").use {{ fd ->
+            FileInputStream(fd.fileDescriptor).channel.map(
+                FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+        }},
+        Interpreter.Options().setNumThreads(4))
+    private val floatInput = ByteBuffer.allocateDirect(size * size * 3 * 4).order(ByteOrder.nativeOrder())
+    private val floatOutput = Array(1) {{ FloatArray(labels.size) }}"""
+    body = """
+        if (cascade.needsFallback(probs)) {   // float32 raw 0..255 in, probabilities out
+            floatInput.rewind()
+            input.rewind()
+            while (input.hasRemaining()) floatInput.putFloat((input.get().toInt() and 0xFF).toFloat())
+            floatInput.rewind()
+            fallback.run(floatInput, floatOutput)
+            floatOutput[0].copyInto(probs)
+        }"""
+    return fields, body
+
+
+def _cascade_section(meta: dict) -> str:
+    c = meta.get("cascade")
+    if not c:
+        return ""
+    return f"""- Cascade: `{c['fallback_file']}` ({c['fallback_variant']}, {c['bytes']:,} bytes, float32 raw 0..255 in,
+  probabilities out) and `{CASCADE_FILE}` (pure Kotlin; wbc-edge's tests check it against the Python runtime).
+  When the int8 answer's calibrated top-1 minus top-2 probability (temperature {c['temperature']:g}) is below
+  {c['margin']:g}, the code below runs the image again in the float file and returns its answer, as
+  `wbc_edge.runtime.Classifier(..., fallback=...)` and `wbc-edge predict` do.  On another lab's images the
+  int8 file alone disagrees with the float model far more often than on PBC; the cascade re-runs the few
+  low-margin images (the share and latency per lab: wbc-edge's `benchmarks/cascade/`).  Drop both files and
+  the marked lines to ship int8 alone.
+"""
 
 
 def _mediapipe_section(meta: dict) -> str:
@@ -99,7 +144,10 @@ def _scale_guard_section(meta: dict) -> str:
 def readme_text(meta: dict) -> str:
     size = meta["input"]["shape"][1]
     guard_field, fed = _guard_kotlin(meta)
+    cascade_fields, cascade_body = _cascade_kotlin(meta)
     guard_file = f", `{GUARD_FILE}` (the scale guard)" if meta.get("scale_guard") else ""
+    if meta.get("cascade"):
+        guard_file += f", `{meta['cascade']['fallback_file']}` and `{CASCADE_FILE}` (the cascade)"
     labels = ", ".join(meta["labels"])
     return f"""# White-blood-cell classifier for Android (wbc-edge)
 
@@ -119,7 +167,7 @@ sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers belo
   flatbuffer (with `labels.txt`: the standard TFLite "associated files" layout); LiteRT ignores it.  Keep
   the file uncompressed in the APK (`androidResources {{ noCompress += "tflite" }}`) so it can be
   memory-mapped.
-{_scale_guard_section(meta)}
+{_scale_guard_section(meta)}{_cascade_section(meta)}
 {_mediapipe_section(meta)}
 ```kotlin
 // build.gradle.kts: implementation("com.google.ai.edge.litert:litert:1.0.1")
@@ -146,7 +194,7 @@ class WbcClassifier(context: Context) {{
         Interpreter.Options().setNumThreads(4))
     private val input = ByteBuffer.allocateDirect(size * size * 3).order(ByteOrder.nativeOrder())
     private val pixels = IntArray(size * size)
-    private val output = Array(1) {{ ByteArray(labels.size) }}{guard_field}
+    private val output = Array(1) {{ ByteArray(labels.size) }}{guard_field}{cascade_fields}
 
     /** Returns (label, probability) of the most likely class. */
     fun classify(bitmap: Bitmap): Pair<String, Float> {{
@@ -164,7 +212,7 @@ class WbcClassifier(context: Context) {{
         interpreter.run(input, output)
         val probs = FloatArray(labels.size) {{ i ->
             ((output[0][i].toInt() and 0xFF) - outZeroPoint) * outScale   // uint8 -> probability
-        }}
+        }}{cascade_body}
         val best = probs.indices.maxByOrNull {{ probs[it] }}!!
         return labels[best] to probs[best]
     }}

@@ -26,7 +26,7 @@ from ..tfcompat import import_tf
 from .activations import ActivationCache
 from .callbacks import epoch_reporter
 from .config import TrainConfig
-from .inputs import class_weights
+from .inputs import sample_weights, source_ids
 from .run_dir import FinetuneFiles, RunState, save_weights_atomic
 from .selection import describe, selection_score, swa_add, swa_load
 
@@ -63,7 +63,8 @@ class CachedTrainer:
         self.acts = acts
         history: list[dict] = list(self.state.get("history", []))
         y_train = self.data["train"][1]
-        cw = class_weights(y_train, cfg.model.num_classes) if cfg.class_weights else None
+        cw = sample_weights(y_train, cfg.model.num_classes, source_ids(self.data["train"][0], cfg),
+                            classes=cfg.class_weights, domains=cfg.domain_balance)
         self._head_phase(acts, history, timings, cw)
         n_head = sum(1 for h in history if h["phase"] == "head")
         if cfg.finetune_epochs > 0:
@@ -93,8 +94,10 @@ class CachedTrainer:
             head = keras.Model(inp, out, name="head")
             head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            per_image = isinstance(cw, np.ndarray)  # several labs: per-image weights, repeated for each view
             h = head.fit(feats_train, y_rep, validation_data=(feats_val, y_val), epochs=cfg.head_epochs,
-                         batch_size=cfg.batch_size, class_weight=cw, shuffle=True, verbose=0,
+                         batch_size=cfg.batch_size, class_weight=None if per_image else cw,
+                         sample_weight=np.tile(cw, len(acts["train"])) if per_image else None, shuffle=True, verbose=0,
                          callbacks=[epoch_reporter(keras, self.progress, "head", cfg.head_epochs)])
             for e in range(len(h.history["loss"])):
                 history.append({"phase": "head", "epoch": e + 1,
@@ -237,7 +240,9 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
             self.view = rng.integers(1, len(views), size=n) if pairs else rng.integers(len(views), size=n)
             self.style_seed = int(rng.integers(2**62))
             self.sw = None
-            if class_weight:
+            if isinstance(class_weight, np.ndarray):  # per-image weights (several labs)
+                self.sw = class_weight.astype(np.float32)
+            elif class_weight:
                 self.sw = np.array([class_weight[int(c)] for c in labels], dtype=np.float32)
 
         def __len__(self):

@@ -34,6 +34,8 @@ class TrainConfig:
     mode: str = "cached"                  # cached | full
     split_manifest: str | None = None     # reuse a saved split instead of computing one
     seed: int = 42
+    split_seed: int | None = None         # the split's seed when `train` computes it (None: `seed`); a fixed one
+                                          # keeps the same test cells across training seeds
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     batch_size: int = 32
@@ -60,6 +62,10 @@ class TrainConfig:
     limit_per_class: int | None = None    # quick runs: at most this many images per class and split
     distribute: str = "none"              # none | mirrored | multiworker (full mode)
     labels: list[str] | None = None       # the classes in output order; None = from the data (set by train)
+    #: Several labelled labs (`wbc_edge.data.sources`): [{"name", "root"}].  None = one lab, `data_root`.  With
+    #: sources, each lab is split on its own and `data_root` becomes RUN_DIR/sources (links to the labs).
+    sources: list[dict] | None = None
+    domain_balance: bool = True           # several sources: every lab weighs the same in the loss
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +88,15 @@ class TrainConfig:
         if self.consistency and (self.mode != "cached" or self.aug_views < 1):
             raise WbcEdgeError("--consistency needs --mode cached and --aug-views >= 1 (it compares each image's "
                                "clean view with an augmented one)")
+        if self.sources is not None:
+            if len(self.sources) < 2:
+                raise WbcEdgeError("sources: give two or more labs (one lab is plain `data_root`)")
+            if self.mode != "cached" and self.domain_balance:
+                raise WbcEdgeError("several labs with domain balance need --mode cached (full mode weighs classes "
+                                   "only); add --no-domain-balance to train full mode on several labs")
+            if self.split_manifest:
+                raise WbcEdgeError("several sources are split by `train` itself (each lab on its own); drop "
+                                   "--split-manifest, or train on one lab with it")
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here

@@ -90,6 +90,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
     metrics = compute_metrics(y_true, probs.argmax(1), labels)
     save_metrics(metrics, run, prefix="test_", extra={"split": "test", "n": len(y_true)})
     timings["test_eval_s"] = round(time.time() - t_eval, 1)
+    per_source = per_source_metrics(trainer, model, data, cfg, labels, probs)
     calibration = fit_run_calibration(trainer, model, data, cfg)
     save_calibration(run, calibration)
     progress.say(f"Confidence: temperature {calibration.temperature:.3f} (val ECE {calibration.ece_before:.3f} -> "
@@ -119,11 +120,40 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
         "calibration": calibration.to_dict(),
         "scale_guard": guard.to_dict() if guard else None,
     }
+    if per_source is not None:
+        run_info["sources"] = per_source
     atomic.write_json(run / "run.json", run_info)
     (run / PENDING_SPLIT).unlink(missing_ok=True)  # the run is finished
     progress.say(metrics.format_table())
     progress.say(f"Done in {timings['total_s'] / 60:.1f} min -> {run / 'model.keras'}")
     return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings, labels.to_list())
+
+
+def per_source_metrics(trainer, model, data: dict, cfg: TrainConfig, labels, test_probs) -> dict | None:
+    """{source: {"val": {...}, "test": {...}}} of a several-lab run (accuracy, balanced accuracy, macro-F1, n,
+    per-class recall), None for one lab: what each lab's share of the model is worth, on its own cells."""
+    if not cfg.sources:
+        return None
+    from ..metrics import compute_metrics
+    from ..scoring import predict_keras
+    from .inputs import source_ids
+
+    val_probs = getattr(trainer, "val_probs", None)
+    val_probs = val_probs[0] if val_probs else predict_keras(model, data["val"][0], batch_size=cfg.batch_size,
+                                                             progress=False)
+    out: dict = {}
+    for split, probs in (("val", val_probs), ("test", test_probs)):
+        paths, y = data[split]
+        src = source_ids(paths, cfg)
+        for i, s in enumerate(cfg.sources):
+            sel = src == i
+            if not sel.any():
+                continue
+            m = compute_metrics(y[sel], probs[sel].argmax(1), labels, bootstrap=0)
+            out.setdefault(s["name"], {"root": s["root"]})[split] = {
+                "n": int(sel.sum()), "accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy,
+                "macro_f1": m.macro_f1, "recall": {r["label"]: r["recall"] for r in m.per_class if r["support"]}}
+    return out
 
 
 def fit_run_calibration(trainer, model, data: dict, cfg: TrainConfig):

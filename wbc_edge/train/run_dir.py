@@ -110,6 +110,10 @@ def prepare_run(cfg: TrainConfig, *, force: bool = False,
     progress = resolve(progress)
     run = Path(cfg.out_dir)
     cfg_file = run / "config.json"
+    if cfg.sources:  # several labs: the data root is RUN_DIR/sources (links, made below), part of the config
+        from ..data.sources import SOURCES_DIR
+
+        cfg = dataclasses.replace(cfg, data_root=str(run / SOURCES_DIR))
     # The split of the run in progress lives in checkpoints/ until the run finishes: a forced retrain must
     # not replace the split.csv that belongs to the previous, still present model.keras.  Its presence also
     # marks the run unfinished (so an interrupted --force retrain resumes instead of looking finished).
@@ -141,6 +145,10 @@ def prepare_run(cfg: TrainConfig, *, force: bool = False,
         else:
             raise WbcEdgeError(f"{run}: directory exists and is not a wbc-edge run; use --force or another --out")
     run.mkdir(parents=True, exist_ok=True)
+    if cfg.sources:  # the labs under one root, RUN_DIR/sources/<name> (re-linked on resume: folders may move)
+        from ..data import Source, link_sources
+
+        link_sources(run, [Source(**s) for s in cfg.sources])
     if not resumed:
         atomic.write_json(cfg_file, cfg.to_dict())
 
@@ -152,9 +160,20 @@ def prepare_run(cfg: TrainConfig, *, force: bool = False,
         manifest.save(pending_split)
     elif pending_split.exists() and resumed:
         manifest = SplitManifest.load(pending_split)
+    elif cfg.sources:
+        from ..data import Source, split_sources
+
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        progress.say(f"Splitting {len(cfg.sources)} source labs, each on its own (seed {split_seed}) ...")
+        res = split_sources([Source(**s) for s in cfg.sources], seed=split_seed, test_fraction=cfg.test_fraction,
+                            val_fraction=cfg.val_fraction, labels=pinned_labels, progress=progress)
+        manifest = res.manifest
+        manifest.save(pending_split)
+        atomic.write_json(run / "sources.json", {"sources": res.report})
     else:
-        progress.say(f"Scanning {cfg.data_root} and computing a leak-free split (seed {cfg.seed}) ...")
-        _, manifest, report = split_dataset(cfg.data_root, pending_split, seed=cfg.seed, labels=pinned_labels,
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        progress.say(f"Scanning {cfg.data_root} and computing a leak-free split (seed {split_seed}) ...")
+        _, manifest, report = split_dataset(cfg.data_root, pending_split, seed=split_seed, labels=pinned_labels,
                                             test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                                             progress=progress)
         progress.say(f"  {report.num_files} images in {report.num_groups} groups ({report.merged_groups} groups merge "
