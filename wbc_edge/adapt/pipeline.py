@@ -194,13 +194,13 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     if run.resolve() == (src_run.resolve() if src_run else None):
         raise WbcEdgeError(f"{run}: --out must not be the source run directory")
 
-    # The model file and the local folder and its split (before anything heavy: a bad input fails in a second).
-    from ..model import check_model_file
-
-    check_model_file(model_path)
+    # The local folder and its split, then the model file (before anything heavy: a bad input fails in a second).
     t = time.time()
     scan, manifest, summary = _local_split(cfg, labels, replay_root, progress)
     timings["scan_split_s"] = round(time.time() - t, 1)
+    from ..model import check_model_file
+
+    check_model_file(model_path)  # a damaged or unsafe file fails before TensorFlow's start-up, not after it
     _prepare_out(run, force)
 
     # The model.

@@ -17,8 +17,11 @@ import numpy as np
 def _interpreter(blob: bytes, num_threads: int):
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=blob, num_threads=num_threads)
-    it.allocate_tensors()
+    from ..quiet import native_stderr_captured
+
+    with native_stderr_captured():  # LiteRT's delegate INFO line
+        it = Interpreter(model_content=blob, num_threads=num_threads)
+        it.allocate_tensors()
     return it
 
 

@@ -272,14 +272,16 @@ def add_standard_metadata(flat: bytes, contract: ModelContract, *, source: str =
 
 def _check_same_model(before: bytes, after: bytes, source: str) -> None:
     """The rewritten flatbuffer must be the same model: same tensors in/out, bit-identical outputs."""
+    from ..quiet import native_stderr_captured
     from ..runtime import load_backend
 
     backend = load_backend()
     results = []
     for blob in (before, after):
         try:
-            it = backend.interpreter_cls(model_content=blob, num_threads=1)
-            it.allocate_tensors()
+            with native_stderr_captured():
+                it = backend.interpreter_cls(model_content=blob, num_threads=1)
+                it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{source}: the interpreter cannot load the model ({first_line(exc)})") from None
         inp, out = it.get_input_details()[0], it.get_output_details()[0]

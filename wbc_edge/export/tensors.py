@@ -15,12 +15,15 @@ def tensor_details(model: bytes | str | os.PathLike) -> tuple[dict, dict]:
     """(input details, output details) of a one-input, one-output .tflite model (bytes or a path)."""
     from ..runtime import load_backend
 
+    from ..quiet import native_stderr_captured
+
     backend = load_backend()
-    if isinstance(model, (bytes, bytearray)):
-        interp = backend.interpreter_cls(model_content=bytes(model))
-    else:
-        interp = backend.interpreter_cls(model_path=str(model))
-    interp.allocate_tensors()
+    with native_stderr_captured():  # LiteRT's "INFO: Created ... XNNPACK delegate" line (--debug shows it)
+        if isinstance(model, (bytes, bytearray)):
+            interp = backend.interpreter_cls(model_content=bytes(model))
+        else:
+            interp = backend.interpreter_cls(model_path=str(model))
+        interp.allocate_tensors()
     ins, outs = interp.get_input_details(), interp.get_output_details()
     if len(ins) != 1 or len(outs) != 1:
         raise ValueError(f"expected one input and one output, got {len(ins)} and {len(outs)}")
