@@ -533,7 +533,8 @@ def test_cli_table(cli, models, sample_files, clf_int8):
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert lines[0].startswith("# tiny_int8.tflite: int8")
-    assert lines[1].split()[:5] == ["file", "label", "conf", "zoom", "top-3"]
+    assert lines[0].endswith("re-run in tiny_float32.tflite")  # the cascade: the float file beside it (issue 32)
+    assert lines[1].split()[:6] == ["file", "label", "conf", "zoom", "fallback", "top-3"]
     assert len(lines) == 4
     for img, line in zip(imgs, lines[2:], strict=True):
         pred = clf_int8.predict(img)

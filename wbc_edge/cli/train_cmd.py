@@ -114,8 +114,12 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
     from .progress import ClickProgress
 
     from ..data import parse_sources
+    from ..errors import WbcEdgeError
 
-    sources = parse_sources(data)
+    try:
+        sources = parse_sources(data)
+    except WbcEdgeError as exc:  # a missing folder or a bad NAME= is a usage error (exit 2), as for one folder
+        raise click.BadParameter(str(exc), param_hint="DATA") from None
     multi = [src.to_dict() for src in sources] if len(sources) > 1 else None
     cfg = TrainConfig(data_root=sources[0].root if not multi else "", out_dir=str(out_dir), mode=mode,
                       sources=multi, domain_balance=not no_domain_balance, split_seed=split_seed,

@@ -30,6 +30,7 @@ from ..errors import BadImageError, DatasetError, first_line
 from ..labels import Labels, canonical_name
 from ..preprocess import load_image
 from ..progress import Progress, resolve
+from .declared import read_declared_groups
 from .dedup import (NEAR_DUP_THRESHOLD, DuplicateGroups, dihedral_dhash, group_duplicates, merge_declared_groups,
                     thumbnail)
 
@@ -68,33 +69,6 @@ class BadFile:
 
     path: str  # relative to the scan root, POSIX '/'
     reason: str
-
-
-#: A dataset's own file list beside its class folders; a `group` column there names images that belong together.
-DECLARED_MANIFEST = "manifest.csv"
-
-
-def read_declared_groups(root: str | os.PathLike) -> dict[str, str]:
-    """{path: group} from ROOT/manifest.csv when it has `path` and `group` columns, else {}.  A malformed file
-    is a one-line DatasetError naming it (a silently ignored group column would leak cells across splits)."""
-    import csv
-
-    path = Path(root) / DECLARED_MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "group" not in reader.fieldnames or "path" not in reader.fieldnames:
-                return {}
-            out = {}
-            for i, row in enumerate(reader, start=2):
-                if not row.get("path") or not row.get("group"):
-                    raise DatasetError(f"{path}:{i}: empty path or group")
-                out[row["path"].replace("\\", "/")] = row["group"]
-            return out
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: cannot read its group column ({exc})") from None
 
 
 def skipped_note(root: str, skipped: list[dict], limit: int = 3) -> str | None:
@@ -409,4 +383,4 @@ def scan_dataset(root: str | os.PathLike, *, labels: Labels | None = None, stric
 
 
 __all__ = ["ROOT_DOC_NAMES", "ROOT_DOC_SUFFIXES", "SYSTEM_FILES", "BadFile", "ImageRecord", "ScanResult",
-           "DECLARED_MANIFEST", "read_declared_groups", "scan_dataset", "skipped_note"]
+           "scan_dataset", "skipped_note"]
