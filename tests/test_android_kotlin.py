@@ -31,13 +31,18 @@ def _argb(px: np.ndarray) -> np.ndarray:
     return (0xFF000000 | (p[..., 0] << 16) | (p[..., 1] << 8) | p[..., 2]).astype(">u4")
 
 
-@pytest.fixture(scope="module")
-def guard_jar(tmp_path_factory) -> Path:
-    jar = tmp_path_factory.mktemp("kotlin") / "guard.jar"
-    done = subprocess.run(["kotlinc", str(KT), str(MAIN), "-include-runtime", "-d", str(jar)],
+def _compile(folder: Path, *sources: Path) -> Path:
+    """A runnable jar of the Kotlin sources (the shipped file + its test harness)."""
+    jar = folder / "test.jar"
+    done = subprocess.run(["kotlinc", *map(str, sources), "-include-runtime", "-d", str(jar)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return jar
+
+
+@pytest.fixture(scope="module")
+def guard_jar(tmp_path_factory) -> Path:
+    return _compile(tmp_path_factory.mktemp("kotlin"), KT, MAIN)
 
 
 @needs_kotlinc
@@ -99,11 +104,7 @@ CASCADE_MAIN = MAIN.parent / "CascadeMain.kt"
 
 @pytest.fixture(scope="module")
 def cascade_jar(tmp_path_factory) -> Path:
-    jar = tmp_path_factory.mktemp("kotlin_cascade") / "cascade.jar"
-    done = subprocess.run(["kotlinc", str(CASCADE_KT), str(CASCADE_MAIN), "-include-runtime", "-d", str(jar)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return jar
+    return _compile(tmp_path_factory.mktemp("kotlin_cascade"), CASCADE_KT, CASCADE_MAIN)
 
 
 @needs_kotlinc

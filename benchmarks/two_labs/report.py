@@ -91,7 +91,7 @@ def main() -> None:
                 row["sets"][d["name"]] = {
                     "n": d["n"], "accuracy": k["accuracy"], "balanced_accuracy": k["balanced_accuracy"],
                     "balanced_accuracy_big_classes": k.get("balanced_accuracy_big_classes"),
-                    "big_classes": k.get("big_classes"), "recall": k.get("recall"),
+                    "big_classes": k.get("big_classes"), "recall": k.get("per_class_recall"),
                     "int8_agreement_pct": (d["results"][int8[r]]["agreement_pct"] if r in int8 else None)}
             rows.append(row)
             write_json(cached, row)
