@@ -84,9 +84,11 @@ from .data_cmd import data  # noqa: E402
 from .diagnose_cmd import diagnose  # noqa: E402
 from .evaluate_cmd import evaluate  # noqa: E402
 from .export_cmd import export  # noqa: E402
+from .gate_cmd import export_gate  # noqa: E402
 from .metadata_cmd import metadata  # noqa: E402
 from .predict_cmd import predict  # noqa: E402
 from .train_cmd import train  # noqa: E402
 
-for _command in (data, train, evaluate, calibrate, adapt, crossdomain, export, diagnose, metadata, predict, bench):
+for _command in (data, train, evaluate, calibrate, adapt, crossdomain, export, export_gate, diagnose, metadata, predict,
+                 bench):
     main.add_command(_command)

@@ -40,10 +40,14 @@ import click
 @click.option("--fallback-margin", type=click.FloatRange(0, 1), default=None,
               help="Re-run below this margin (default: the runtime's, chosen on PBC val and shifted val; see "
                    "benchmarks/cascade/).")
+@click.option("--gate", "gate_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The unfamiliar-lab gate (wbc_gate.tflite from `wbc-edge export-gate`): a 'far' flag per image "
+                   "(beyond 95 % of the training lab's own val images) and, for 20 or more images, whether the "
+                   "batch as a whole comes from a lab the model has not seen.")
 @click.pass_context
 def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, as_json: bool,
             threads: int | None, labels_csv: str | None, no_xnnpack: bool, min_confidence: float | None,
-            no_scale_guard: bool, fallback: str, fallback_margin: float | None) -> None:
+            no_scale_guard: bool, fallback: str, fallback_margin: float | None, gate_path: str | None) -> None:
     """Classify IMAGE files (folders: every image inside, recursively) with a .tflite MODEL.
 
     \b
@@ -77,6 +81,15 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     clf = Classifier(model, num_threads=threads, labels=labels, use_xnnpack=not no_xnnpack,
                      min_confidence=min_confidence, scale_guard=not no_scale_guard, fallback=fb,
                      fallback_margin=fallback_margin)
+    gate = None
+    if gate_path is not None:
+        from ..runtime.gate import LabGate
+
+        gate = LabGate(gate_path, num_threads=threads)
+        if gate.input_size != clf.input_size:
+            raise click.BadParameter(f"{gate_path}: takes {gate.input_size} px images, {model} {clf.input_size} px",
+                                     param_hint="--gate")
+    distances = []
     k = min(top_k, len(clf.labels))
     names = [str(f) for f in files]
     width = min(max(len("file"), *(len(n) for n in names)), 60)
@@ -93,28 +106,45 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
         if clf.fallback is None and fallback == "auto" and is_quantised(model):
             click.echo("# no float file of this model beside it: no cascade (--fallback FLOAT.tflite to add one)")
         click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  {'zoom':>5}  "
-                   f"{'fallback' if clf.fallback is not None else ''}  top-{k}")
+                   f"{'fallback' if clf.fallback is not None else ''}  {'gate' if gate else ''}  top-{k}")
 
     failed = 0
     for name, f in zip(names, files):  # noqa: B905 - same length by construction; runs on Python 3.9
         try:
-            pred = clf.predict(f)
+            pixels, zoom = clf.prepare(f)
         except BadImageError as exc:
             failed += 1
             click.echo(f"Error: {exc}", err=True)
             continue
+        pred = clf.prediction(clf.predict_pixels(pixels[None])[0], zoom, fallback=bool(clf.last_fallback[0]))
+        far = None
+        if gate is not None:
+            distances.append(float(gate.distances(pixels)[0]))
+            far = bool(gate.far(distances[-1:])[0])
         if as_json:
             rec = {"file": name, **pred.to_dict(k)}
+            if gate is not None:
+                rec.update(far_from_training=far, distance=round(distances[-1], 3))
             click.echo(json.dumps(rec))
         else:
             tops = ", ".join(f"{lab} {p:.3f}" for lab, p in pred.top_k(k))
             flag = "uncertain" if pred.uncertain else ""
             zoom = f"{pred.zoom:.2f}x" if pred.zoom != 1.0 else "-"
             fb_col = "" if clf.fallback is None else f"{'yes' if pred.fallback else '-':<8}"
+            gate_col = "" if gate is None else f"{'far' if far else '-':<4}"
             click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<9}  {zoom:>5}  "
-                       f"{fb_col}  {tops}")
+                       f"{fb_col}  {gate_col}  {tops}")
         sys.stdout.flush()
 
+    if gate is not None and distances:
+        v = gate.batch(distances)
+        verdict = (f"UNFAMILIAR LAB: these {v.n} cells are unlike the training labs (median distance {v.median_ratio:.2f}x "
+                   f"the training val's, threshold {gate.batch_ratio:.2f}x; {v.far_share:.0%} far one by one): check "
+                   "them with `wbc-edge crossdomain`, then `wbc-edge adapt`" if v.unfamiliar else
+                   f"batch of {v.n}: median distance {v.median_ratio:.2f}x the training val's (unfamiliar above "
+                   f"{gate.batch_ratio:.2f}x{'' if v.n >= gate.batch_min else f', needs >= {gate.batch_min} cells'}); "
+                   f"{v.far_share:.0%} far one by one")
+        click.echo(f"# gate: {verdict}", err=as_json)
     if failed:
         click.echo(f"Error: {failed} of {len(files)} image(s) could not be classified (see above)", err=True)
         ctx.exit(1)

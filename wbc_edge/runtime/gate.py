@@ -1,0 +1,93 @@
+"""The unfamiliar-lab gate on the device: which images, and which batches, lie far from the training labs.
+
+`LabGate("export/wbc_gate.tflite")` reads `wbc_gate.json` beside it (written by `wbc-edge export-gate`).
+`distances(pixels)`: each image's squared Mahalanobis distance to the nearest training class in the model's
+pooled features; `far(...)`: beyond the cut (95 % of the model's own val images are within it); `batch(...)`:
+for >= 20 cells, "unfamiliar lab" when their median distance exceeds `batch_ratio` x the val median - what an
+app scanning a slide can act on ("check these cells with crossdomain, then adapt").  numpy + the interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFileError
+from ..quiet import native_stderr_captured
+
+
+def distances_of_blob(blob_or_path, pixels: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+    """Per-image minimum distance from a gate flatbuffer (bytes or path) on uint8 pixels (N, S, S, 3)."""
+    from .backend import load_backend
+
+    backend = load_backend()
+    kwargs = {"model_content": bytes(blob_or_path)} if isinstance(blob_or_path, (bytes, bytearray)) else \
+        {"model_path": str(blob_or_path)}
+    if num_threads is not None:
+        kwargs["num_threads"] = int(num_threads)
+    with native_stderr_captured():
+        it = backend.interpreter_cls(**kwargs)
+        it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    res = np.empty(len(pixels), dtype=np.float64)
+    for i in range(len(pixels)):
+        it.set_tensor(inp["index"], np.asarray(pixels[i:i + 1], dtype=np.float32))
+        it.invoke()
+        res[i] = float(np.min(it.get_tensor(out["index"])[0]))
+    return res
+
+
+@dataclass(frozen=True)
+class BatchVerdict:
+    n: int
+    median_ratio: float      # the batch's median distance / the val median
+    unfamiliar: bool         # median_ratio > batch_ratio (and n >= batch_min)
+    far_share: float         # share of the batch's images beyond the cut
+
+
+class LabGate:
+    """The gate file and its thresholds (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        self.path = Path(path)
+        meta_path = self.path.with_suffix(".json")
+        try:
+            self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            self.cut, self.val_median = float(self.meta["cut"]), float(self.meta["val_median"])
+            self.batch_ratio, self.batch_min = float(self.meta["batch_ratio"]), int(self.meta["batch_min"])
+            self.input_size = int(self.meta["input_size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{meta_path}: not a readable gate description ({type(exc).__name__}: {exc}); "
+                                 "it is written beside the gate by `wbc-edge export-gate`") from None
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: gate file not found")
+        import hashlib
+
+        if hashlib.sha256(self.path.read_bytes()).hexdigest() != self.meta.get("sha256"):
+            raise ModelFileError(f"{self.path}: sha256 differs from {meta_path.name} (another gate's description?)")
+        self.num_threads = num_threads
+
+    def distances(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        if pixels.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ModelFileError(f"{self.path}: takes ({self.input_size}, {self.input_size}, 3) pixels, got "
+                                 f"{pixels.shape[1:]}")
+        return distances_of_blob(self.path, pixels, self.num_threads)
+
+    def far(self, distances: np.ndarray) -> np.ndarray:
+        return np.asarray(distances) > self.cut
+
+    def batch(self, distances: np.ndarray) -> BatchVerdict:
+        d = np.asarray(distances, dtype=np.float64)
+        ratio = float(np.median(d) / self.val_median) if len(d) else 0.0
+        return BatchVerdict(n=len(d), median_ratio=ratio, unfamiliar=len(d) >= self.batch_min and ratio > self.batch_ratio,
+                            far_share=float(np.mean(d > self.cut)) if len(d) else 0.0)
+
+
+__all__ = ["BatchVerdict", "LabGate", "distances_of_blob"]
