@@ -527,7 +527,14 @@ def cli():
     return lambda *args: runner.invoke(main, [str(a) for a in args])
 
 
-def test_cli_table(cli, models, sample_files, clf_int8):
+@pytest.fixture(scope="module")
+def clf_cascade(models) -> Classifier:
+    """What `predict` runs by default on a quantised file with a float file beside it: the cascade (issue 32)."""
+    return Classifier(models["int8"], fallback=models["float32"])
+
+
+def test_cli_table(cli, models, sample_files, clf_cascade):
+    clf_int8 = clf_cascade
     imgs = sample_files[0][:2]
     res = cli("predict", models["int8"], *imgs)
     assert res.exit_code == 0, res.output
@@ -543,7 +550,8 @@ def test_cli_table(cli, models, sample_files, clf_int8):
     assert res.stderr == ""
 
 
-def test_cli_json_top_k_threads(cli, models, sample_files, clf_int8):
+def test_cli_json_top_k_threads(cli, models, sample_files, clf_cascade):
+    clf_int8 = clf_cascade
     imgs = sample_files[0][:3]
     res = cli("predict", models["int8"], *imgs, "--json", "--top-k", "2", "--threads", "2")
     assert res.exit_code == 0, res.output
