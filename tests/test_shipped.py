@@ -103,3 +103,14 @@ def test_readme_bench_tables_are_the_recorded_bench_of_the_shipped_files(manifes
     shipped = {e["file"]: e["sha256"] for e in manifest["variants"]}
     timed = {Path(v["path"]).name: v["sha256"] for v in json.loads(record.read_text())["variants"] if v["kind"] == "tflite"}
     assert timed == shipped
+
+
+def test_every_tflite_the_main_job_globs_is_a_classifier_and_the_gate_lives_apart():
+    """The README's main job is `bench export/*.tflite`: every file that glob matches must be a classifier with
+    its contract (the unfamiliar-lab gate, a different model, lives in export/gate/ with its own description)."""
+    from wbc_edge.contract import read_contract
+    from wbc_edge.runtime.gate import LabGate
+
+    assert all(read_contract(p) is not None for p in EXPORT.glob("*.tflite"))
+    gate = LabGate(EXPORT / "gate" / "wbc_gate.tflite")
+    assert gate.input_size == 224 and gate.batch_ratio > 1.0 and gate.cut > gate.val_median

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     exp = Path(a.export)
-    gate = LabGate(exp / "wbc_gate.tflite", num_threads=2)
+    gate = LabGate(exp / "gate" / "wbc_gate.tflite", num_threads=2)
     casc = Classifier(exp / "wbc_int8.tflite", num_threads=2, fallback=exp / "wbc_float16.tflite")
     f32 = Classifier(exp / "wbc_float32.tflite", num_threads=2)
     paths, y = SplitManifest.load(a.split_manifest).files("test", a.pbc, labels=casc.labels)
@@ -75,7 +75,7 @@ def main() -> None:
 def to_markdown(r: dict) -> str:
     g = r["gate"]
     lines = ["# The unfamiliar-lab gate on every set", "",
-             f"Gate (`export/wbc_gate.tflite`, thresholds from `wbc_gate.json`, fitted on PBC val by RULE.md): an image "
+             f"Gate (`export/gate/wbc_gate.tflite`, thresholds from `wbc_gate.json`, fitted on PBC val by RULE.md): an image "
              f"is far above distance {g['cut']:.1f}; a batch of >= {g['batch_min']} is an unfamiliar lab when its median "
              f"distance exceeds {g['batch_ratio']:.2f} x the val median ({g['val_median']:.1f}). Batches: {r['draws']} random "
              f"{r['batch']}-cell draws per set. Accepted = calibrated confidence >= {r['abstain_threshold']:.3f} (the "

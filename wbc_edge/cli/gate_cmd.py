@@ -8,7 +8,8 @@ import click
 @click.command("export-gate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for wbc_gate.tflite and wbc_gate.json (e.g. export/, beside the classifier files).")
+              help="Folder for wbc_gate.tflite and wbc_gate.json (e.g. export/gate/: a folder of its own, so that "
+                   "`bench export/*.tflite` and other globs over the classifier files do not pick the gate up).")
 @click.option("--quiet", is_flag=True)
 def export_gate(run_dir: str, out_dir: str, quiet: bool) -> None:
     """Write the unfamiliar-lab gate of RUN_DIR (its model.keras and feature_distance.npz) as a float16 .tflite.

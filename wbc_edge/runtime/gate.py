@@ -1,6 +1,6 @@
 """The unfamiliar-lab gate on the device: which images, and which batches, lie far from the training labs.
 
-`LabGate("export/wbc_gate.tflite")` reads `wbc_gate.json` beside it (written by `wbc-edge export-gate`).
+`LabGate("export/gate/wbc_gate.tflite")` reads `wbc_gate.json` beside it (written by `wbc-edge export-gate`).
 `distances(pixels)`: each image's squared Mahalanobis distance to the nearest training class in the model's
 pooled features; `far(...)`: beyond the cut (95 % of the model's own val images are within it); `batch(...)`:
 for >= 20 cells, "unfamiliar lab" when their median distance exceeds `batch_ratio` x the val median - what an
