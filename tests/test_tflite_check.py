@@ -15,7 +15,8 @@ from wbc_edge.errors import ModelFileError
 from wbc_edge.runtime.tflite_check import flatbuffer_problem
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((REPO / "export").glob("*.tflite")) + [REPO / "android_assets" / "wbc_int8.tflite"]
+SHIPPED = sorted((REPO / "export").glob("*.tflite")) + [REPO / "android_assets" / "wbc_int8.tflite",
+                                                         REPO / "export" / "gate" / "wbc_gate.tflite"]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -67,8 +67,14 @@ class LabGate:
             raise ModelFileError(f"{self.path}: gate file not found")
         import hashlib
 
-        if hashlib.sha256(self.path.read_bytes()).hexdigest() != self.meta.get("sha256"):
+        from .tflite_check import flatbuffer_problem
+
+        data = self.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.meta.get("sha256"):
             raise ModelFileError(f"{self.path}: sha256 differs from {meta_path.name} (another gate's description?)")
+        problem = flatbuffer_problem(data)  # untrusted input: bounds-checked before any interpreter sees it
+        if problem:
+            raise ModelFileError(f"{self.path}: not a sound TFLite flatbuffer ({problem})")
         self.num_threads = num_threads
 
     def distances(self, pixels: np.ndarray) -> np.ndarray:
