@@ -28,10 +28,14 @@ def test_margins():
     assert margins(p) == pytest.approx([0.5, 0.0])
 
 
-@pytest.mark.parametrize("m", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("m", [0.0, "between", 1.0])
 def test_images_below_the_margin_get_the_float_answer_the_rest_the_quantised_one(tiny_tflite, pixels, m):
     i8, f32 = Classifier(tiny_tflite["int8"]), Classifier(tiny_tflite["float32"])
     p8, p32 = i8.predict_pixels(pixels), f32.predict_pixels(pixels)
+    if m == "between":  # a margin between this host's own int8 margins: some images re-run, some not, on any CPU
+        mm = margins(i8.calibrated(p8))
+        assert mm.min() < mm.max()
+        m = float(mm.min() + mm.max()) / 2
     casc = Classifier(tiny_tflite["int8"], fallback=tiny_tflite["float32"], fallback_margin=m)
     out = casc.predict_pixels(pixels)
     rerun = margins(i8.calibrated(p8)) < m
@@ -41,8 +45,8 @@ def test_images_below_the_margin_get_the_float_answer_the_rest_the_quantised_one
         assert rerun.all() and np.array_equal(out.argmax(1), p32.argmax(1))
     if m == 0.0:
         assert not rerun.any()
-    if m == 0.3:
-        assert 0 < rerun.sum() < len(rerun), "the tiny model must have low and high margins for this check"
+    if 0.0 < m < 1.0:
+        assert 0 < rerun.sum() < len(rerun)
     pred = casc.predict(pixels[int(np.argmax(rerun))] if rerun.any() else pixels[0])
     assert pred.fallback == bool(rerun.any()) and "fallback" in pred.to_dict()
 

@@ -55,7 +55,7 @@ def test_the_file_its_thresholds_and_the_verdicts(gate_run, sample_files):
     gate = LabGate(gate_run / "export" / "wbc_gate.tflite")
     px = np.stack([preprocess(p, meta["input_size"]) for p in sample_files[0]])
     d = gate.distances(px)
-    assert d.shape == (40,) and np.all(d >= -1e-3)
+    assert d.shape == (40,) and np.all(d >= -1e-3 * np.median(np.abs(d)))  # squared distances (up to rounding)
     # float16 weights: the file's val median is within 5 % of the fit's
     assert meta["val_median_from_file"] == pytest.approx(fd.val_median, rel=0.05)
     assert np.array_equal(gate.far(d), d > gate.cut)
