@@ -114,7 +114,7 @@ def export_gate(run_dir: str | Path, out_dir: str | Path, *, progress=None) -> d
            "val_median_from_file": float(np.median(val_d)), "batch_ratio": ratio, "batch_min": 20,
            "rule": "image far: distance > cut; batch (>= batch_min cells) unfamiliar: median distance / val_median "
                    "> batch_ratio (benchmarks/gate/RULE.md)",
-           "source_model_sha256": hashlib.sha256((run / "model.keras").read_bytes()).hexdigest(),
+           "source_model_sha256": atomic.sha256_file(run / "model.keras"),
            "preprocess": PREPROCESS_VERSION, "scale_guard": guard.to_dict() if guard else None}
     atomic.write_json(out / GATE_JSON, rec)
     say(f"Gate: {out / GATE_FILE} ({len(blob) / 1e6:.2f} MB); far above {fd.cut:.1f}; batch unfamiliar above "

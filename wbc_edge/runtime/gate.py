@@ -20,8 +20,8 @@ from ..errors import ModelFileError
 from ..quiet import native_stderr_captured
 
 
-def distances_of_blob(blob_or_path, pixels: np.ndarray, num_threads: int | None = None) -> np.ndarray:
-    """Per-image minimum distance from a gate flatbuffer (bytes or path) on uint8 pixels (N, S, S, 3)."""
+def gate_interpreter(blob_or_path, num_threads: int | None = None):
+    """An allocated interpreter for a gate flatbuffer (bytes or path); LiteRT's start-up line kept quiet."""
     from .backend import load_backend
 
     backend = load_backend()
@@ -32,6 +32,11 @@ def distances_of_blob(blob_or_path, pixels: np.ndarray, num_threads: int | None 
     with native_stderr_captured():
         it = backend.interpreter_cls(**kwargs)
         it.allocate_tensors()
+    return it
+
+
+def min_distances(it, pixels: np.ndarray) -> np.ndarray:
+    """Per-image minimum distance (one invoke per image) from a gate interpreter on uint8 pixels (N, S, S, 3)."""
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     res = np.empty(len(pixels), dtype=np.float64)
     for i in range(len(pixels)):
@@ -39,6 +44,11 @@ def distances_of_blob(blob_or_path, pixels: np.ndarray, num_threads: int | None 
         it.invoke()
         res[i] = float(np.min(it.get_tensor(out["index"])[0]))
     return res
+
+
+def distances_of_blob(blob_or_path, pixels: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+    """`min_distances` through a one-off interpreter (export's val-split fit)."""
+    return min_distances(gate_interpreter(blob_or_path, num_threads), pixels)
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class LabGate:
         if problem:
             raise ModelFileError(f"{self.path}: not a sound TFLite flatbuffer ({problem})")
         self.num_threads = num_threads
+        # One interpreter for the gate's life, from the bytes just checked: `predict` calls it once per image.
+        self._interpreter = gate_interpreter(data, num_threads)
 
     def distances(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.asarray(pixels)
@@ -84,7 +96,7 @@ class LabGate:
         if pixels.shape[1:] != (self.input_size, self.input_size, 3):
             raise ModelFileError(f"{self.path}: takes ({self.input_size}, {self.input_size}, 3) pixels, got "
                                  f"{pixels.shape[1:]}")
-        return distances_of_blob(self.path, pixels, self.num_threads)
+        return min_distances(self._interpreter, pixels)
 
     def far(self, distances: np.ndarray) -> np.ndarray:
         return np.asarray(distances) > self.cut
@@ -96,4 +108,4 @@ class LabGate:
                             far_share=float(np.mean(d > self.cut)) if len(d) else 0.0)
 
 
-__all__ = ["BatchVerdict", "LabGate", "distances_of_blob"]
+__all__ = ["BatchVerdict", "LabGate", "distances_of_blob", "gate_interpreter", "min_distances"]
