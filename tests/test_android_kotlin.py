@@ -146,3 +146,86 @@ def test_bundle_ships_the_cascade_and_its_readme_uses_it():
     assert (shipped / "Cascade.kt").read_bytes() == cascade_source() == CASCADE_KT.read_bytes()
     assert f"Cascade({float(c['temperature'])!r}, {float(c['margin'])!r})" in (shipped / "README.md").read_text()
     assert check_android_bundle(shipped) == []
+
+
+GATE_KT = KT.parent / "LabGate.kt"
+GATE_MAIN = MAIN.parent / "GateMain.kt"
+
+
+@pytest.fixture(scope="module")
+def gate_jar(tmp_path_factory) -> Path:
+    return _compile(tmp_path_factory.mktemp("kotlin_gate"), GATE_KT, GATE_MAIN)
+
+
+@needs_kotlinc
+def test_kotlin_gate_decides_as_the_runtime(gate_jar, tmp_path):
+    """Issue 32: the bundle's LabGate.kt gives each cell the runtime's distance and far flag, each batch the
+    runtime's verdict (numpy's median, even and odd sizes, below and above batch_min, both verdicts), and each
+    cell the runtime's accept/refuse decision alone and within its batch (all four outcomes occur)."""
+    from wbc_edge.runtime.gate import batch_verdict, decide
+
+    decisions: set[str] = set()
+    cut, val_median, ratio, batch_min = 95.76, 52.47, 1.4257, 20
+    rng = np.random.default_rng(1)
+    batches = [rng.gamma(4, scale, size=(n, 5)).astype(np.float32)
+               for n, scale in ((25, 12.0), (40, 60.0), (19, 60.0), (20, 50.0), (1, 5.0), (64, 22.0))]
+    blob = struct.pack(">dddi", cut, val_median, ratio, batch_min)
+    for b in batches:
+        blob += struct.pack(">ii", *b.shape) + b.astype(">f4").tobytes()
+    (tmp_path / "in.bin").write_bytes(blob + struct.pack(">i", -1))
+    subprocess.run(["java", "-jar", str(gate_jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
+                   check=True, timeout=300)
+    out, pos, verdicts = (tmp_path / "out.bin").read_bytes(), 0, []
+    for b in batches:
+        d_py = b.astype(np.float64).min(1)
+        rows = [struct.unpack(">di", out[pos + 12 * i:pos + 12 * (i + 1)]) for i in range(len(b))]
+        pos += 12 * len(b)
+        n, r, unf, share = struct.unpack(">idid", out[pos:pos + 24])
+        pos += 24
+        v = batch_verdict(d_py, val_median=val_median, batch_ratio=ratio, batch_min=batch_min, cut=cut)
+        for i, x in enumerate(d_py):
+            for given in (None, v):
+                (length,) = struct.unpack(">H", out[pos:pos + 2])
+                kt = out[pos + 2:pos + 2 + length].decode()
+                pos += 2 + length
+                assert kt == decide(i % 2 == 0, float(x), given, cut=cut, batch_min=batch_min), (i, given)
+                decisions.add(kt)
+        np.testing.assert_array_equal([x[0] for x in rows], d_py)
+        assert [x[1] == 1 for x in rows] == list(d_py > cut)
+        assert (n, unf == 1) == (v.n, v.unfamiliar)
+        assert r == pytest.approx(v.median_ratio, rel=1e-12) and share == pytest.approx(v.far_share, rel=1e-12)
+        verdicts.append(v.unfamiliar)
+    assert any(verdicts) and not all(verdicts), "both verdicts must occur for the check to mean anything"
+    assert decisions == {"accept", "uncertain", "unfamiliar-lab", "far"}, decisions
+
+
+def test_gate_joins_the_bundle_and_is_checked(tmp_path):
+    """`export-gate --android`'s step: the shipped gate goes into a copy of the shipped bundle with LabGate.kt, the
+    metadata's gate record and a README that constructs LabGate with its numbers; a missing LabGate.kt, a changed
+    gate file and a gate of another model are each named."""
+    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.export.android import check_android_bundle
+    from wbc_edge.export.android_gate import add_gate, gate_kotlin_source
+
+    repo = Path(__file__).resolve().parents[1]
+    gate = repo / "export" / "gate" / "wbc_gate.tflite"
+    bundle = tmp_path / "bundle"
+    shutil.copytree(repo / "android_assets", bundle)
+    g = add_gate(bundle, gate)
+    assert check_android_bundle(bundle) == []
+    assert (bundle / "LabGate.kt").read_bytes() == gate_kotlin_source() == GATE_KT.read_bytes()
+    readme = (bundle / "README.md").read_text()
+    assert f"LabGate({float(g['cut'])!r}, {float(g['val_median'])!r}, {float(g['batch_ratio'])!r}, 20)" in readme
+    (bundle / "LabGate.kt").unlink()
+    assert check_android_bundle(bundle) == [
+        "LabGate.kt: missing (wbc_model.json has a gate; the README's Kotlin uses it)"]
+    (bundle / "LabGate.kt").write_bytes(gate_kotlin_source())
+    (bundle / "wbc_gate.tflite").write_bytes(gate.read_bytes()[:-1] + b"x")
+    assert check_android_bundle(bundle) == ["wbc_gate.tflite: sha256 differs from wbc_model.json gate.sha256"]
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(gate, other / "wbc_gate.tflite")
+    rec = json.loads(gate.with_suffix(".json").read_text())
+    (other / "wbc_gate.json").write_text(json.dumps(dict(rec, source_model_sha256="0" * 64)))
+    with pytest.raises(WbcEdgeError, match="export both from one run"):
+        add_gate(tmp_path / "bundle", other / "wbc_gate.tflite")

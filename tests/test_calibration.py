@@ -40,6 +40,9 @@ def test_threshold_reaches_the_target_accuracy_on_accepted_images():
     thr = choose_threshold(p, y, target_accuracy=0.9)
     at = coverage_at(p, y, thr)
     assert at["accepted_accuracy"] >= 0.9 and 0 < at["coverage"] < 1
+    keep, wrong = p.max(1) >= thr, p.argmax(1) != y  # accepted-and-wrong: a share of all images (issue 32)
+    assert at["accepted_and_wrong"] == pytest.approx(np.mean(keep & wrong)) and at["accepted_and_wrong"] > 0
+    assert at["accepted_and_wrong"] == pytest.approx(at["coverage"] * (1 - at["accepted_accuracy"]))
     perfect = np.eye(5, dtype=np.float32)[y] * 0.9 + 0.02
     assert choose_threshold(perfect, y, 0.95) == 0.0, "everything accepted when everything is right"
 

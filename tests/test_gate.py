@@ -88,3 +88,14 @@ def test_predict_flags_far_images_and_the_batch(gate_run, tiny_tflite, sample_ro
     rows = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
     assert len(rows) == 40 and all(isinstance(r["far_from_training"], bool) and r["distance"] >= 0 for r in rows)
     assert "# gate: " in res.stderr and ("batch of 40" in res.stderr or "UNFAMILIAR LAB" in res.stderr)
+    # issue 32 item 5: one accept/refuse decision per image; a batch of >= 20 is judged as a whole
+    confident = [r for r in rows if not r["uncertain"]]
+    assert all(r["decision"] == "uncertain" for r in rows if r["uncertain"])
+    lab = "unfamiliar-lab" if "UNFAMILIAR LAB" in res.stderr else "accept"
+    assert confident and all(r["decision"] == lab for r in confident)
+    # three cells are too few to judge the lab: each is refused as "far" exactly when it is far
+    few = CliRunner().invoke(main, ["predict", str(tiny_tflite["float32"]), *map(str, sorted(sample_root.rglob("*.jpg"))[:3]),
+                                    "--json", "--gate", str(gate_run / "export" / "wbc_gate.tflite")])
+    assert few.exit_code == 0, few.output
+    for r in (json.loads(x) for x in few.stdout.splitlines() if x.startswith("{")):
+        assert r["decision"] == ("uncertain" if r["uncertain"] else "far" if r["far_from_training"] else "accept")

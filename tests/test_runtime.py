@@ -541,12 +541,13 @@ def test_cli_table(cli, models, sample_files, clf_cascade):
     lines = res.stdout.splitlines()
     assert lines[0].startswith("# tiny_int8.tflite: int8")
     assert lines[0].endswith("re-run in tiny_float32.tflite")  # the cascade: the float file beside it (issue 32)
-    assert lines[1].split()[:6] == ["file", "label", "conf", "zoom", "fallback", "top-3"]
+    assert lines[1].split()[:7] == ["file", "label", "conf", "decision", "zoom", "fallback", "top-3"]
     assert len(lines) == 4
     for img, line in zip(imgs, lines[2:], strict=True):
         pred = clf_int8.predict(img)
         assert line.startswith(str(img)) and f" {pred.label} " in line
         assert f"{pred.confidence:.1%}" in line and line.count(",") == 2
+        assert (" uncertain " in line) == pred.uncertain  # the decision column: refused when not confident
     assert res.stderr == ""
 
 

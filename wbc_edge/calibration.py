@@ -89,12 +89,14 @@ def choose_threshold(probs, y, target_accuracy: float = 0.95, min_coverage: floa
 
 
 def coverage_at(probs, y, threshold: float) -> dict:
-    """What a threshold does: the fraction accepted and the accuracy of the accepted images."""
+    """What a threshold does: the fraction accepted, the accuracy of the accepted images, and the share of
+    all images that are accepted and wrong (the confident mistakes a user acts on)."""
     p = np.asarray(probs, dtype=np.float64)
     keep = p.max(axis=1) >= threshold
     correct = p.argmax(axis=1) == np.asarray(y)
     return {"threshold": float(threshold), "coverage": float(keep.mean()),
             "accepted_accuracy": float(correct[keep].mean()) if keep.any() else None,
+            "accepted_and_wrong": float(np.mean(keep & ~correct)) if len(keep) else None,
             "n": int(len(keep))}
 
 

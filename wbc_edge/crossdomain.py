@@ -353,15 +353,15 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {Path(model).name} | {d['name']} | " + " | ".join(cells) + " |")
     lines += ["", "Confidence (temperature-scaled when the model carries a temperature): ECE before -> after, "
               "and what the model's abstain threshold accepts:", "",
-              "| model | domain | T | ECE % | ECE calibrated % | threshold | coverage % | accepted acc % |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| model | domain | T | ECE % | ECE calibrated % | threshold | coverage % | accepted acc % | "
+              "accepted & wrong % |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for d in result["domains"]:
         for model, r in d["results"].items():
             c = r["confidence"]
             at = c["at_threshold"]
             lines.append(f"| {Path(model).name} | {d['name']} | {c['temperature']:.3g} | {100 * c['ece']:.1f} | "
                          f"{100 * c['ece_calibrated']:.1f} | {at['threshold']:.3f} | {_pct(at['coverage'])} | "
-                         f"{_pct(at['accepted_accuracy'])} |")
+                         f"{_pct(at['accepted_accuracy'])} | {_pct(at.get('accepted_and_wrong'))} |")
     gate = result.get("gate")
     if gate:
         lines += ["", f"Gate (agreement ≥ {gate['min_agreement_pct']:g} % on every domain): "

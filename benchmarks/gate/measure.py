@@ -53,8 +53,9 @@ def main() -> None:
         far = gate.far(d)
         pc = casc.calibrated(casc.predict_pixels(px))
         pf = f32.calibrated(f32.predict_pixels(px))
-        batches = [gate.batch(d[rng.choice(len(d), size=min(a.batch, len(d)), replace=False)]).unfamiliar
-                   for _ in range(a.draws)]
+        draws = [rng.choice(len(d), size=min(a.batch, len(d)), replace=False) for _ in range(a.draws)]
+        verdicts = [gate.batch(d[i]) for i in draws]
+        batches = [v.unfamiliar for v in verdicts]
         row = {"n": len(files), "far_pct": 100 * float(far.mean()), "median_ratio": float(np.median(d) / gate.val_median),
                "batches_flagged_pct": 100 * float(np.mean(batches))}
         for label, p in (("int8+cascade", pc), ("float32", pf)):
@@ -64,6 +65,14 @@ def main() -> None:
                 row[f"{label} {rule}"] = {"accepted_pct": 100 * float(accepted.mean()),
                                           "accepted_and_wrong_pct": 100 * float(np.mean(accepted & ~ok)),
                                           "accepted_accuracy_pct": 100 * float(ok[accepted].mean()) if accepted.any() else None}
+            # the one accept/refuse decision (runtime.gate.decide) of an app that reads cells in batches of a.batch
+            acc, wrong = [], []
+            for i, v in zip(draws, verdicts):  # noqa: B905
+                dec = np.array([gate.decide(bool(c), float(x), v) == "accept" for c, x in zip(acc_conf[i], d[i])])  # noqa: B905
+                acc.append(dec.mean())
+                wrong.append(np.mean(dec & ~ok[i]))
+            row[f"{label} decision"] = {"accepted_pct": 100 * float(np.mean(acc)),
+                                        "accepted_and_wrong_pct": 100 * float(np.mean(wrong))}
         result["sets"][name] = row
         print(name, {k: v for k, v in row.items() if not isinstance(v, dict)}, flush=True)
     out = Path(a.out)
@@ -79,15 +88,18 @@ def to_markdown(r: dict) -> str:
              f"is far above distance {g['cut']:.1f}; a batch of >= {g['batch_min']} is an unfamiliar lab when its median "
              f"distance exceeds {g['batch_ratio']:.2f} x the val median ({g['val_median']:.1f}). Batches: {r['draws']} random "
              f"{r['batch']}-cell draws per set. Accepted = calibrated confidence >= {r['abstain_threshold']:.3f} (the "
-             "contract's) [and not far]; 'accepted and wrong' is a share of all images.", "",
-             "| set | n | far % | median / val | 40-cell batches flagged % | int8+cascade: accepted % / accepted & wrong %, confidence only | ... confidence + gate | float32, confidence only |",
-             "|---|---:|---:|---:|---:|---|---|---|"]
+             "contract's) [and not far]; 'accepted and wrong' is a share of all images. The decision "
+             "(`wbc_edge.runtime.gate.decide`, as `predict --gate` and LabGate.kt make it): confident, and the cell's "
+             "batch not an unfamiliar lab.", "",
+             "| set | n | far % | median / val | 40-cell batches flagged % | int8+cascade: accepted % / accepted & wrong %, confidence only | ... confidence + gate per cell | ... **the decision** (per 40-cell batch) | float32, confidence only |",
+             "|---|---:|---:|---:|---:|---|---|---|---|"]
     for name, s in r["sets"].items():
         def cell(key, s=s):
             c = s[key]
             return f"{c['accepted_pct']:.1f} / {c['accepted_and_wrong_pct']:.1f}"
         lines.append(f"| {name} | {s['n']} | {s['far_pct']:.1f} | {s['median_ratio']:.2f} | {s['batches_flagged_pct']:.1f} | "
-                     f"{cell('int8+cascade confidence')} | {cell('int8+cascade confidence+gate')} | {cell('float32 confidence')} |")
+                     f"{cell('int8+cascade confidence')} | {cell('int8+cascade confidence+gate')} | "
+                     f"{cell('int8+cascade decision')} | {cell('float32 confidence')} |")
     return "\n".join(lines) + "\n"
 
 

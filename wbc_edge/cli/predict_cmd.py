@@ -51,14 +51,18 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     """Classify IMAGE files (folders: every image inside, recursively) with a .tflite MODEL.
 
     \b
-    Prints a table (file, label, confidence, top-k) or, with --json, JSON lines.  Confidence is calibrated
-    when the model carries a temperature; below the abstain threshold the row is marked "uncertain"
-    ("uncertain": true in JSON) - check such cells by eye.  An image that cannot be read is reported on
-    stderr and skipped; the exit status is then 1.
+    Prints a table (file, label, confidence, decision, top-k) or, with --json, JSON lines.  Confidence is
+    calibrated when the model carries a temperature.  The decision is "accept" or why the answer should not be
+    used: "uncertain" (below the abstain threshold; "uncertain": true in JSON) - check such cells by eye; with
+    --gate also "unfamiliar-lab" (20 or more images that as a batch are unlike the training labs: every answer
+    refused until the lab is checked and adapted) and "far" (a cell unlike the training labs, when the batch is
+    too small to judge).  An image that cannot be read is reported on stderr and skipped; the exit status is
+    then 1.
     """
     from ..errors import BadImageError
     from ..runtime import IMAGE_SUFFIXES, Classifier, find_images
     from ..runtime.cascade import float_companion, is_quantised
+    from ..runtime.gate import ACCEPT, decide
 
     labels = None
     if labels_csv is not None:
@@ -89,7 +93,6 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
         if gate.input_size != clf.input_size:
             raise click.BadParameter(f"{gate_path}: takes {gate.input_size} px images, {model} {clf.input_size} px",
                                      param_hint="--gate")
-    distances = []
     k = min(top_k, len(clf.labels))
     names = [str(f) for f in files]
     width = min(max(len("file"), *(len(n) for n in names)), 60)
@@ -105,10 +108,26 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
                        f"(up to {g.max_zoom:g}x); zoom column")
         if clf.fallback is None and fallback == "auto" and is_quantised(model):
             click.echo("# no float file of this model beside it: no cascade (--fallback FLOAT.tflite to add one)")
-        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'':<9}  {'zoom':>5}  "
+        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'decision':<14}  {'zoom':>5}  "
                    f"{'fallback' if clf.fallback is not None else ''}  {'gate' if gate else ''}  top-{k}")
 
-    failed = 0
+    def emit(name, pred, far, distance, decision):
+        if as_json:
+            rec = {"file": name, **pred.to_dict(k), "decision": decision}
+            if gate is not None:
+                rec.update(far_from_training=far, distance=round(distance, 3))
+            click.echo(json.dumps(rec))
+        else:
+            tops = ", ".join(f"{lab} {p:.3f}" for lab, p in pred.top_k(k))
+            flag = "" if decision == ACCEPT else decision
+            zoom = f"{pred.zoom:.2f}x" if pred.zoom != 1.0 else "-"
+            fb_col = "" if clf.fallback is None else f"{'yes' if pred.fallback else '-':<8}"
+            gate_col = "" if gate is None else f"{'far' if far else '-':<4}"
+            click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<14}  {zoom:>5}  "
+                       f"{fb_col}  {gate_col}  {tops}")
+        sys.stdout.flush()
+
+    failed, held = 0, []
     for name, f in zip(names, files):  # noqa: B905 - same length by construction; runs on Python 3.9
         try:
             pixels, zoom = clf.prepare(f)
@@ -117,32 +136,21 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
             click.echo(f"Error: {exc}", err=True)
             continue
         pred = clf.prediction(clf.predict_pixels(pixels[None])[0], zoom, fallback=bool(clf.last_fallback[0]))
-        far = None
-        if gate is not None:
-            distances.append(float(gate.distances(pixels)[0]))
-            far = bool(gate.far(distances[-1:])[0])
-        if as_json:
-            rec = {"file": name, **pred.to_dict(k)}
-            if gate is not None:
-                rec.update(far_from_training=far, distance=round(distances[-1], 3))
-            click.echo(json.dumps(rec))
-        else:
-            tops = ", ".join(f"{lab} {p:.3f}" for lab, p in pred.top_k(k))
-            flag = "uncertain" if pred.uncertain else ""
-            zoom = f"{pred.zoom:.2f}x" if pred.zoom != 1.0 else "-"
-            fb_col = "" if clf.fallback is None else f"{'yes' if pred.fallback else '-':<8}"
-            gate_col = "" if gate is None else f"{'far' if far else '-':<4}"
-            click.echo(f"{name:<{width}}  {pred.label:<{label_w}}  {pred.confidence:>6.1%}  {flag:<9}  {zoom:>5}  "
-                       f"{fb_col}  {gate_col}  {tops}")
-        sys.stdout.flush()
+        if gate is None:
+            emit(name, pred, None, None, decide(not pred.uncertain))
+        else:  # the decision needs the whole batch's verdict: rows are printed once every image is in
+            held.append((name, pred, float(gate.distances(pixels)[0])))
 
-    if gate is not None and distances:
+    if gate is not None and held:
+        distances = [d for _, _, d in held]
         v = gate.batch(distances)
+        for name, pred, d in held:
+            emit(name, pred, bool(gate.far([d])[0]), d, gate.decide(not pred.uncertain, d, v))
         verdict = (f"UNFAMILIAR LAB: these {v.n} cells are unlike the training labs (median distance {v.median_ratio:.2f}x "
-                   f"the training val's, threshold {gate.batch_ratio:.2f}x; {v.far_share:.0%} far one by one): check "
-                   "them with `wbc-edge crossdomain`, then `wbc-edge adapt`" if v.unfamiliar else
+                   f"the training val's, threshold {gate.batch_ratio:.2f}x; {v.far_share:.0%} far one by one): every "
+                   "answer refused; check them with `wbc-edge crossdomain`, then `wbc-edge adapt`" if v.unfamiliar else
                    f"batch of {v.n}: median distance {v.median_ratio:.2f}x the training val's (unfamiliar above "
-                   f"{gate.batch_ratio:.2f}x{'' if v.n >= gate.batch_min else f', needs >= {gate.batch_min} cells'}); "
+                   f"{gate.batch_ratio:.2f}x{'' if v.n >= gate.batch_min else f', needs >= {gate.batch_min} cells: far cells refused one by one'}); "
                    f"{v.far_share:.0%} far one by one")
         click.echo(f"# gate: {verdict}", err=as_json)
     if failed:

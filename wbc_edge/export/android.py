@@ -9,6 +9,7 @@ The Kotlin README text is `wbc_edge.export.android_readme`.
       README.md         how to call it from Kotlin (LiteRT Interpreter)
       ScaleGuard.kt     the scale guard in Kotlin (only when the model carries one)
       wbc_float16.tflite, Cascade.kt   the cascade's float file and its decision in Kotlin (when exported)
+      wbc_gate.tflite, wbc_gate.json, LabGate.kt   the unfamiliar-lab gate (`wbc-edge export-gate --android`)
 
 TF-free: the checker uses the LiteRT interpreter through `wbc_edge.runtime` only.
 """
@@ -24,8 +25,8 @@ from .. import atomic
 from ..contract import ModelContract, read_contract
 from ..errors import ModelFileError, WbcEdgeError, first_line
 from ..preprocess import PREPROCESS_VERSION
-from .android_readme import (CASCADE_FILE, FALLBACK_FILE, GUARD_FILE, LABELS_FILE, METADATA_FILE, MODEL_FILE,
-                             readme_text)
+from .android_readme import (CASCADE_FILE, FALLBACK_FILE, GATE_KT_FILE, GUARD_FILE, LABELS_FILE, METADATA_FILE,
+                             MODEL_FILE, readme_text)
 from .tensors import dtype_name, tensor_details
 
 README_FILE = "README.md"
@@ -114,7 +115,8 @@ def bundle_metadata_refresh(bundle_dir: str | os.PathLike, model_bytes: bytes) -
     old_readme = (d / README_FILE).read_text(encoding="utf-8") if (d / README_FILE).is_file() else None
     guard = guard_source() if new.get("scale_guard") else None
     old_guard = (d / GUARD_FILE).read_bytes() if (d / GUARD_FILE).is_file() else None
-    cascade_ok = not new.get("cascade") or (d / CASCADE_FILE).is_file()
+    cascade_ok = (not new.get("cascade") or (d / CASCADE_FILE).is_file()) and \
+        (not new.get("gate") or (d / GATE_KT_FILE).is_file())
     if new == meta and readme == old_readme and guard in (None, old_guard) and cascade_ok:
         return False
     atomic.write_bytes(path, (json.dumps(new, indent=2) + "\n").encode("utf-8"))
@@ -123,6 +125,10 @@ def bundle_metadata_refresh(bundle_dir: str | os.PathLike, model_bytes: bytes) -
         atomic.write_bytes(d / GUARD_FILE, guard)
     if new.get("cascade"):
         atomic.write_bytes(d / CASCADE_FILE, cascade_source())
+    if new.get("gate"):
+        from .android_gate import gate_kotlin_source
+
+        atomic.write_bytes(d / GATE_KT_FILE, gate_kotlin_source())
     return True
 
 
@@ -176,6 +182,10 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
         problems.append(f"{GUARD_FILE}: missing ({METADATA_FILE} has a scale_guard; the README's Kotlin uses it)")
     if meta is not None and meta.get("cascade"):
         problems += _cascade_problems(d, meta)
+    if meta is not None and meta.get("gate"):
+        from .android_gate import gate_problems
+
+        problems += gate_problems(d, meta)
     labels_txt = None
     if LABELS_FILE not in missing:
         try:

@@ -10,6 +10,9 @@ METADATA_FILE = "wbc_model.json"
 GUARD_FILE = "ScaleGuard.kt"      # written when the model carries a scale guard
 CASCADE_FILE = "Cascade.kt"        # written with a float fallback file (the cascade)
 FALLBACK_FILE = "wbc_float16.tflite"
+GATE_MODEL_FILE = "wbc_gate.tflite"   # the unfamiliar-lab gate (added by `wbc-edge export-gate --android`)
+GATE_JSON_FILE = "wbc_gate.json"
+GATE_KT_FILE = "LabGate.kt"
 
 
 def _cascade_kotlin(meta: dict) -> tuple[str, str]:
@@ -52,6 +55,26 @@ def _cascade_section(meta: dict) -> str:
   int8 file alone disagrees with the float model far more often than on PBC; the cascade re-runs the few
   low-margin images (the share and latency per lab: wbc-edge's `benchmarks/cascade/`).  Drop both files and
   the marked lines to ship int8 alone.
+"""
+
+
+def _gate_section(meta: dict) -> str:
+    g = meta.get("gate")
+    if not g:
+        return ""
+    return f"""- Unfamiliar-lab gate: `{GATE_MODEL_FILE}` ({g['bytes']:,} bytes, float16 weights; float32 raw 0..255 in,
+  the same pixels as the classifier; out: squared Mahalanobis distance to each class in the model's features)
+  and `{GATE_KT_FILE}` (pure Kotlin; wbc-edge's tests check it against the Python runtime).  A cell is *far*
+  when its distance exceeds {g['cut']:.4g} (95 % of the training lab's val cells are within); a slide of
+  {g['batch_min']} or more cells comes from an **unfamiliar lab** when the median distance exceeds
+  {g['batch_ratio']:.4g} x {g['val_median']:.4g}.  Then the answers are not to be trusted as on the training
+  lab: check a labelled sample with `wbc-edge crossdomain`, then `wbc-edge adapt` and re-export.
+  ```kotlin
+  val gate = LabGate({float(g['cut'])!r}, {float(g['val_median'])!r}, {float(g['batch_ratio'])!r}, {int(g['batch_min'])})
+  // per cell: gateInterpreter.run(floatInput, gateOut)  (floatInput as the cascade fills it, 1 x classes out)
+  val d = gate.distanceOf(gateOut[0]); val far = gate.isFar(d)
+  // per slide: gate.batch(distances).unfamiliar
+  ```
 """
 
 
@@ -148,6 +171,8 @@ def readme_text(meta: dict) -> str:
     guard_file = f", `{GUARD_FILE}` (the scale guard)" if meta.get("scale_guard") else ""
     if meta.get("cascade"):
         guard_file += f", `{meta['cascade']['fallback_file']}` and `{CASCADE_FILE}` (the cascade)"
+    if meta.get("gate"):
+        guard_file += f", `{GATE_MODEL_FILE}`, `{GATE_JSON_FILE}` and `{GATE_KT_FILE}` (the unfamiliar-lab gate)"
     labels = ", ".join(meta["labels"])
     return f"""# White-blood-cell classifier for Android (wbc-edge)
 
@@ -167,7 +192,7 @@ sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers belo
   flatbuffer (with `labels.txt`: the standard TFLite "associated files" layout); LiteRT ignores it.  Keep
   the file uncompressed in the APK (`androidResources {{ noCompress += "tflite" }}`) so it can be
   memory-mapped.
-{_scale_guard_section(meta)}{_cascade_section(meta)}
+{_scale_guard_section(meta)}{_cascade_section(meta)}{_gate_section(meta)}
 {_mediapipe_section(meta)}
 ```kotlin
 // build.gradle.kts: implementation("com.google.ai.edge.litert:litert:1.0.1")

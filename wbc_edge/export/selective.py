@@ -35,6 +35,20 @@ from ..errors import WbcEdgeError
 from .layer_error import LayerError, parse_statistics, rank
 
 
+#: Seed of the shifted views the layers are ranked on with rank_on="shifted" (train calibration images; the
+#: shifted *val* that selection reads uses another seed and other images).
+RANK_SHIFT_SEED = 20261207
+
+
+def shifted_rank_images(pixels: np.ndarray) -> np.ndarray:
+    """Each image through a seeded `augment.shifted_view` (float32 out): the stand-in for labs we do not have
+    that the default int8 ranks its float ops on (benchmarks/int8_faithful/)."""
+    from ..augment import shifted_view
+
+    return np.stack([shifted_view(np.clip(x, 0, 255).astype(np.uint8), np.random.default_rng([RANK_SHIFT_SEED, i]))
+                     for i, x in enumerate(pixels)]).astype(np.float32)
+
+
 class IOWouldChange(WbcEdgeError):
     """Keeping this op float would change the model's uint8 input/output (it touches the graph's I/O)."""
 
@@ -85,21 +99,21 @@ class Quantiser:
 
         conv.representative_dataset = representative
         self._feed = _Feed(cal[:1])
-        self._denylist: tuple[str, ...] = ()
+        self._denylist: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         with contextlib.redirect_stdout(io.StringIO()):
             self._debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=conv, debug_dataset=self._feed, debug_options=self._options(()))
+                converter=conv, debug_dataset=self._feed, debug_options=self._options((), ()))
 
-    def _options(self, denylist: Sequence[str]):
+    def _options(self, denylist: Sequence[str], ops: Sequence[str]):
         return self._tf.lite.experimental.QuantizationDebugOptions(
             layer_debug_metrics={"mean_abs_error": _mean_abs_error},
-            denylisted_nodes=list(denylist) or None)
+            denylisted_nodes=list(denylist) or None, denylisted_ops=list(ops) or None)
 
-    def _use(self, denylist: Sequence[str]) -> None:
-        if tuple(denylist) != self._denylist:
+    def _use(self, denylist: Sequence[str], ops: Sequence[str] = ()) -> None:
+        if (tuple(denylist), tuple(ops)) != self._denylist:
             with contextlib.redirect_stdout(io.StringIO()):
-                self._debugger.options = self._options(denylist)
-            self._denylist = tuple(denylist)
+                self._debugger.options = self._options(denylist, ops)
+            self._denylist = (tuple(denylist), tuple(ops))
 
     def layer_errors(self, pixels: np.ndarray,
                      advance: Callable[[int], None] | None = None) -> list[LayerError]:
@@ -116,12 +130,13 @@ class Quantiser:
         self._debugger.layer_statistics_dump(buf)
         return parse_statistics(buf.getvalue())
 
-    def model(self, float_layers: Sequence[str] = ()) -> bytes:
-        """The int8 flatbuffer (uint8 I/O) with `float_layers` (output tensor names) left in float.
+    def model(self, float_layers: Sequence[str] = (), float_ops: Sequence[str] = ()) -> bytes:
+        """The int8 flatbuffer (uint8 I/O) with `float_layers` (output tensor names) and every op of the
+        types `float_ops` (e.g. "DEPTHWISE_CONV_2D") left in float.
         IOWouldChange when one of them is the graph's first or last op."""
         from tensorflow.lite.python.util import modify_model_io_type
 
-        self._use(float_layers)
+        self._use(float_layers, float_ops)
         with contextlib.redirect_stdout(io.StringIO()):
             blob = self._debugger.get_nondebug_quantized_model()
         try:
@@ -172,15 +187,20 @@ def int8_mixed_hook(converter, ctx) -> bytes:
     `float_layers_ranking`)."""
     del converter
     k, n_rank = int(ctx.options["float_layers"]), int(ctx.options["rank_images"])
-    metric = str(ctx.options["rank_metric"])
+    metric, on = str(ctx.options["rank_metric"]), str(ctx.options.get("rank_on", "calibration"))
+    if on not in ("calibration", "shifted"):
+        raise WbcEdgeError(f"rank_on {on!r}: 'calibration' or 'shifted'")
     q = Quantiser(ctx.saved_model_dir, ctx.calibration)
-    ranked = rank(q.layer_errors(rank_subset(ctx.calibration, n_rank)), metric)
+    images = rank_subset(ctx.calibration, n_rank)
+    ranked = rank(q.layer_errors(shifted_rank_images(images) if on == "shifted" else images), metric)
     models = q.selective(ranked, [0, k])
     blob, chosen = models[max(models)]
     by = {e.tensor: e for e in ranked}
     ctx.record["float_layers"] = [{"layer": by[t].layer, "op": by[t].op, "tensor": t,
                                    metric: round(float(getattr(by[t], metric)), 4)} for t in chosen]
     ctx.record["float_layers_ranking"] = {"metric": metric, "images": int(min(n_rank, len(ctx.calibration))),
-                                          "on": "the calibration images (evenly spaced)",
+                                          "on": "the calibration images (evenly spaced)" if on == "calibration"
+                                          else f"shifted views (seed {RANK_SHIFT_SEED}) of the calibration images "
+                                               "(evenly spaced)",
                                           "worst": [by[e.tensor].layer for e in ranked[:12]]}
     return blob

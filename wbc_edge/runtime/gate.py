@@ -59,6 +59,38 @@ class BatchVerdict:
     far_share: float         # share of the batch's images beyond the cut
 
 
+def batch_verdict(distances, *, val_median: float, batch_ratio: float, batch_min: int,
+                  cut: float) -> BatchVerdict:
+    """The batch decision from per-image distances and the gate's numbers (LabGate.batch; LabGate.kt ports it)."""
+    d = np.asarray(distances, dtype=np.float64)
+    ratio = float(np.median(d) / val_median) if len(d) else 0.0
+    return BatchVerdict(n=len(d), median_ratio=ratio, unfamiliar=len(d) >= batch_min and ratio > batch_ratio,
+                        far_share=float(np.mean(d > cut)) if len(d) else 0.0)
+
+
+#: The decisions `decide` returns: the answer may be used, or why not.
+ACCEPT, UNCERTAIN, UNFAMILIAR_LAB, FAR = "accept", "uncertain", "unfamiliar-lab", "far"
+
+
+def decide(confident: bool, distance: float | None = None, verdict: BatchVerdict | None = None, *,
+           cut: float = float("inf"), batch_min: int = 20) -> str:
+    """One accept/refuse decision from confidence, the gate and the batch (issue 32 item 5).
+
+    Refused: not confident (below the contract's abstain threshold: "uncertain"); part of a batch of
+    >= batch_min cells that the gate calls an unfamiliar lab ("unfamiliar-lab": every cell of it, however
+    confident - off-domain confidence is what lets wrong answers through); for a single cell or a batch too
+    small to judge, a cell beyond the cut ("far").  In a batch judged familiar a far cell is accepted: the
+    per-cell cut also refuses ~4 % of the training lab's own cells, the batch median does not (measured in
+    benchmarks/gate/).  The Android bundle's LabGate.kt makes the same decision."""
+    if not confident:
+        return UNCERTAIN
+    if verdict is not None and verdict.n >= batch_min:
+        return UNFAMILIAR_LAB if verdict.unfamiliar else ACCEPT
+    if distance is not None and distance > cut:
+        return FAR
+    return ACCEPT
+
+
 class LabGate:
     """The gate file and its thresholds (see the module docstring)."""
 
@@ -101,11 +133,13 @@ class LabGate:
     def far(self, distances: np.ndarray) -> np.ndarray:
         return np.asarray(distances) > self.cut
 
+    def decide(self, confident: bool, distance: float | None = None, verdict: BatchVerdict | None = None) -> str:
+        """`decide` with this gate's cut and batch size."""
+        return decide(confident, distance, verdict, cut=self.cut, batch_min=self.batch_min)
+
     def batch(self, distances: np.ndarray) -> BatchVerdict:
-        d = np.asarray(distances, dtype=np.float64)
-        ratio = float(np.median(d) / self.val_median) if len(d) else 0.0
-        return BatchVerdict(n=len(d), median_ratio=ratio, unfamiliar=len(d) >= self.batch_min and ratio > self.batch_ratio,
-                            far_share=float(np.mean(d > self.cut)) if len(d) else 0.0)
+        return batch_verdict(distances, val_median=self.val_median, batch_ratio=self.batch_ratio,
+                             batch_min=self.batch_min, cut=self.cut)
 
 
-__all__ = ["BatchVerdict", "LabGate", "distances_of_blob", "gate_interpreter", "min_distances"]
+__all__ = ["ACCEPT", "FAR", "UNCERTAIN", "UNFAMILIAR_LAB", "BatchVerdict", "LabGate", "batch_verdict", "decide", "distances_of_blob", "gate_interpreter", "min_distances"]
