@@ -1,6 +1,6 @@
 """Write the bench tables of README.md and benchmarks/README.md from a recorded `wbc-edge bench` JSON.
 
-    .venv/bin/python benchmarks/readme_bench_tables.py benchmarks/results/x86_64_amd-epyc_2cpu/shipped_2026-12-06/pbc_test.json
+    .venv/bin/python benchmarks/readme_bench_tables.py benchmarks/results/x86_64_amd-epyc_2cpu/shipped_2026-12-07/pbc_test.json
 
 Why: the tables quote a record (sizes, PBC test accuracy, agreement on PBC test and on every --domain set, p50
 latencies, the ratios between them); typed by hand they drift from the file after a re-record. Each README holds
@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 START = "<!-- generated: bench (benchmarks/readme_bench_tables.py; do not edit by hand) -->"
 END = "<!-- end: bench -->"
 #: table order and the root README's description of each shipped variant
-ORDER = ("float32", "float16", "dynamic", "int8", "int8_mixed", "qat_int8")
-ROOT_NAME = {"int8": "**`wbc_int8.tflite`** (PTQ, uint8 I/O; the Android bundle)",
+ORDER = ("float32", "float16", "dynamic", "int8", "int8_plain", "int8_mixed", "qat_int8")
+ROOT_NAME = {"int8": "**`wbc_int8.tflite`** (PTQ, 4 ops float, uint8 I/O; the Android bundle)",
+             "int8_plain": "`wbc_int8_plain.tflite` (every op int8; the default until 2026-12-07)",
              "int8_mixed": "`wbc_int8_mixed.tflite` (int8, the 8 worst layers float; issue 14)",
              "qat_int8": "`wbc_qat_int8.tflite` (QAT; not recommended)"}
 BOLD = "int8"
@@ -90,7 +91,7 @@ def bench_table(f: dict) -> list[str]:
         r = f["rows"].get(name)
         if r is None:
             continue
-        cells = [name if name != BOLD else "int8 (PTQ)", f"{r['size_mb']:.2f}", f"{100 * r['accuracy']:.2f} %",
+        cells = [name if name != BOLD else "int8 (PTQ, 4 ops float)", f"{r['size_mb']:.2f}", f"{100 * r['accuracy']:.2f} %",
                  f"{r['delta_pp']:+.2f}"] + [f"{r['agree'][d]:.2f} %" for d in doms] \
             + [f"{r['p50'][1]:.2f}", f"{r['p50'][2]:.2f}"]
         if name == BOLD:

@@ -216,6 +216,10 @@ def test_gate_joins_the_bundle_and_is_checked(tmp_path):
     assert (bundle / "LabGate.kt").read_bytes() == gate_kotlin_source() == GATE_KT.read_bytes()
     readme = (bundle / "README.md").read_text()
     assert f"LabGate({float(g['cut'])!r}, {float(g['val_median'])!r}, {float(g['batch_ratio'])!r}, 20)" in readme
+    from wbc_edge.contract import read_contract
+
+    assert g["abstain_threshold"] == read_contract((bundle / "wbc_int8.tflite").read_bytes()).abstain_threshold > 0
+    assert "gate.decide(confident, d, verdict)" in readme and f"{g['abstain_threshold']!r}" in readme
     (bundle / "LabGate.kt").unlink()
     assert check_android_bundle(bundle) == [
         "LabGate.kt: missing (wbc_model.json has a gate; the README's Kotlin uses it)"]

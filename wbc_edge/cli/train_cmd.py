@@ -90,12 +90,21 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Quick runs: cap images per class and split.")
 @click.option("--distribute", type=click.Choice(DISTRIBUTE), default=TrainConfig.distribute,
               show_default=True, help="Full mode: tf.distribute strategy (multiworker reads TF_CONFIG).")
+@click.option("--teacher", type=click.Path(exists=True), default=None,
+              help="Distil from this trained model (RUN_DIR or .keras, e.g. export/reference): the student learns "
+                   "from its softened outputs on the same augmented views as well as from the labels. Cached mode.")
+@click.option("--distill-alpha", type=click.FloatRange(0, 1), default=TrainConfig.distill_alpha, show_default=True,
+              help="--teacher: weight of the teacher term (the rest: the labels' cross-entropy).")
+@click.option("--distill-temperature", type=click.FloatRange(0, min_open=True),
+              default=TrainConfig.distill_temperature, show_default=True,
+              help="--teacher: softening temperature of teacher and student outputs in the teacher term.")
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
           finetune_epochs, finetune_from, aug_views, feature_style, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
-          limit_per_class, distribute, force, quiet, no_domain_balance, split_seed):
+          limit_per_class, distribute, force, quiet, no_domain_balance, split_seed, teacher=None,
+          distill_alpha=TrainConfig.distill_alpha, distill_temperature=TrainConfig.distill_temperature):
     """Train MobileNetV2 on an ImageFolder DATA (DATA/<class>/<image>) with a leak-free split.
 
     The classes are DATA's class folders (common spellings of the five WBC classes are merged), stored in
@@ -132,7 +141,8 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
                       swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,
                       batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,
                       early_stopping=early_stopping, class_weights=not no_class_weights,
-                      limit_per_class=limit_per_class, distribute=distribute)
+                      limit_per_class=limit_per_class, distribute=distribute, teacher=teacher,
+                      distill_alpha=distill_alpha, distill_temperature=distill_temperature)
     run_train(cfg, force=force, progress=ClickProgress(enabled=not quiet))
 
 

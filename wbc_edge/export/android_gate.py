@@ -68,6 +68,11 @@ def add_gate(bundle_dir: str | os.PathLike, gate_path: str | os.PathLike) -> dic
         raise WbcEdgeError(f"{gate}: made from model {str(rec['source_model_sha256'])[:12]}..., but {d}'s int8 file "
                            f"from {str(meta.get('source_model_sha256'))[:12]}...: export both from one run")
     meta["gate"] = gate_metadata(blob, rec)
+    from ..contract import read_contract
+
+    contract = read_contract((d / meta.get("model_file", "wbc_int8.tflite")).read_bytes())
+    # the confidence half of the one accept/refuse decision (LabGate.decide): calibrated top-1 >= this
+    meta["gate"]["abstain_threshold"] = float(contract.abstain_threshold or 0.0) if contract else 0.0
     atomic.write_bytes(d / GATE_MODEL_FILE, blob)
     atomic.write_json(d / GATE_JSON_FILE, rec)
     atomic.write_bytes(d / GATE_KT_FILE, gate_kotlin_source())

@@ -73,7 +73,10 @@ def _gate_section(meta: dict) -> str:
   val gate = LabGate({float(g['cut'])!r}, {float(g['val_median'])!r}, {float(g['batch_ratio'])!r}, {int(g['batch_min'])})
   // per cell: gateInterpreter.run(floatInput, gateOut)  (floatInput as the cascade fills it, 1 x classes out)
   val d = gate.distanceOf(gateOut[0]); val far = gate.isFar(d)
-  // per slide: gate.batch(distances).unfamiliar
+  // per slide: val verdict = gate.batch(distances)   (verdict.unfamiliar: adapt before trusting any answer)
+  // the one accept/refuse decision per cell ("accept", "uncertain", "unfamiliar-lab" or "far"), as
+  // `wbc-edge predict --gate` makes it: confident = calibrated top-1 >= {float(g.get('abstain_threshold', 0.0))!r}
+  val decision = gate.decide(confident, d, verdict)   // verdict = null for a single cell
   ```
 """
 

@@ -121,13 +121,14 @@ class ActivationCache:
                 advance(stop - start)
         return arr
 
-    def view_pixels(self, split: str, view: int, i: int) -> np.ndarray:
+    def view_pixels(self, split: str, view: int, i: int, size: int | None = None) -> np.ndarray:
         """View 0 is the clean image; train views >= 1 are augmented (seeded by seed, view, image); val
         view 1 is the held-out shifted view, seeded independently of the training seed so that every seed's
-        model is selected on the same shifted val."""
-        path = self.data[split][0][i]
+        model is selected on the same shifted val.  `size`: the same view at another input size (a
+        distillation teacher's: the same seeded draws)."""
+        path, size = self.data[split][0][i], size or self.size
         if view == 0:
-            return load_pixels(path, self.size, None, self.cfg.augment)
+            return load_pixels(path, size, None, self.cfg.augment)
         if split == "train":
-            return load_pixels(path, self.size, np.random.default_rng([self.cfg.seed, view, i]), self.cfg.augment)
-        return shifted_view(preprocess(path, self.size), np.random.default_rng([SHIFTED_VAL_SEED, i]))
+            return load_pixels(path, size, np.random.default_rng([self.cfg.seed, view, i]), self.cfg.augment)
+        return shifted_view(preprocess(path, size), np.random.default_rng([SHIFTED_VAL_SEED, i]))

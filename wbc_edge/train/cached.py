@@ -45,6 +45,12 @@ class CachedTrainer:
         self.cache = ActivationCache(cfg, self.bottom, data, run / "checkpoints" / "cache", self.state, progress)
         self.labels = cfg.labels
         self.files = FinetuneFiles(run / "checkpoints")
+        self.teacher = None
+        if cfg.teacher:
+            from .distill import TeacherTargets
+
+            self.teacher = TeacherTargets(cfg, self.cache, list(cfg.labels), run / "checkpoints" / "cache",
+                                          self.state, progress)
 
     def extract(self, split: str, view: int) -> np.ndarray:
         """Bottom activations of one split and view (see `ActivationCache.extract`)."""
@@ -61,6 +67,15 @@ class CachedTrainer:
             acts[split] = [self.extract(split, v) for v in range(self.cache.views(split))]
         timings.setdefault("extract_s", round(time.time() - t, 1))
         self.acts = acts
+        self.soft = None
+        if self.teacher is not None:  # the teacher's softened outputs on the same views (distill.py)
+            t = time.time()
+            self.progress.say(f"Teacher {self.teacher.path} on the same views at {self.teacher.size} px ...")
+            self.soft = {"train": [self.teacher.soft("train", v, len(self.data["train"][1]))
+                                   for v in range(len(acts["train"]))],
+                         "val": [self.teacher.soft("val", 0, len(self.data["val"][1]))]}
+            timings.setdefault("teacher_s", round(time.time() - t, 1))
+            timings["distillation"] = self.teacher.record()
         history: list[dict] = list(self.state.get("history", []))
         y_train = self.data["train"][1]
         cw = sample_weights(y_train, cfg.model.num_classes, source_ids(self.data["train"][0], cfg),
@@ -92,8 +107,15 @@ class CachedTrainer:
             inp = keras.Input(shape=feats_train.shape[1:], name="features")
             out = self.model.get_layer("predictions")(self.model.get_layer("head_dropout")(inp))
             head = keras.Model(inp, out, name="head")
-            head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            loss, metrics = self._loss()
+            head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, metrics=metrics)
+            if self.soft is not None:  # packed [label, teacher probabilities] targets
+                from .distill import pack
+
+                y_rep = pack(y_rep, np.concatenate(self.soft["train"]))
+                y_val = pack(y_val, self.soft["val"][0])
+            if self.soft is not None and cw and not isinstance(cw, np.ndarray):
+                cw = np.array([cw[int(c)] for c in y_train], dtype=np.float32)  # packed y: class_weight can't read it
             per_image = isinstance(cw, np.ndarray)  # several labs: per-image weights, repeated for each view
             h = head.fit(feats_train, y_rep, validation_data=(feats_val, y_val), epochs=cfg.head_epochs,
                          batch_size=cfg.batch_size, class_weight=None if per_image else cw,
@@ -123,8 +145,8 @@ class CachedTrainer:
             initial_learning_rate=cfg.finetune_learning_rate * (0.1 if warm else 1.0),
             decay_steps=max(total - warm, 1), alpha=0.01,
             warmup_target=cfg.finetune_learning_rate if warm else None, warmup_steps=warm)
-        loss = consistency_loss(tf, keras, cfg.consistency) if cfg.consistency else "sparse_categorical_crossentropy"
-        self.top.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+        loss, metrics = self._loss()
+        self.top.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
         ckpt = tf.train.Checkpoint(model=self.top, optimizer=self.top.optimizer)
         ckdir = self.run_dir / "checkpoints" / "finetune"
         # Numbered by epoch, two kept: the one state.json records survives a save it has not recorded yet.
@@ -149,7 +171,8 @@ class CachedTrainer:
         for epoch in range(start_epoch, 0 if stopped else cfg.finetune_epochs):
             seq = activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
                                       np.random.default_rng([cfg.seed, 1000 + epoch]), keras,
-                                      feature_style=cfg.feature_style, pairs=cfg.consistency > 0)
+                                      feature_style=cfg.feature_style, pairs=cfg.consistency > 0,
+                                      soft_views=None if self.soft is None else self.soft["train"])
             te = time.time()
             h = self.top.fit(seq, epochs=1, verbose=0, shuffle=False)
             score = self._score(acts, y_val)
@@ -195,6 +218,17 @@ class CachedTrainer:
         say(f"Selected: {chosen} ({describe(best)})")
         timings["finetune_s"] = round(timings.get("finetune_s", 0) + time.time() - t, 1)
 
+    def _loss(self):
+        """(loss, metrics) of both phases: cross-entropy, + consistency, or the distillation loss."""
+        cfg, tf, keras = self.cfg, self.tf, self.keras
+        if self.soft is not None:
+            from .distill import distill_loss, packed_accuracy
+
+            return distill_loss(tf, keras, cfg.distill_alpha, cfg.distill_temperature), [packed_accuracy(tf)]
+        if cfg.consistency:
+            return consistency_loss(tf, keras, cfg.consistency), ["accuracy"]
+        return "sparse_categorical_crossentropy", ["accuracy"]
+
     def _score(self, acts: dict, y_val: np.ndarray) -> dict:
         return selection_score(self.top, acts["val"], y_val, self.labels)
 
@@ -225,11 +259,13 @@ def consistency_loss(tf, keras, weight: float):
 
 
 def activation_sequence(views, labels, batch_size, class_weight, rng, keras, feature_style: float = 0.0,
-                        pairs: bool = False):
+                        pairs: bool = False, soft_views=None):
     """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled, with
     `feature_style` the share of each batch whose feature statistics are jittered (`augment.feature_style_jitter`;
     batch i's draw depends only on (rng, i), so the order Keras asks in does not matter).  With `pairs`, each
     batch is the images' clean views followed by one augmented view of each (`consistency_loss`'s halves).
+    With `soft_views` (a distillation teacher's probabilities per view), y is [label, the teacher's
+    probabilities on the view drawn] (`distill.pack`).
     (Built in a function because keras.utils.Sequence is only importable once TensorFlow is.)"""
 
     class Seq(keras.utils.Sequence):
@@ -256,6 +292,13 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
                 if sel.any():
                     x[sel] = views[v][idx[sel]]
             y = labels[idx]
+            if soft_views is not None:
+                soft = np.empty((len(idx), soft_views[0].shape[1]), dtype=np.float32)
+                for v in range(len(views)):
+                    sel = self.view[idx] == v
+                    if sel.any():
+                        soft[sel] = soft_views[v][idx[sel]]
+                y = np.concatenate([np.asarray(y, dtype=np.float32)[:, None], soft], axis=1)
             sw = self.sw[idx] if self.sw is not None else None
             if pairs:
                 x = np.concatenate([np.asarray(views[0][idx], dtype=np.float32), x])

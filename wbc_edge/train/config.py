@@ -66,6 +66,9 @@ class TrainConfig:
     #: sources, each lab is split on its own and `data_root` becomes RUN_DIR/sources (links to the labs).
     sources: list[dict] | None = None
     domain_balance: bool = True           # several sources: every lab weighs the same in the loss
+    teacher: str | None = None            # distillation (train/distill.py): RUN_DIR or .keras of a trained model
+    distill_alpha: float = 0.7            # weight of the teacher term (1 - alpha: the labels' cross-entropy)
+    distill_temperature: float = 2.0      # softening of teacher and student outputs in the teacher term
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +100,17 @@ class TrainConfig:
             if self.split_manifest:
                 raise WbcEdgeError("several sources are split by `train` itself (each lab on its own); drop "
                                    "--split-manifest, or train on one lab with it")
+        if self.teacher is not None:
+            if self.mode != "cached":
+                raise WbcEdgeError("--teacher needs --mode cached (the teacher's outputs are cached with the views)")
+            if self.consistency:
+                raise WbcEdgeError("--teacher and --consistency cannot be combined (both reshape the targets)")
+            if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
+                raise WbcEdgeError(f"--distill-alpha must be in [0, 1] and --distill-temperature > 0, got "
+                                   f"{self.distill_alpha} and {self.distill_temperature}")
+            from .distill import resolve_teacher
+
+            resolve_teacher(self.teacher)  # a missing teacher fails before RUN_DIR is created
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
