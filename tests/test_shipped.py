@@ -31,7 +31,7 @@ def manifest() -> dict:
 
 def test_manifest_lists_every_variant_with_matching_files(manifest):
     variants = {v["variant"]: v for v in manifest["variants"]}
-    assert set(variants) == {"float32", "float16", "dynamic", "int8", "qat_int8", "int8_mixed"}
+    assert set(variants) == {"float32", "float16", "dynamic", "int8", "qat_int8", "int8_mixed", "int8_plain"}
     for name, v in variants.items():
         f = EXPORT / v["file"]
         assert f.is_file(), f
@@ -46,7 +46,7 @@ def test_manifest_lists_every_variant_with_matching_files(manifest):
         assert set(v["parity_domains"]) == {"Tecom", "CellaVision"}, v["variant"]
 
 
-@pytest.mark.parametrize("variant", ["float32", "float16", "dynamic", "int8", "qat_int8", "int8_mixed"])
+@pytest.mark.parametrize("variant", ["float32", "float16", "dynamic", "int8", "qat_int8", "int8_mixed", "int8_plain"])
 def test_each_shipped_file_is_self_describing_and_loads(variant, manifest):
     path = EXPORT / f"wbc_{variant}.tflite"
     c = read_contract(path)
@@ -54,7 +54,7 @@ def test_each_shipped_file_is_self_describing_and_loads(variant, manifest):
     assert c.split_manifest_sha256 == manifest["split_manifest"]["sha256"]
     clf = Classifier(path)
     assert clf.input_size == 224 and tuple(clf.labels) == WBC5
-    if variant in ("int8", "qat_int8", "int8_mixed"):
+    if variant in ("int8", "qat_int8", "int8_mixed", "int8_plain"):
         scale, zp = clf.input_details[0]["quantization"]
         assert clf.input_dtype == np.uint8 and scale == 1.0 and zp == 0  # raw pixels
 
@@ -71,10 +71,18 @@ def test_android_bundle_is_complete_and_matches_the_shipped_int8(manifest):
     assert check_android_bundle(ANDROID) == []
     assert _sha(ANDROID / "wbc_int8.tflite") == _sha(EXPORT / "wbc_int8.tflite")
     assert (ANDROID / "labels.txt").read_text().split() == list(WBC5)
-    # The manifest's record of the bundle is the bundle as shipped: every file in it, none changed since.
+    # The manifest's record of the bundle is the bundle as shipped: every file in it, none changed since - except
+    # what `export-gate --android` adds afterwards: the gate's three files, and the gate record + README section
+    # in wbc_model.json / README.md (check_android_bundle above checks those against the gate files).
     listed = manifest["android"]["files"]
-    assert sorted(listed) == sorted(p.name for p in ANDROID.iterdir() if p.is_file())
-    assert all(listed[name] == _sha(ANDROID / name) for name in listed)
+    meta = json.loads((ANDROID / "wbc_model.json").read_text())
+    extra = {p.name for p in ANDROID.iterdir() if p.is_file()} - set(listed)
+    assert extra == ({"wbc_gate.tflite", "wbc_gate.json", "LabGate.kt"} if meta.get("gate") else set())
+    rewritten = {"wbc_model.json", "README.md"} if meta.get("gate") else set()
+    assert all(listed[name] == _sha(ANDROID / name) for name in set(listed) - rewritten)
+    from wbc_edge.runtime.classifier import DEFAULT_FALLBACK_MARGIN
+
+    assert meta["cascade"]["margin"] == DEFAULT_FALLBACK_MARGIN  # the bundle's cascade decides as predict does
 
 
 def test_manifest_reader_lists_the_shipped_variants_generically(manifest):

@@ -78,7 +78,7 @@ def test_shipped_variant_gets_valid_standard_metadata(shipped_copy, variant):
     assert inp["processUnits"] == [{"optionsType": "NormalizationOptions", "options": {"mean": [0.0], "std": [1.0]}}]
     assert inp["stats"] == {"min": [0.0], "max": [255.0]}
     assert out["associatedFiles"][0]["name"] == LABELS_NAME and out["associatedFiles"][0]["type"] == "TENSOR_AXIS_LABELS"
-    assert out["stats"]["max"] == ([255.0] if variant in ("int8", "qat_int8", "int8_mixed") else [1.0])
+    assert out["stats"]["max"] == ([255.0] if variant in ("int8", "qat_int8", "int8_mixed", "int8_plain") else [1.0])
     assert [f["name"] for f in meta["associatedFiles"]] == [CONTRACT_NAME]
 
 

@@ -127,4 +127,4 @@ def packed_accuracy(tf):
     return accuracy
 
 
-__all__ = ["TeacherTargets", "distill_loss", "pack", "packed_accuracy", "resolve_teacher", "soften"]
+__all__ = ["TeacherTargets", "distill_loss", "pack", "packed_accuracy", "resolve_teacher", "soften", "teacher_labels"]
