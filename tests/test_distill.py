@@ -80,3 +80,29 @@ def test_a_teacher_of_other_classes_or_outside_cached_mode_is_refused(sample_roo
     with pytest.raises(ModelFileError, match="differ from the data's"):
         train(tiny_train_config(sample_root, tmp_path / "s", tiny_run_dir / "split.csv", teacher=str(other)),
               progress=False)
+
+
+def test_students_of_another_size_reuse_the_teachers_targets(sample_root, tiny_run_dir, tmp_path, monkeypatch):
+    """With --shared-cache the teacher pass (most of a student's time) runs once per teacher and views: a second
+    student of another input size reads the same targets instead of running the teacher again."""
+    from wbc_edge.model import ModelConfig
+    from wbc_edge.train import train
+    from wbc_edge.train.distill import TeacherTargets
+
+    shared = tmp_path / "shared"
+
+    def cfg(size):
+        return tiny_train_config(sample_root, tmp_path / f"s{size}", tiny_run_dir / "split.csv", teacher=str(tiny_run_dir),
+                                 model=ModelConfig(alpha=0.35, input_size=size, weights="none"), shared_cache=str(shared),
+                                 head_epochs=1, finetune_epochs=1)
+
+    train(cfg(64), progress=False)
+    first = sorted(shared.glob("teacher_*.npy"))
+    assert len(first) == 3  # train views 0 and 1, val view 0
+
+    def no_teacher(self, *a, **k):
+        raise AssertionError("the teacher ran again")
+
+    monkeypatch.setattr(TeacherTargets, "_compute", no_teacher)
+    train(cfg(80), progress=False)
+    assert sorted(shared.glob("teacher_*.npy")) == first

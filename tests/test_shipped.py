@@ -122,3 +122,26 @@ def test_every_tflite_the_main_job_globs_is_a_classifier_and_the_gate_lives_apar
     assert all(read_contract(p) is not None for p in EXPORT.glob("*.tflite"))
     gate = LabGate(EXPORT / "gate" / "wbc_gate.tflite")
     assert gate.input_size == 224 and gate.batch_ratio > 1.0 and gate.cut > gate.val_median
+
+
+def test_the_small_model_ships_beside_the_default(manifest, sample_files):
+    """Issue 33: export/small/ is the distilled 128 px student of the shipped model (benchmarks/small/RULE.md): its
+    files are the ones its manifest lists, it was trained from the shipped reference on the same split (so PBC
+    test is unseen by both), its int8 file has a float16 companion for the cascade, and it reads real cells."""
+    from wbc_edge.runtime.cascade import float_companion
+
+    small = EXPORT / "small"
+    own = json.loads((small / "manifest.json").read_text())
+    run = json.loads((small / "run" / "run.json").read_text())
+    assert sorted(e["file"] for e in own["variants"]) == sorted(p.name for p in small.glob("*.tflite"))
+    assert all(e["status"] == "ok" and e["sha256"] == _sha(small / e["file"]) for e in own["variants"])
+    assert own["source_model"]["sha256"] == run["model_sha256"] and own["source_model"]["input_size"] == 128
+    assert run["timings"]["distillation"]["sha256"] == manifest["source_model"]["sha256"]  # the shipped teacher
+    assert run["split_manifest_sha256"] == manifest["split_manifest"]["sha256"]
+    clf = Classifier(small / "wbc_int8.tflite")
+    assert clf.input_size == 128 and tuple(clf.labels) == tuple(WBC5)
+    assert float_companion(small / "wbc_int8.tflite") == small / "wbc_float16.tflite"
+    paths, labels = sample_files
+    pred = np.array([p.index for p in clf.predict_batch(paths)])
+    f16 = np.array([p.index for p in Classifier(small / "wbc_float16.tflite").predict_batch(paths)])
+    assert np.mean(pred == f16) >= 0.95 and np.mean(pred == labels) >= 0.9

@@ -71,8 +71,43 @@ class TeacherTargets:
         if n_out != len(labels):
             raise ModelFileError(f"{self.path}: the teacher has {n_out} outputs, the data {len(labels)} classes")
 
+    def shared_file(self, split: str, view: int) -> Path | None:
+        """Where one split/view's teacher targets are shared between runs (`TrainConfig.shared_cache`), or None.
+        They depend on the teacher, T, the images and the view's pixels at the teacher's size - not on the
+        student - so students of every size and width reuse them (the teacher pass is most of a student's time)."""
+        import json
+        from dataclasses import asdict
+
+        from ..preprocess import PREPROCESS_VERSION
+
+        if not self.cfg.shared_cache:
+            return None
+        ident = json.dumps({"teacher": self.sha, "T": self.cfg.distill_temperature, "size": self.size, "split": split,
+                            "view": view, "seed": self.cfg.seed if (split == "train" and view > 0) else None,
+                            "augment": asdict(self.cfg.augment) if (split == "train" and view > 0) else None,
+                            "preprocess": PREPROCESS_VERSION,
+                            "paths": [str(Path(p).resolve()) for p in self.cache.data[split][0]]}, sort_keys=True)
+        return Path(self.cfg.shared_cache) / f"teacher_{split}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npy"
+
     def soft(self, split: str, view: int, n: int) -> np.ndarray:
         """(n, classes) float32 softened teacher probabilities for one split/view (computed once, resumable)."""
+        shared = self.shared_file(split, view)
+        shape = (n, int(self.model.output_shape[-1]))
+        if shared is not None and shared.exists():
+            arr = np.load(shared)
+            if arr.shape == shape:
+                self.progress.say(f"  teacher {split} view {view}: reusing {shared}")
+                return arr
+        arr = self._compute(split, view, n)
+        if shared is not None:
+            from .. import atomic
+
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.atomic_path(shared) as tmp:
+                np.save(tmp, arr)
+        return arr
+
+    def _compute(self, split: str, view: int, n: int) -> np.ndarray:
         path = self.dir / f"teacher_{split}_v{view}_{self.sha[:12]}_T{self.cfg.distill_temperature:g}.npy"
         key = f"teacher_{split}_v{view}"
         done = int(self.state.get(key, 0))
