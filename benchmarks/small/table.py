@@ -146,7 +146,33 @@ def to_markdown(r: dict) -> str:
                 cells.append(f"{c['balanced_accuracy_pct']:.1f} ({c['agreement_own_float32_pct']:.1f} / {t})")
             lines.append(f"| {m} | {v} | {row['input_size']} | {row['mb']:.2f} | {row['macs_m']:.0f} | "
                          f"{row['p50_ms_1t']:.2f} / {row['p90_ms_1t']:.2f} | {row['p50_ms_2t']:.2f} | " + " | ".join(cells) + " |")
+    lines += seeds_markdown(r)
     return "\n".join(lines) + "\n"
+
+
+def seeds_markdown(r: dict) -> list[str]:
+    """Mean +- sd over the seeds of a student named NAME#SEED (two or more)."""
+    groups: dict[str, list[str]] = {}
+    for m in r["models"]:
+        if "#" in m:
+            groups.setdefault(m.split("#", 1)[0], []).append(m)
+    out = []
+    for g, ms in groups.items():
+        if len(ms) < 2:
+            continue
+        out += ["", f"**{g}: mean +- sd over {len(ms)} seeds** ({', '.join(ms)}):", "",
+                "| variant | p50 ms 1 thr | " + " | ".join(f"{s} bal. acc %" for s in r["sets"]) + " | PBC test acc % |",
+                "|---|---:|" + "---:|" * len(r["sets"]) + "---:|"]
+        for v in r["models"][ms[0]]:
+            rows = [r["models"][m][v] for m in ms if v in r["models"][m]]
+
+            def ms_(xs):
+                return f"{np.mean(xs):.2f} +- {np.std(xs, ddof=1):.2f}"
+            cells = [ms_([x["sets"][s]["balanced_accuracy_pct"] for x in rows]) for s in r["sets"]]
+            pbc = next(iter(r["sets"]))
+            out.append(f"| {v} | {ms_([x['p50_ms_1t'] for x in rows])} | " + " | ".join(cells)
+                       + f" | {ms_([x['sets'][pbc]['accuracy_pct'] for x in rows])} |")
+    return out
 
 
 def plot(r: dict, path: Path) -> None:
