@@ -60,10 +60,10 @@ def test_student_trains_on_the_teachers_outputs_for_the_same_views(sample_root, 
     data = {s: SplitManifest.load(tiny_run_dir / "split.csv").files(s, str(sample_root)) for s in ("train", "val")}
     cache = ActivationCache(cfg, None, data, tmp_path / "unused", None, None)
     px = np.stack([cache.view_pixels("train", 1, i, size=96) for i in range(4)]).astype(np.float32)
-    np.testing.assert_allclose(soft[:4], soften(teacher.predict(px, verbose=0), 3.0), atol=2e-5)
+    np.testing.assert_allclose(soft[:4], soften(teacher.predict(px, verbose=0), 3.0), atol=1e-4)
     assert not np.allclose(soft[:4], soften(teacher.predict(
         np.stack([cache.view_pixels("train", 0, i, size=96) for i in range(4)]).astype(np.float32), verbose=0), 3.0),
-        atol=2e-5), "view 1 must be the augmented view, not the clean image"
+        atol=1e-4), "view 1 must be the augmented view, not the clean image"
 
 
 def test_a_teacher_of_other_classes_or_outside_cached_mode_is_refused(sample_root, tiny_run_dir, tmp_path):
