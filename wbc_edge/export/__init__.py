@@ -21,8 +21,10 @@ use, and TensorFlow only inside the functions that convert):
 - `pipeline`        `export_model`, the orchestration.
 
 Variants (file `wbc_<variant>.tflite`): float32 (the graph as trained), float16 (float16 weights), dynamic
-(int8 weights, float activations), int8 (full-integer PTQ, **uint8** raw-pixel input with scale 1.0 / zero
-point 0, uint8 probabilities out), qat_int8 (tfmot QAT fine-tune, then the same conversion).  Every file
+(int8 weights, float activations), int8 (PTQ with the 4 ops most sensitive on shifted views kept float,
+**uint8** raw-pixel input with scale 1.0 / zero point 0, uint8 probabilities out; benchmarks/int8_faithful/),
+int8_plain (every op int8), int8_mixed (the K worst ops on clean calibration images float), qat_int8 (tfmot
+QAT fine-tune, then full-integer conversion).  Every file
 carries the `wbc_edge.contract.ModelContract` and the standard TFLite metadata; see pipeline.py for the
 parity gate, failure records and determinism.
 """
