@@ -40,6 +40,14 @@ def _compile(folder: Path, *sources: Path) -> Path:
     return jar
 
 
+def _run_jar(jar: Path, blob: bytes, tmp_path: Path) -> bytes:
+    """Feed `blob` to a compiled harness (in.bin -> out.bin) and return what it wrote."""
+    (tmp_path / "in.bin").write_bytes(blob)
+    subprocess.run(["java", "-jar", str(jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
+                   check=True, timeout=300)
+    return (tmp_path / "out.bin").read_bytes()
+
+
 @pytest.fixture(scope="module")
 def guard_jar(tmp_path_factory) -> Path:
     return _compile(tmp_path_factory.mktemp("kotlin"), KT, MAIN)
@@ -55,10 +63,7 @@ def test_kotlin_guard_matches_python(guard_jar, sample_files, tmp_path):
     blob = struct.pack(">dddi", GUARD.threshold, GUARD.target, GUARD.max_zoom, len(images))
     for x in images:
         blob += struct.pack(">ii", x.shape[1], x.shape[0]) + _argb(x).tobytes()
-    (tmp_path / "in.bin").write_bytes(blob)
-    subprocess.run(["java", "-jar", str(guard_jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
-                   check=True, timeout=300)
-    out = (tmp_path / "out.bin").read_bytes()
+    out = _run_jar(guard_jar, blob, tmp_path)
     step = 8 + 224 * 224 * 4
     assert len(out) == step * len(images)
     fired = 0
@@ -122,10 +127,7 @@ def test_kotlin_cascade_decides_as_the_runtime(cascade_jar, tmp_path, temperatur
     p = (p / p.sum(1, keepdims=True)).astype(np.float32)
     p[:100] = np.round(p[:100] * 256) / 256  # int8 outputs: multiples of 1/256, zeros included
     blob = struct.pack(">ddii", temperature, margin, len(p), p.shape[1]) + p.astype(">f4").tobytes()
-    (tmp_path / "in.bin").write_bytes(blob)
-    subprocess.run(["java", "-jar", str(cascade_jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
-                   check=True, timeout=300)
-    out = (tmp_path / "out.bin").read_bytes()
+    out = _run_jar(cascade_jar, blob, tmp_path)
     rows = [struct.unpack(">di", out[i * 12:(i + 1) * 12]) for i in range(len(p))]
     m_py = margins(apply_temperature(p, temperature))
     m_kt = np.array([r[0] for r in rows])
@@ -172,10 +174,7 @@ def test_kotlin_gate_decides_as_the_runtime(gate_jar, tmp_path):
     blob = struct.pack(">dddi", cut, val_median, ratio, batch_min)
     for b in batches:
         blob += struct.pack(">ii", *b.shape) + b.astype(">f4").tobytes()
-    (tmp_path / "in.bin").write_bytes(blob + struct.pack(">i", -1))
-    subprocess.run(["java", "-jar", str(gate_jar), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
-                   check=True, timeout=300)
-    out, pos, verdicts = (tmp_path / "out.bin").read_bytes(), 0, []
+    out, pos, verdicts = _run_jar(gate_jar, blob + struct.pack(">i", -1), tmp_path), 0, []
     for b in batches:
         d_py = b.astype(np.float64).min(1)
         rows = [struct.unpack(">di", out[pos + 12 * i:pos + 12 * (i + 1)]) for i in range(len(b))]
