@@ -227,3 +227,35 @@ def test_feature_style_jitter_redraws_statistics_of_the_chosen_samples_only():
     with pytest.raises(WbcEdgeError, match="--feature-style"):
         from wbc_edge.train import TrainConfig
         TrainConfig(data_root="d", out_dir="o", feature_style=1.5).validate()
+
+
+def test_feature_style_mix_blends_each_chosen_sample_towards_another_lab():
+    """MixStyle between labs: a chosen sample keeps its normalised pattern and takes per-channel statistics
+    between its own and those of a sample of the *other* lab (lab 0 near 0, lab 1 near 10: a mixed lab-0
+    sample moves up, never down); unchosen samples are untouched; seeded; one lab in the batch still mixes."""
+    from wbc_edge.augment import feature_style_mix
+
+    rng = np.random.default_rng(0)
+    dom = np.array([0] * 6 + [1] * 2)
+    x = (rng.normal(0.0, 1.0, size=(8, 5, 5, 4)) + 10.0 * dom[:, None, None, None]).astype(np.float32)
+    y = feature_style_mix(x, dom, np.random.default_rng(3), 1.0)
+    assert y.dtype == np.float32 and np.array_equal(y, feature_style_mix(x, dom, np.random.default_rng(3), 1.0))
+    m0, m1 = x.mean(axis=(1, 2)), y.mean(axis=(1, 2))
+    assert np.all(m1[dom == 0] >= m0[dom == 0] - 1e-4) and np.all(m1[dom == 1] <= m0[dom == 1] + 1e-4)
+    assert np.all((m1 > -1.5) & (m1 < 11.5)), "mixed statistics lie between the two labs'"
+    assert (np.abs(m1 - m0) > 0.5).any(), "Beta(0.1, 0.1) moves at least some samples far"
+
+    def normalised(a):
+        return (a - a.mean(axis=(1, 2), keepdims=True)) / a.std(axis=(1, 2), keepdims=True)
+
+    assert np.allclose(normalised(y), normalised(x), atol=1e-3), "the spatial pattern is kept"
+    some = feature_style_mix(x, dom, np.random.default_rng(3), 0.3)
+    same = np.all(np.isclose(some, x), axis=(1, 2, 3))
+    assert same.any() and (~same).any()
+    assert feature_style_mix(x, dom, np.random.default_rng(3), 0.0) is x
+    assert not np.allclose(feature_style_mix(x[:6], dom[:6], np.random.default_rng(3), 1.0), x[:6])
+    from wbc_edge.train import TrainConfig
+    with pytest.raises(WbcEdgeError, match="--style-mix needs"):
+        TrainConfig(data_root="d", out_dir="o", style_mix=0.5).validate()
+    with pytest.raises(WbcEdgeError, match="--style-mix must"):
+        TrainConfig(data_root="d", out_dir="o", style_mix=2.0).validate()

@@ -326,6 +326,12 @@ def test_feature_style_jitters_fine_tune_batches_reproducibly(sample_root, sampl
     assert not any(np.allclose(x, y) for x, y in zip(plain, a, strict=True))
     rows = [r for v in views for r in v]
     assert all(any(np.array_equal(r, c) for c in rows) for x in plain for r in x), "0 = the cached rows as is"
+    dom = np.arange(10) // 5  # two labs: `--style-mix` reaches the batches too, seeded the same way
+    mixed = [activation_sequence(views, labels, 4, None, np.random.default_rng(7), keras, style_mix=1.0,
+                                 domains=dom)[i][0] for i in range(3)]
+    again = activation_sequence(views, labels, 4, None, np.random.default_rng(7), keras, style_mix=1.0, domains=dom)
+    assert all(np.array_equal(m, again[i][0]) for i, m in enumerate(mixed))
+    assert not any(np.allclose(m, p) for m, p in zip(mixed, reversed(plain), strict=True))
 
     out = tmp_path / "style"
     train(_tiny_cfg(sample_root, out, sample_split, head_epochs=0, finetune_epochs=1, feature_style=0.5),

@@ -227,6 +227,32 @@ def feature_style_jitter(x: np.ndarray, rng: np.random.Generator, p: float) -> n
     return out
 
 
+def feature_style_mix(x: np.ndarray, domains: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """MixStyle between labs (Zhou et al. 2021, "Domain generalization with MixStyle") on a batch of feature
+    maps (N, H, W, C) with each sample's lab in `domains`: on a fraction `p` of the samples, each channel's
+    spatial mean and std become lam * own + (1 - lam) * those of a sample from *another* lab in the batch
+    (any other sample when the batch has one lab), lam ~ Beta(0.1, 0.1).  Why between labs: DSU (above) only
+    reaches the style spread it sees in the batch; a second lab gives real styles to blend towards, so the top
+    blocks see PBC content in LISC-like statistics and the reverse (issue 31).  Deterministic for a rng state."""
+    if p <= 0 or len(x) < 2:
+        return x
+    sel = np.flatnonzero(rng.random(len(x)) < p)
+    if not len(sel):
+        return x
+    eps = np.float32(1e-6)
+    mu = x.mean(axis=(1, 2), keepdims=True)
+    sig = np.sqrt(x.var(axis=(1, 2), keepdims=True) + eps)
+    out = x.copy()
+    domains = np.asarray(domains)
+    for i in sel:
+        other = np.flatnonzero(domains != domains[i])
+        if not len(other):
+            other = np.delete(np.arange(len(x)), i)
+        j = int(rng.choice(other))
+        lam = np.float32(rng.beta(0.1, 0.1))
+        out[i] = (x[i] - mu[i]) / sig[i] * (lam * sig[i] + (1 - lam) * sig[j]) + lam * mu[i] + (1 - lam) * mu[j]
+    return out
+
 # -- building blocks ------------------------------------------------------------------------------------------
 
 # Ruifrok & Johnston stain vectors (haematoxylin, eosin, DAB) as in scikit-image's rgb_from_hed.

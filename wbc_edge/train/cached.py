@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment import feature_style_jitter
+from ..augment import feature_style_jitter, feature_style_mix
 from ..model import build_model
 from ..progress import Progress
 from ..tfcompat import import_tf
@@ -172,7 +172,9 @@ class CachedTrainer:
             seq = activation_sequence(acts["train"], y_train, cfg.batch_size, cw,
                                       np.random.default_rng([cfg.seed, 1000 + epoch]), keras,
                                       feature_style=cfg.feature_style, pairs=cfg.consistency > 0,
-                                      soft_views=None if self.soft is None else self.soft["train"])
+                                      soft_views=None if self.soft is None else self.soft["train"],
+                                      style_mix=cfg.style_mix,
+                                      domains=source_ids(self.data["train"][0], cfg) if cfg.style_mix else None)
             te = time.time()
             h = self.top.fit(seq, epochs=1, verbose=0, shuffle=False)
             score = self._score(acts, y_val)
@@ -259,13 +261,14 @@ def consistency_loss(tf, keras, weight: float):
 
 
 def activation_sequence(views, labels, batch_size, class_weight, rng, keras, feature_style: float = 0.0,
-                        pairs: bool = False, soft_views=None):
+                        pairs: bool = False, soft_views=None, style_mix: float = 0.0, domains=None):
     """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled, with
     `feature_style` the share of each batch whose feature statistics are jittered (`augment.feature_style_jitter`;
     batch i's draw depends only on (rng, i), so the order Keras asks in does not matter).  With `pairs`, each
     batch is the images' clean views followed by one augmented view of each (`consistency_loss`'s halves).
     With `soft_views` (a distillation teacher's probabilities per view), y is [label, the teacher's
-    probabilities on the view drawn] (`distill.pack`).
+    probabilities on the view drawn] (`distill.pack`).  With `style_mix` and each image's lab in `domains`, that
+    share of each batch takes a blend of its own and another lab's feature statistics (`augment.feature_style_mix`).
     (Built in a function because keras.utils.Sequence is only importable once TensorFlow is.)"""
 
     class Seq(keras.utils.Sequence):
@@ -306,6 +309,10 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
                 sw = np.concatenate([sw, sw]) if sw is not None else None
             if feature_style:
                 x = feature_style_jitter(x, np.random.default_rng([self.style_seed, i]), feature_style)
+            if style_mix:
+                d = domains[idx]
+                x = feature_style_mix(x, np.concatenate([d, d]) if pairs else d,
+                                      np.random.default_rng([self.style_seed, i, 1]), style_mix)
             return (x, y, sw) if sw is not None else (x, y)
 
     return Seq()

@@ -50,6 +50,8 @@ class TrainConfig:
     aug_views: int = 4                    # cached mode: augmented views cached per train image
     feature_style: float = 0.0            # cached mode: share of fine-tune samples whose feature statistics
                                           # are jittered (augment.feature_style_jitter); 0 = off
+    style_mix: float = 0.0                # cached mode, several labs: share of fine-tune samples whose feature
+                                          # statistics are mixed with another lab's (augment.feature_style_mix)
     consistency: float = 0.0             # cached mode: weight of a Jensen-Shannon consistency term between each
                                           # image's clean view and one augmented view (AugMix); 0 = off
     aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
@@ -86,6 +88,11 @@ class TrainConfig:
                                  f"got {self.finetune_from}")
         if not 0.0 <= self.feature_style <= 1.0:
             raise WbcEdgeError(f"--feature-style must be a share in [0, 1], got {self.feature_style}")
+        if not 0.0 <= self.style_mix <= 1.0:
+            raise WbcEdgeError(f"--style-mix must be a share in [0, 1], got {self.style_mix}")
+        if self.style_mix and (self.mode != "cached" or self.sources is None):
+            raise WbcEdgeError("--style-mix needs --mode cached and two or more DATA labs (it mixes one lab's "
+                               "feature statistics with another's)")
         if self.consistency < 0:
             raise WbcEdgeError(f"--consistency must be >= 0, got {self.consistency}")
         if self.consistency and (self.mode != "cached" or self.aug_views < 1):
