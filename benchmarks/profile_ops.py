@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wbc_edge.bench import cpu_flags, cpu_model, delegated_op_indices, delegation_summary  # noqa: E402
-from wbc_edge.contract import strip_contract  # noqa: E402
+from wbc_edge.core.contract import strip_contract  # noqa: E402
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 

@@ -28,7 +28,7 @@ def sample_root() -> Path:
 @pytest.fixture(scope="session")
 def sample_labels(sample_root):
     """The shipped samples' classes, read from their folders (the five WBC classes)."""
-    from wbc_edge.labels import Labels
+    from wbc_edge.core.labels import Labels
 
     return Labels.from_names(p.name for p in sample_root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -73,9 +73,9 @@ def discriminative_tiny_model_path(tmp_path_factory, sample_files) -> Path:
     outputs.  Being trained from scratch on 40 images, it quantises worse than a real model (int8 mean
     |dprob| ~0.05), so tests using it relax the int8 parity gate.
     """
-    from wbc_edge.model import ModelConfig, build_model
-    from wbc_edge.preprocess import preprocess
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import ModelConfig, build_model
+    from wbc_edge.core.preprocess import preprocess
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -132,8 +132,8 @@ def tiny_contract(blob: bytes, variant: str, size: int):
     """The contract the exporter would embed, read back from the converted model's own tensors."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from wbc_edge.contract import ModelContract
-    from wbc_edge.labels import WBC5
+    from wbc_edge.core.contract import ModelContract
+    from wbc_edge.core.labels import WBC5
 
     it = Interpreter(model_content=blob)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -153,16 +153,16 @@ def tiny_tflite(request, tmp_path_factory, sample_files) -> dict:
     With WBC_EDGE_TEST_TFLITE_DIR set (e.g. under ARM emulation, where there is no TensorFlow), pre-made
     `tiny_float32.tflite` / `tiny_int8.tflite` from that folder are used instead.
     """
-    from wbc_edge.contract import embed_contract, read_contract
+    from wbc_edge.core.contract import embed_contract, read_contract
 
     premade = os.environ.get("WBC_EDGE_TEST_TFLITE_DIR")
     if premade:
         paths = {v: Path(premade) / f"tiny_{v}.tflite" for v in ("float32", "int8")}
         return {**paths, "keras": None, "size": read_contract(paths["int8"]).input_size}
     keras_path = request.getfixturevalue("tiny_model_path")
-    from wbc_edge.model import load_model, model_input_size
-    from wbc_edge.preprocess import preprocess
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import load_model, model_input_size
+    from wbc_edge.core.preprocess import preprocess
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, _ = import_tf()
     model = load_model(keras_path)

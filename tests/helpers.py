@@ -25,7 +25,7 @@ def import_blocker(block_expr: str = repr(HEAVY)) -> str:
 
 def tiny_train_config(sample_root, out, split_csv, **overrides):
     """A TrainConfig for quick tests: alpha 0.35, 96 px, no pretrained weights, the shipped samples."""
-    from wbc_edge.model import ModelConfig
+    from wbc_edge.model.network import ModelConfig
     from wbc_edge.train import TrainConfig
 
     base = dict(data_root=str(sample_root), out_dir=str(out), split_manifest=str(split_csv),
@@ -43,7 +43,7 @@ def without_metadata(data: bytes) -> bytes:
     from wbc_edge.export.metadata_schema import METADATA_FIELD_NAME, aligned_buffer_class, model_schema, unpack_model
 
     schema = model_schema()
-    from wbc_edge.contract import strip_contract
+    from wbc_edge.core.contract import strip_contract
 
     flat = strip_contract(data)
     model = unpack_model(schema, flat, "test")

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from wbc_edge.cli import main
-from wbc_edge.labels import WBC5, WBC5_LABELS
+from wbc_edge.core.labels import WBC5, WBC5_LABELS
 
 
 def _local_copy(sample_root: Path, dest: Path, per_class: dict[str, int] | None = None) -> Path:
@@ -75,7 +75,7 @@ def test_near_duplicates_across_classes_are_split_by_class_exact_copies_are_refu
     split by class; the same bytes filed under two classes is a real label conflict."""
     from PIL import Image
 
-    from wbc_edge.errors import DatasetError
+    from wbc_edge.core.errors import DatasetError
 
     local = _local_copy(sample_root, tmp_path / "lab")
     src = sorted((local / "Neutrophil").iterdir())[0]
@@ -126,7 +126,7 @@ def test_bad_local_folder_gives_one_line_error(tmp_path, sample_root, case, expe
 
 def test_skip_bad_and_system_files_are_not_errors(tmp_path, sample_root):
     from wbc_edge.adapt import scan_local
-    from wbc_edge.errors import DatasetError
+    from wbc_edge.core.errors import DatasetError
 
     local = _local_copy(sample_root, tmp_path / "lab")
     (local / "Monocyte" / ".DS_Store").write_bytes(b"\0\0")
@@ -153,7 +153,7 @@ def adapted_run(tiny_run_dir, sample_root, tmp_path_factory):
 
 
 def test_adapt_writes_a_run_directory(adapted_run, tiny_run_dir, sample_root):
-    from wbc_edge.atomic import sha256_file
+    from wbc_edge.core.atomic import sha256_file
     from wbc_edge.data import SplitManifest
 
     res, local, cfg = adapted_run
@@ -188,8 +188,8 @@ def test_adapt_writes_a_run_directory(adapted_run, tiny_run_dir, sample_root):
 
 
 def test_adapted_model_equals_the_cached_path_and_differs_from_the_source(adapted_run, tiny_run_dir):
-    from wbc_edge.model import load_model
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.model.network import load_model
+    from wbc_edge.core.preprocess import preprocess
 
     res, local, _ = adapted_run
     new, old = load_model(res.model_path), load_model(tiny_run_dir / "model.keras")
@@ -202,8 +202,8 @@ def test_adapted_model_equals_the_cached_path_and_differs_from_the_source(adapte
 
 
 def test_adapted_run_is_accepted_by_evaluate_and_export(adapted_run, tmp_path):
-    from wbc_edge.contract import read_contract
-    from wbc_edge.scoring import evaluate_keras
+    from wbc_edge.core.contract import read_contract
+    from wbc_edge.model.scoring import evaluate_keras
     from wbc_edge.export import ExportConfig, export_model
 
     res, local, _ = adapted_run
@@ -244,7 +244,7 @@ def test_swa_averages_the_low_rate_half_of_the_fine_tune(tiny_run_dir, sample_ro
     """`swa`: the top's weights at the ends of chunks 5-9 of 10 are averaged; without it the last chunk's are kept
     (same seed, same trajectory: the two models differ only by the average)."""
     from wbc_edge.adapt import AdaptConfig, adapt
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
 
     local = _local_copy(sample_root, tmp_path / "lab")
     runs = {}
@@ -263,7 +263,7 @@ def test_swa_averages_the_low_rate_half_of_the_fine_tune(tiny_run_dir, sample_ro
 def test_adapt_from_a_lower_block_trains_from_there_and_no_lower(tiny_run_dir, sample_root, tmp_path):
     """`--adapt-from 10`: blocks 10-16 and the head learn, blocks below 10 keep the source's weights; `--augment`
     picks the views' preset."""
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
 
     local = _local_copy(sample_root, tmp_path / "lab")
     run = tmp_path / "run"
@@ -286,8 +286,8 @@ def test_adapt_from_a_lower_block_trains_from_there_and_no_lower(tiny_run_dir, s
 
 def test_adapt_from_must_be_a_block_and_the_default_views_keep_the_lab_colours():
     from wbc_edge.adapt import AdaptConfig
-    from wbc_edge.augment import preset
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.data.augment import preset
+    from wbc_edge.core.errors import WbcEdgeError
 
     cfg = AdaptConfig(source="m", data_root="d", out_dir="o")
     assert cfg.aug_preset == "scale" and cfg.augment == preset("scale") and cfg.augment.hed_p == 0
@@ -303,9 +303,9 @@ def test_a_three_class_model_adapts_with_its_own_labels(tmp_path, sample_root):
     adapts as a 3-class model, a local folder of a class it does not have is a one-line error, and a
     non-5-output model without stored labels is refused by name (the WBC5 fallback is for old runs only)."""
     from wbc_edge.adapt import AdaptConfig, adapt
-    from wbc_edge.errors import DatasetError, ModelFileError
-    from wbc_edge.model import ModelConfig, build_model, load_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.errors import DatasetError, ModelFileError
+    from wbc_edge.model.network import ModelConfig, build_model, load_model
+    from wbc_edge.core.tfcompat import import_tf
 
     _, keras = import_tf()
     keras.utils.set_random_seed(0)

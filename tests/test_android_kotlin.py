@@ -1,5 +1,5 @@
 """The Kotlin port of the scale guard that the Android bundle ships (wbc_edge/export/ScaleGuard.kt) gives the
-same zoom and the same pixels as the Python reference (wbc_edge.scale_guard) on real cells, as they are and
+same zoom and the same pixels as the Python reference (wbc_edge.core.scale_guard) on real cells, as they are and
 zoomed out so that the guard fires.  Compiled with kotlinc on a JVM (the file uses no Android classes); skipped
 where kotlinc is not installed (.ci/run installs it)."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.augment import _zoom
-from wbc_edge.preprocess import preprocess
-from wbc_edge.scale_guard import ScaleGuard, guard_pixels
+from wbc_edge.data.augment import _zoom
+from wbc_edge.core.preprocess import preprocess
+from wbc_edge.core.scale_guard import ScaleGuard, guard_pixels
 
 KT = Path(__file__).resolve().parents[1] / "wbc_edge" / "export" / "ScaleGuard.kt"
 MAIN = Path(__file__).resolve().parent / "kotlin" / "GuardMain.kt"
@@ -118,7 +118,7 @@ def test_kotlin_cascade_decides_as_the_runtime(cascade_jar, tmp_path, temperatur
     """Issue 32: the Android bundle's Cascade.kt re-runs exactly the images the Python runtime re-runs: the same
     calibrated margin (temperature, clipping at 1e-4) and the same decision, on probability vectors from
     confident to flat, uint8-quantised ones included."""
-    from wbc_edge.calibration import apply_temperature
+    from wbc_edge.core.calibration import apply_temperature
     from wbc_edge.runtime.classifier import margins
 
     rng = np.random.default_rng(0)
@@ -202,7 +202,7 @@ def test_gate_joins_the_bundle_and_is_checked(tmp_path):
     """`export-gate --android`'s step: the shipped gate goes into a copy of the shipped bundle with LabGate.kt, the
     metadata's gate record and a README that constructs LabGate with its numbers; a missing LabGate.kt, a changed
     gate file and a gate of another model are each named."""
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
     from wbc_edge.export.android import check_android_bundle
     from wbc_edge.export.android_gate import add_gate, gate_kotlin_source
 
@@ -215,7 +215,7 @@ def test_gate_joins_the_bundle_and_is_checked(tmp_path):
     assert (bundle / "LabGate.kt").read_bytes() == gate_kotlin_source() == GATE_KT.read_bytes()
     readme = (bundle / "README.md").read_text()
     assert f"LabGate({float(g['cut'])!r}, {float(g['val_median'])!r}, {float(g['batch_ratio'])!r}, 20)" in readme
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
 
     assert g["abstain_threshold"] == read_contract((bundle / "wbc_int8.tflite").read_bytes()).abstain_threshold > 0
     assert "gate.decide(confident, d, verdict)" in readme and f"{g['abstain_threshold']!r}" in readme

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.augment import PRESETS, AugmentConfig, augment, preset, shifted_view
-from wbc_edge.errors import WbcEdgeError
+from wbc_edge.data.augment import PRESETS, AugmentConfig, augment, preset, shifted_view
+from wbc_edge.core.errors import WbcEdgeError
 
 
 @pytest.fixture(scope="module")
 def cell(sample_files):
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.core.preprocess import preprocess
 
     return preprocess(sample_files[0][0], 96)
 
@@ -76,7 +76,7 @@ def test_restain_recolours_the_dyes_apart_and_leaves_other_presets_alone(cell):
     draws nothing from the rng, so those presets' views are what they were."""
     from dataclasses import replace
 
-    from wbc_edge.augment import _restain
+    from wbc_edge.data.augment import _restain
 
     f = cell.astype(np.float32)
     dark = f.mean(axis=2) < np.percentile(f.mean(axis=2), 10)
@@ -106,7 +106,7 @@ def test_randconv_changes_local_texture_keeps_channel_statistics_and_leaves_othe
     draws nothing from the rng, so the other presets' views are what they were."""
     from dataclasses import replace
 
-    from wbc_edge.augment import _randconv
+    from wbc_edge.data.augment import _randconv
 
     f = cell.astype(np.float32)
     corrs = []
@@ -162,9 +162,9 @@ def test_augmentation_never_runs_in_runtime_evaluation_or_reference():
     from their config dataclasses.  Importing is not running: the check here is on the library paths.)"""
     root = Path(__file__).resolve().parents[1]
     code = ("import sys\n"
-            "import wbc_edge.runtime, wbc_edge.metrics, wbc_edge.scoring, wbc_edge.crossdomain, "
-            "wbc_edge.preprocess\n"
-            "bad = [m for m in sys.modules if m.startswith('wbc_edge.augment')]\n"
+            "import wbc_edge.runtime, wbc_edge.metrics, wbc_edge.model.scoring, wbc_edge.bench.crossdomain, "
+            "wbc_edge.core.preprocess\n"
+            "bad = [m for m in sys.modules if m.startswith('wbc_edge.data.augment')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
     # The Keras reference / parity pixels come straight from preprocess_batch; augment only inside augment_share.
@@ -206,7 +206,7 @@ def test_preview_aug_writes_a_png(sample_root, tmp_path):
 def test_feature_style_jitter_redraws_statistics_of_the_chosen_samples_only():
     """DSU on cached activations: the chosen samples keep their spatial pattern (the map normalised by its
     own mean/std is unchanged) but get new per-channel statistics; the others are untouched; seeded."""
-    from wbc_edge.augment import feature_style_jitter
+    from wbc_edge.data.augment import feature_style_jitter
 
     x = np.random.default_rng(0).normal(1.0, 3.0, size=(16, 7, 7, 8)).astype(np.float32)
     x *= np.random.default_rng(1).uniform(0.5, 2.0, size=(16, 1, 1, 8)).astype(np.float32)
@@ -233,7 +233,7 @@ def test_feature_style_mix_blends_each_chosen_sample_towards_another_lab():
     """MixStyle between labs: a chosen sample keeps its normalised pattern and takes per-channel statistics
     between its own and those of a sample of the *other* lab (lab 0 near 0, lab 1 near 10: a mixed lab-0
     sample moves up, never down); unchosen samples are untouched; seeded; one lab in the batch still mixes."""
-    from wbc_edge.augment import feature_style_mix
+    from wbc_edge.data.augment import feature_style_mix
 
     rng = np.random.default_rng(0)
     dom = np.array([0] * 6 + [1] * 2)

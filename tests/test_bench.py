@@ -29,9 +29,9 @@ from wbc_edge import bench
 from wbc_edge.bench import (LATENCY_KEYS, RESULT_KEYS, ROW_KEYS, SCHEMA_VERSION, VARIANT_KEYS, BenchConfig,
                             merge, run_bench, to_markdown)
 from wbc_edge.bench.android import parse_benchmark_model, to_result
-from wbc_edge.contract import embed_contract, read_contract
-from wbc_edge.errors import WbcEdgeError
-from wbc_edge.labels import WBC5 as CLASSES
+from wbc_edge.core.contract import embed_contract, read_contract
+from wbc_edge.core.errors import WbcEdgeError
+from wbc_edge.core.labels import WBC5 as CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "benchmark_model"
@@ -206,7 +206,7 @@ def test_split_manifest_is_verified(models, sample_root, sample_split_csv, tmp_p
     """A manifest whose files are missing under --data, or whose split lacks a class, is a DatasetError
     (as in evaluate), not images silently "skipped"."""
     from wbc_edge.data import SplitManifest
-    from wbc_edge.errors import DatasetError
+    from wbc_edge.core.errors import DatasetError
 
     manifest = SplitManifest.load(sample_split_csv)
     root = tmp_path / "data"
@@ -446,7 +446,7 @@ def test_merge_ours_and_android(cli, models, sample_root, tmp_path):
     assert cli("bench", models["float32"], models["int8"], "--data", sample_root, *FAST, "--json", ours,
                "--device-name", "dev-host").exit_code == 0
     android = tmp_path / "android.json"
-    from wbc_edge.atomic import write_json
+    from wbc_edge.core.atomic import write_json
 
     write_json(android, to_result(parse_benchmark_model((DATA / "newer_info_prefix.txt").read_text()),
                                   model=models["int8"], device="Pixel 7", abi="arm64-v8a", threads=4))
@@ -551,7 +551,7 @@ def test_unreadable_files_are_named_not_silently_dropped(cli, models, sample_roo
 def test_the_table_says_how_many_images_the_model_trained_on(cli, models, sample_root, sample_split_csv, tmp_path):
     """Issue 30: on samples/pbc_sample most images are in the shipped model's training split; the bench result
     itself says so (counted by file sha256 against the split its export manifest records), not only the README."""
-    from wbc_edge.atomic import sha256_file
+    from wbc_edge.core.atomic import sha256_file
 
     folder = tmp_path / "export"
     folder.mkdir()

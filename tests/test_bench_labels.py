@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 from wbc_edge.bench import BenchConfig, run_bench, to_markdown
-from wbc_edge.contract import embed_contract, read_contract
-from wbc_edge.crossdomain import CrossDomainConfig, Domain, run_report
-from wbc_edge.errors import DatasetError, ModelFileError
-from wbc_edge.labels import Labels
+from wbc_edge.core.contract import embed_contract, read_contract
+from wbc_edge.bench.crossdomain import CrossDomainConfig, Domain, run_report
+from wbc_edge.core.errors import DatasetError, ModelFileError
+from wbc_edge.core.labels import Labels
 
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 pytestmark = pytest.mark.skipif(not HAVE_TF or bool(os.environ.get("WBC_EDGE_TEST_TFLITE_DIR")),
@@ -63,8 +63,8 @@ def synthetic(request, tmp_path_factory) -> dict:
     """{'n', 'labels', 'data', 'float32' (.tflite with contract), 'keras' (run.json labels beside it)}."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from wbc_edge.contract import ModelContract
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.contract import ModelContract
+    from wbc_edge.core.tfcompat import import_tf
 
     n = request.param
     out = tmp_path_factory.mktemp(f"synthetic{n}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wbc_edge.calibration import (apply_temperature, choose_threshold, coverage_at, expected_calibration_error,
+from wbc_edge.core.calibration import (apply_temperature, choose_threshold, coverage_at, expected_calibration_error,
                                   fit_calibration, fit_temperature, nll)
 
 
@@ -58,8 +58,8 @@ def test_fit_calibration_uses_shifted_val_for_the_threshold():
 
 
 def test_contract_carries_temperature_and_old_contracts_still_load():
-    from wbc_edge.contract import ModelContract
-    from wbc_edge.errors import ModelFileError
+    from wbc_edge.core.contract import ModelContract
+    from wbc_edge.core.errors import ModelFileError
 
     c = ModelContract(temperature=1.7, abstain_threshold=0.8)
     back = ModelContract.from_json(c.to_json())
@@ -75,7 +75,7 @@ def test_contract_carries_temperature_and_old_contracts_still_load():
 
 @pytest.fixture(scope="module")
 def calibrated_tflite(tiny_tflite, tmp_path_factory):
-    from wbc_edge.contract import embed_contract, read_contract, strip_contract
+    from wbc_edge.core.contract import embed_contract, read_contract, strip_contract
 
     src = tiny_tflite["float32"]
     data = src.read_bytes()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wbc_edge.contract import embed_contract, read_contract, strip_contract
-from wbc_edge.errors import ModelFileError
+from wbc_edge.core.contract import embed_contract, read_contract, strip_contract
+from wbc_edge.core.errors import ModelFileError
 from wbc_edge.runtime import Classifier
 from wbc_edge.runtime.cascade import float_companion, is_quantised
 from wbc_edge.runtime.classifier import margins

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from wbc_edge.cli import main
-from wbc_edge.crossdomain import CrossDomainConfig, Domain, domain_metrics, run_report, to_markdown
-from wbc_edge.errors import WbcEdgeError
+from wbc_edge.bench.crossdomain import CrossDomainConfig, Domain, domain_metrics, run_report, to_markdown
+from wbc_edge.core.errors import WbcEdgeError
 
 
 def test_domain_metrics_balanced_accuracy_over_big_classes():
@@ -66,7 +66,7 @@ def test_agreement_on_accepted_images_uses_the_models_own_threshold(tiny_tflite,
     confidence: the report's accepted count and agreement are those of the images at or above it."""
     import dataclasses
 
-    from wbc_edge.contract import embed_contract, read_contract
+    from wbc_edge.core.contract import embed_contract, read_contract
     from wbc_edge.runtime import Classifier
 
     raw = Classifier(tiny_tflite["int8"])
@@ -124,7 +124,7 @@ def test_unreadable_files_progress_and_no_matplotlib(tiny_tflite, sample_root, t
 
     import wbc_edge.metrics as metrics
     from wbc_edge.cli import main
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
 
     data = tmp_path / "lab"
     shutil.copytree(sample_root, data, ignore=shutil.ignore_patterns("README*"))

@@ -29,9 +29,9 @@ from wbc_edge.data import (
     scan_dataset,
     split_dataset,
 )
-from wbc_edge.errors import DatasetError
-from wbc_edge.labels import WBC5, WBC5_LABELS
-from wbc_edge.preprocess import load_image
+from wbc_edge.core.errors import DatasetError
+from wbc_edge.core.labels import WBC5, WBC5_LABELS
+from wbc_edge.core.preprocess import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "pbc_sample"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wbc_edge.atomic import sha256_file
+from wbc_edge.core.atomic import sha256_file
 from wbc_edge.data import (
     SplitManifest,
     balanced_indices,
@@ -25,8 +25,8 @@ from wbc_edge.data import (
     split_dataset,
     stratified_indices,
 )
-from wbc_edge.errors import DatasetError
-from wbc_edge.labels import WBC5, WBC5_LABELS, Labels
+from wbc_edge.core.errors import DatasetError
+from wbc_edge.core.labels import WBC5, WBC5_LABELS, Labels
 from wbc_edge.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,3 +188,27 @@ def test_label_order_of_a_manifest_is_the_datasets():
     assert m.label_set == Labels(("basophil", "neutrophil"))
     assert m.labels("train").tolist() == [1] and m.labels("train", WBC5_LABELS).tolist() == [4]
     assert hashlib.sha256(m.to_bytes()).hexdigest() == m.sha256()
+
+
+def test_one_reading_of_a_stored_class_list_and_one_legacy_fallback(tmp_path):
+    """core.labels.stored_labels / legacy_labels are what export, adapt and data.run_files all use: the same
+    bad list is refused the same way, and the five WBC classes stand in only for a model that could have them."""
+    import json
+
+    from wbc_edge.core.errors import ModelFileError
+    from wbc_edge.core.labels import WBC5_LABELS, legacy_labels, stored_labels
+    from wbc_edge.data.run_files import model_labels
+
+    assert stored_labels(None, "x") is None
+    assert stored_labels(["monocyte", "lymphocyte"], "x").to_list() == ["monocyte", "lymphocyte"]  # output order kept
+    with pytest.raises(ModelFileError, match="run.json: labels must be a list"):
+        stored_labels("basophil", "run.json")
+    assert legacy_labels(None, "m") == WBC5_LABELS and legacy_labels(5, "m") == WBC5_LABELS
+    with pytest.raises(ModelFileError, match="m.keras: 3 outputs and no stored labels \\(pass --labels"):
+        legacy_labels(3, "m.keras", "pass --labels")
+    (tmp_path / "run.json").write_text(json.dumps({"labels": ["eosinophil", "neutrophil"]}))
+    assert model_labels(tmp_path / "model.keras").to_list() == ["eosinophil", "neutrophil"]
+    (tmp_path / "run.json").write_text(json.dumps({"labels": [1, 2]}))
+    with pytest.raises(ModelFileError, match="labels must be a list of class names"):
+        model_labels(tmp_path / "model.keras")
+    assert model_labels(tmp_path / "other" / "model.keras") == WBC5_LABELS

@@ -12,7 +12,7 @@ import pytest
 
 from wbc_edge.diagnose import DiagnoseConfig, parse_statistics, rank, recommend_k
 from wbc_edge.diagnose.layers import ROUNDING_FLOOR, range_suspects, short_name
-from wbc_edge.errors import WbcEdgeError
+from wbc_edge.core.errors import WbcEdgeError
 
 CSV = ("op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,mean_abs_error,"
        "scale,zero_point,tensor_name\n") + """\
@@ -99,8 +99,8 @@ def test_diagnosis_names_the_broken_layer_and_its_fallback_restores_agreement(tm
     from wbc_edge.export.selective import Quantiser
     from wbc_edge.export.calibration_data import calibration_batch
     from wbc_edge.export.convert import saved_model
-    from wbc_edge.model import load_model, model_input_size
-    from wbc_edge.preprocess import preprocess_batch
+    from wbc_edge.model.network import load_model, model_input_size
+    from wbc_edge.core.preprocess import preprocess_batch
 
     model = load_model(tiny_model_path)
     pixels = preprocess_batch(sample_files[0], model_input_size(model))
@@ -193,7 +193,7 @@ def test_export_int8_mixed_records_its_float_layers(tmp_path, tiny_run_dir, samp
     from click.testing import CliRunner
 
     from wbc_edge.cli import main
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
     from wbc_edge.export import spec_for_file
 
     out = tmp_path / "out"

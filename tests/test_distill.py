@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from helpers import tiny_train_config
 
-from wbc_edge.errors import ModelFileError, WbcEdgeError
+from wbc_edge.core.errors import ModelFileError, WbcEdgeError
 
 
 def test_distill_loss_is_cross_entropy_plus_scaled_kl():
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
     from wbc_edge.train.distill import distill_loss, pack, soften
 
     tf, keras = import_tf()
@@ -36,8 +36,8 @@ def test_distill_loss_is_cross_entropy_plus_scaled_kl():
 def test_student_trains_on_the_teachers_outputs_for_the_same_views(sample_root, tiny_run_dir, tmp_path):
     """A 64 px student of the 96 px tiny teacher: the cached teacher targets are the teacher's softened outputs
     on the same seeded views at 96 px, the run records the teacher (sha256, T, alpha) and the student exports."""
-    from wbc_edge.model import load_model
-    from wbc_edge.model import ModelConfig
+    from wbc_edge.model.network import load_model
+    from wbc_edge.model.network import ModelConfig
     from wbc_edge.train import train
     from wbc_edge.train.activations import ActivationCache
     from wbc_edge.train.distill import soften
@@ -85,7 +85,7 @@ def test_a_teacher_of_other_classes_or_outside_cached_mode_is_refused(sample_roo
 def test_students_of_another_size_reuse_the_teachers_targets(sample_root, tiny_run_dir, tmp_path, monkeypatch):
     """With --shared-cache the teacher pass (most of a student's time) runs once per teacher and views: a second
     student of another input size reads the same targets instead of running the teacher again."""
-    from wbc_edge.model import ModelConfig
+    from wbc_edge.model.network import ModelConfig
     from wbc_edge.train import train
     from wbc_edge.train.distill import TeacherTargets
 

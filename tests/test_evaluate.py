@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import import_blocker
 
-from wbc_edge.labels import WBC5, Labels
+from wbc_edge.core.labels import WBC5, Labels
 from wbc_edge.metrics import (
     Metrics,
     agreement,
@@ -384,7 +384,7 @@ _BLOCKED_IMPORT = import_blocker() + textwrap.dedent("""
     import json, tempfile, pathlib
 
     import wbc_edge.metrics as ev
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
 
     m = ev.compute_metrics([0, 1, 2, 1], [0, 1, 1, 1], ["a", "b", "c"], bootstrap=100)
     assert m.accuracy == 0.75, m

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.labels import WBC5, WBC5_LABELS
-from wbc_edge.errors import WbcEdgeError
+from wbc_edge.core.labels import WBC5, WBC5_LABELS
+from wbc_edge.core.errors import WbcEdgeError
 
 ALL = ("float32", "float16", "dynamic", "int8", "qat_int8")
 RELAXED = dict(min_int8_agreement=0.0, max_int8_drop=100.0, min_float_agreement=80.0)
@@ -78,8 +78,8 @@ def test_every_variant_converts_and_runs(full_export, sample_files):
 
 
 def test_contract_round_trip_matches_interpreter(full_export, tiny_run_dir):
-    from wbc_edge.contract import read_contract
-    from wbc_edge.preprocess import PREPROCESS_VERSION
+    from wbc_edge.core.contract import read_contract
+    from wbc_edge.core.preprocess import PREPROCESS_VERSION
     from wbc_edge.runtime import load_backend
 
     model_sha = _sha(tiny_run_dir / "model.keras")
@@ -196,7 +196,7 @@ def test_android_bundle_with_non_utf8_labels_is_a_problem_not_a_crash(tmp_path):
 
 def test_android_bundle_with_corrupt_contract_is_a_problem_not_a_crash(full_export, tmp_path):
     """A contract field of the wrong type (input_size "abc") is reported by the checker (was ValueError)."""
-    from wbc_edge.contract import ModelContract, embed_contract, read_contract
+    from wbc_edge.core.contract import ModelContract, embed_contract, read_contract
     from wbc_edge.export import check_android_bundle
     from wbc_edge.export.android import check_android_bundle as check_from_android
 
@@ -259,7 +259,7 @@ def test_broken_calibration_fails_gate_and_cli_exits_nonzero(tiny_run_dir, tmp_p
 
 def test_interrupted_write_keeps_old_file(tiny_run_dir, tmp_path, monkeypatch):
     """A write failing midway (after the bytes, before the rename) leaves the previous file intact."""
-    import wbc_edge.atomic as atomic_mod
+    import wbc_edge.core.atomic as atomic_mod
     from wbc_edge.export import ExportConfig, export_model
 
     out = tmp_path / "out"
@@ -328,7 +328,7 @@ def test_refuses_non_empty_out_without_force(tiny_run_dir, tmp_path):
 
 
 def test_config_errors(tiny_run_dir, tmp_path):
-    from wbc_edge.errors import DatasetError
+    from wbc_edge.core.errors import DatasetError
     from wbc_edge.export import ExportConfig, export_model
 
     with pytest.raises(WbcEdgeError, match="unknown variant"):

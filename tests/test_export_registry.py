@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import import_blocker
 
-from wbc_edge.errors import ModelFileError, WbcEdgeError
+from wbc_edge.core.errors import ModelFileError, WbcEdgeError
 
 REPO = Path(__file__).resolve().parents[1]
 RELAXED = dict(min_int8_agreement=0.0, max_int8_drop=100.0, min_float_agreement=0.0)
@@ -107,7 +107,7 @@ def test_registry_and_manifest_reader_import_without_tensorflow():
 
 
 def test_export_library_never_prints_or_imports_click():
-    """Progress goes through wbc_edge.progress; click stays in cli/."""
+    """Progress goes through wbc_edge.core.progress; click stays in cli/."""
     for path in sorted((REPO / "wbc_edge" / "export").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -146,7 +146,7 @@ def int16x8(monkeypatch):
 
 def test_variant_added_through_the_registry_alone_exports_end_to_end(int16x8, tiny_run_dir, tmp_path):
     from wbc_edge.cli import main
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
     from wbc_edge.export import entry_for_file
     from wbc_edge.export.metadata_read import check_standard_metadata
     from wbc_edge.runtime import Classifier
@@ -181,7 +181,7 @@ def test_variant_added_through_the_registry_alone_exports_end_to_end(int16x8, ti
 def test_each_failure_names_its_stage(tiny_run_dir, tmp_path, monkeypatch):
     """QAT, metadata and write failures used to be reported as "conversion error"; now each names its stage
     in the manifest entry (stage + reason) and in ExportFailed's message."""
-    import wbc_edge.atomic as atomic_mod
+    import wbc_edge.core.atomic as atomic_mod
     import wbc_edge.export.qat as qat_mod
     import wbc_edge.export.variant_export as ve
     from wbc_edge.export import ExportConfig, ExportFailed, export_model
@@ -228,8 +228,8 @@ def three_class_run(tmp_path_factory, sample_root) -> Path:
     """A RUN_DIR with a 3-output model, run.json `labels` (as `wbc-edge train` now writes them) and the
     canonical split sha256 - while split.csv itself has CRLF line ends and its rows in reverse order."""
     from wbc_edge.data import ManifestRow, SplitManifest
-    from wbc_edge.model import ModelConfig, build_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import ModelConfig, build_model
+    from wbc_edge.core.tfcompat import import_tf
 
     _, keras = import_tf()
     keras.utils.set_random_seed(0)
@@ -254,10 +254,10 @@ def three_class_run(tmp_path_factory, sample_root) -> Path:
 
 
 class Recording:
-    """A wbc_edge.progress.Progress that keeps the messages."""
+    """A wbc_edge.core.progress.Progress that keeps the messages."""
 
     def __init__(self):
-        from wbc_edge.progress import Progress
+        from wbc_edge.core.progress import Progress
 
         self.lines: list[str] = []
         self.progress = Progress(enabled=True)
@@ -265,7 +265,7 @@ class Recording:
 
 
 def test_labels_come_from_the_run_and_a_crlf_split_is_the_same_split(three_class_run, tmp_path, capsys):
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
     from wbc_edge.export import ExportConfig, export_model
 
     rec = Recording()
@@ -298,3 +298,28 @@ def test_a_model_without_stored_labels_needs_them(three_class_run, tmp_path):
     assert "\n" not in str(ei.value)
     with pytest.raises(ModelFileError, match="has 3 outputs but --labels names 2 classes"):
         export_model(dataclasses.replace(cfg, labels=("a", "b")))
+
+
+def test_hooks_are_registered_into_the_registry_and_options_tuned_through_it():
+    """The registry names its float-fallback hook and never imports the module that owns it (TF-free by
+    construction); the converter's import registers it; the CLI's --int8-float-layers finds its variant by the
+    option it declares, not by name."""
+    import subprocess
+    import sys
+
+    code = ("import sys, wbc_edge.export.variants as v; "
+            "print('wbc_edge.export.selective' in sys.modules, v.get('int8').converter_hook)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "float_fallback"]
+    import wbc_edge.export.convert  # noqa: F401 - registers the hook
+    from wbc_edge.export import selective, variants
+
+    assert variants.get("int8").hook() is selective.int8_mixed_hook
+    assert variants.tuner("float_layers").cli_flag == "--int8-mixed"
+    with pytest.raises(WbcEdgeError, match="no registered variant takes the option 'nope'"):
+        variants.tuner("nope")
+    spec = variants.VariantSpec("tmp_hooked", "t", "t", converter_hook="not_registered")
+    with pytest.raises(WbcEdgeError, match="converter hook 'not_registered' is not registered"):
+        spec.hook()
+    with pytest.raises(ValueError, match="tunes"):
+        variants.VariantSpec("tmp_tuned", "t", "t", tunes=("k",))

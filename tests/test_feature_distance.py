@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from wbc_edge.errors import ModelFileError
-from wbc_edge.feature_distance import FEATURE_DISTANCE_FILE, FeatureDistance, fit_feature_distance
+from wbc_edge.core.errors import ModelFileError
+from wbc_edge.calibrate.feature_distance import FEATURE_DISTANCE_FILE, FeatureDistance, fit_feature_distance
 
 
 def _clusters(rng, n_per_class: int, shift: float = 0.0, dim: int = 40):
@@ -73,9 +73,10 @@ def test_calibrate_fits_it_and_crossdomain_reports_a_foreign_domain_as_far(tiny_
     inverted 12.5 % far with oneDNN on, 45 % off; own 7.5 % both).  That the distance separates a shifted
     domain is tested on constructed features above; here the plumbing is tested against the same host's run."""
     from wbc_edge.cli import main
-    from wbc_edge.confidence import feature_model, load_feature_distance, load_scale_guard
-    from wbc_edge.model import load_model
-    from wbc_edge.scoring import predict_keras
+    from wbc_edge.calibrate.confidence import feature_model, load_feature_distance
+    from wbc_edge.data.run_files import load_scale_guard
+    from wbc_edge.model.network import load_model
+    from wbc_edge.model.scoring import predict_keras
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run_dir, run)

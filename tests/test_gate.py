@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wbc_edge.errors import ModelFileError
+from wbc_edge.core.errors import ModelFileError
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,10 @@ def gate_run(tiny_run_dir, tmp_path_factory):
 
 def test_the_graph_computes_the_feature_distance(gate_run, sample_files):
     """Keras gate model vs FeatureDistance.distances on the same features (float32: exact up to rounding)."""
-    from wbc_edge.confidence import feature_model, load_feature_distance
+    from wbc_edge.calibrate.confidence import feature_model, load_feature_distance
     from wbc_edge.export.gate import gate_model
-    from wbc_edge.model import load_model, model_input_size
-    from wbc_edge.preprocess import preprocess_batch
+    from wbc_edge.model.network import load_model, model_input_size
+    from wbc_edge.core.preprocess import preprocess_batch
 
     model = load_model(gate_run / "model.keras")
     fd = load_feature_distance(gate_run)
@@ -44,8 +44,8 @@ def test_the_graph_computes_the_feature_distance(gate_run, sample_files):
 
 
 def test_the_file_its_thresholds_and_the_verdicts(gate_run, sample_files):
-    from wbc_edge.confidence import load_feature_distance
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.calibrate.confidence import load_feature_distance
+    from wbc_edge.core.preprocess import preprocess
     from wbc_edge.runtime.gate import LabGate
 
     meta = json.loads((gate_run / "export" / "wbc_gate.json").read_text())

@@ -3,8 +3,10 @@
 (a) no module in wbc_edge/ (vendored code aside) over 400 lines: one job per module;
 (b) no leading-underscore name imported from, or reached into, another wbc_edge module: a name two modules
     need is public in the module that owns it;
-(c) data flows one way: core <- data <- metrics <- stages (train, export, bench, adapt, diagnose, ...) <- cli;
-    a module never imports one of a later layer (function-level imports count too);
+(c) data flows one way, package by package (docs/ARCHITECTURE.md): core -> runtime -> data -> metrics -> model
+    -> calibrate -> train -> export -> diagnose | adapt -> bench -> cli; a module never imports one of a later
+    package, nor one of a sibling at the same level (function-level imports count too), and no modules import
+    each other in a cycle;
 (d) a module's `__all__` is true: every name in it exists, and every public function / class the module
     defines is in it.
 
@@ -24,23 +26,22 @@ PKG = REPO / "wbc_edge"
 MAX_LINES = 400
 EXCLUDED = ("vendor",)  # third-party code kept verbatim
 
-#: Layers, upstream first.  A module's layer is that of its longest matching prefix; anything else in
-#: wbc_edge is a stage.  `calibration` and `scale_guard` are core because the runtime applies them.
-CORE = ("errors", "atomic", "preprocess", "scale_guard", "contract", "labels", "progress", "runtime", "calibration",
-        "tfcompat", "quiet", "vendor")
-LAYERS = {"core": 0, "data": 1, "metrics": 2, "stage": 3, "cli": 4}
+#: The packages in import order, upstream first: a module may import its own package and any earlier one.
+#: The runtime sits right above core: it needs nothing else (a Pi installs it alone), and export checks the files
+#: it writes through the very code users run them with.  diagnose and adapt are siblings (neither imports the
+#: other).  wbc_edge/__init__.py and vendor/ count as core.
+LAYERS = {"core": 0, "vendor": 0, "runtime": 1, "data": 2, "metrics": 3, "model": 4, "calibrate": 5, "train": 6,
+          "export": 7, "diagnose": 8, "adapt": 8, "bench": 9, "cli": 10}
 
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:  # wbc_edge/__init__.py
         return "core"
-    top = parts[1]
-    if top in CORE:
-        return "core"
-    if top in ("data", "metrics", "cli"):
-        return top
-    return "stage"
+    if parts[1] not in LAYERS:
+        raise AssertionError(f"{module}: package wbc_edge.{parts[1]} has no place in LAYERS (tests/test_layout.py); "
+                             "every module lives in a stage package")
+    return parts[1]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def sources() -> list[Source]:
 
 
 SOURCES = sources()
+SOURCE_OF = {s.module: s for s in SOURCES}
 MODULES = {s.module for s in SOURCES} | {"wbc_edge.vendor"}
 
 
@@ -181,22 +183,86 @@ def test_the_private_name_check_can_fail(tmp_path):
 # --------------------------------------------------------------------------------------------------- (c)
 
 
-def test_data_flows_one_way():
-    found = []
+def against_the_flow(importer: str, imported: str) -> bool:
+    """An import from a later package, or from a sibling at the same level (diagnose <-> adapt)."""
+    mine, theirs = layer_of(importer), layer_of(imported)
+    return LAYERS[theirs] > LAYERS[mine] or (LAYERS[theirs] == LAYERS[mine] and theirs != mine
+                                             and {mine, theirs} != {"core", "vendor"})
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """{module: {imported wbc_edge module: first line}}, module-level and function-level imports alike."""
+    graph: dict[str, dict[str, int]] = {}
     for src in SOURCES:
-        mine = layer_of(src.module)
+        edges = graph.setdefault(src.module, {})
         for line, module, _ in imports(src, parsed(src)):
-            theirs = layer_of(module)
-            if LAYERS[theirs] > LAYERS[mine]:
-                found.append(f"{src.rel}:{line}: {mine} module imports {module} ({theirs})")
-    assert found == [], "imports against the layering core <- data <- metrics <- stages <- cli:\n" + \
-        "\n".join(found)
+            if module != src.module:
+                edges.setdefault(module, line)
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan).  A package's __init__ importing its own
+    modules is not a cycle by itself; a module importing its package's __init__ back would close one."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:  # recursion depth <= number of modules (~120)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_data_flows_one_way():
+    found = [f"{SOURCE_OF[m].rel}:{line}: {layer_of(m)} module {m} imports {t} ({layer_of(t)})"
+             for m, edges in import_graph().items() for t, line in edges.items() if against_the_flow(m, t)]
+    assert found == [], "imports against the flow " + " -> ".join(LAYERS) + ":\n" + "\n".join(found)
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    assert found == [], "modules importing each other (directly or round a loop):\n" + \
+        "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_flow_and_cycle_checks_can_fail():
+    """An honest test of the two tests above."""
+    assert against_the_flow("wbc_edge.train.pipeline", "wbc_edge.export.variants")
+    assert against_the_flow("wbc_edge.adapt.pipeline", "wbc_edge.diagnose.layers")
+    assert not against_the_flow("wbc_edge.export.parity", "wbc_edge.runtime.classifier")
+    assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
+    with pytest.raises(AssertionError, match="no place in LAYERS"):
+        layer_of("wbc_edge.loose_module")
 
 
 @pytest.mark.parametrize("module,layer", [
-    ("wbc_edge", "core"), ("wbc_edge.labels", "core"), ("wbc_edge.runtime.classifier", "core"),
-    ("wbc_edge.data.scan", "data"), ("wbc_edge.metrics.parity", "metrics"), ("wbc_edge.train", "stage"),
-    ("wbc_edge.export.pipeline", "stage"), ("wbc_edge.cli.data_cmd", "cli"),
+    ("wbc_edge", "core"), ("wbc_edge.core.labels", "core"), ("wbc_edge.runtime.classifier", "runtime"),
+    ("wbc_edge.data.scan", "data"), ("wbc_edge.metrics.parity", "metrics"), ("wbc_edge.train", "train"),
+    ("wbc_edge.export.pipeline", "export"), ("wbc_edge.bench.crossdomain", "bench"), ("wbc_edge.cli.data_cmd", "cli"),
 ])
 def test_layers_are_assigned_as_documented(module, layer):
     assert layer_of(module) == layer

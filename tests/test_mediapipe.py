@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.labels import WBC5 as CLASSES
+from wbc_edge.core.labels import WBC5 as CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = REPO / "export"
@@ -73,11 +73,11 @@ def _classify(clf, rgb: np.ndarray):
 @needs_mediapipe
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mediapipe_names_the_class_and_agrees_with_runtime(with_metadata, variant, sample_files):
-    from wbc_edge.preprocess import load_image, preprocess
+    from wbc_edge.core.preprocess import load_image, preprocess
     from wbc_edge.runtime import Classifier
 
     paths, labels = sample_files
-    # MediaPipe cannot run the scale guard (wbc_edge.scale_guard): compare with the runtime without it
+    # MediaPipe cannot run the scale guard (wbc_edge.core.scale_guard): compare with the runtime without it
     rt = Classifier(with_metadata[variant], num_threads=1, scale_guard=False)
     clf = _classifier(with_metadata[variant])
     try:
@@ -111,7 +111,7 @@ def test_without_metadata_mediapipe_refuses_float_and_names_nothing(sample_files
     files with the metadata entry removed again)."""
     from helpers import without_metadata
 
-    from wbc_edge.preprocess import load_image
+    from wbc_edge.core.preprocess import load_image
 
     bare = {}
     for v in ("float32", "int8"):

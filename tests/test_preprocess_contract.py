@@ -14,9 +14,9 @@ import pytest
 from helpers import import_blocker
 from PIL import Image
 
-from wbc_edge.contract import ModelContract, embed_contract, read_contract, strip_contract
-from wbc_edge.errors import BadImageError, ModelFileError
-from wbc_edge.preprocess import preprocess, preprocess_batch
+from wbc_edge.core.contract import ModelContract, embed_contract, read_contract, strip_contract
+from wbc_edge.core.errors import BadImageError, ModelFileError
+from wbc_edge.core.preprocess import preprocess, preprocess_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ BLOCK_TF = import_blocker()
 def test_preprocess_and_contract_import_without_tensorflow(sample_files):
     img = sample_files[0][0]
     code = BLOCK_TF + textwrap.dedent(f"""
-        from wbc_edge.preprocess import preprocess
-        from wbc_edge.contract import read_contract, ModelContract
+        from wbc_edge.core.preprocess import preprocess
+        from wbc_edge.core.contract import read_contract, ModelContract
         x = preprocess({str(img)!r}, 224)
         assert x.shape == (224, 224, 3) and x.dtype.name == "uint8"
         assert not any(m.split(".")[0] in ("tensorflow", "tf_keras", "keras") for m in sys.modules)
@@ -117,7 +117,7 @@ def test_contract_field_types_are_validated(field, value, expect):
 
 
 def test_first_line():
-    from wbc_edge.errors import first_line
+    from wbc_edge.core.errors import first_line
 
     assert first_line(ValueError("  one\ntwo\n")) == "one"
     assert first_line(ValueError()) == "ValueError"

@@ -1,10 +1,13 @@
-"""Every command in the README names files that a fresh clone has (issue 30: the new-lab commands named
-`runs/robust/robust_s3/...`, which only the machine that trained it had, and `Tecom=...` placeholders).
+"""Every command in the README and in docs/*.md names files that a fresh clone has (issue 30: the new-lab
+commands named `runs/robust/robust_s3/...`, which only the machine that trained it had, and `Tecom=...`
+placeholders; issue 34 moved most of the README's commands into docs/).
 
 Checked statically, in a second: each shell block's commands are split into words; a word that is a path in
 the repository (or in ../shared, the data every developer and CI run has beside it) must exist - or be
-written by an earlier command of the same block (`--out`), or be a glob that matches.  Absolute and `~`
-paths are other machines' (the multi-worker and Raspberry Pi examples) and are not checked."""
+written by an earlier command of the same block (`--out`), or be a glob that matches.  Commands run from the
+repository root, so their paths are relative to it in docs/ too.  Absolute and `~` paths are other machines'
+(the multi-worker and Raspberry Pi examples) and are not checked.  Also: the README stays a five-minute read
+(<= 200 lines, issue 34) and the relative links of these files lead to files (and headings) that exist."""
 
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PLACEHOLDER = r"\b(RUN_DIR\d?|ROOT|MODELS?|LAB|CSV|DIR|NAME|PATH|IMAGE|FOLDER|FILE)\b"
 COMMANDS = ("wbc-edge", ".venv/bin/wbc-edge", ".venv/bin/python", "python3", "sudo", "SHARED=", "pip")
+#: the README and the guides split out of it (issue 34); paths relative to the repository
+DOCS = ["README.md"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))
+README_MAX_LINES = 200
+#: the README's set-up section: exactly these two commands (`.ci/run` runs the same test command)
+SETUP = ["python3 -m venv .venv && .venv/bin/pip install -e '.[train,dev]'", ".venv/bin/python -m pytest"]
 
 
 def _blocks(text: str) -> list[list[str]]:
@@ -83,13 +91,55 @@ def _problems(cmds: list[str]) -> list[str]:
     return bad
 
 
-def test_the_readmes_commands_name_files_a_clone_has():
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("doc", DOCS)
+def test_the_readmes_commands_name_files_a_clone_has(doc):
+    text = (REPO / doc).read_text(encoding="utf-8")
     blocks = _blocks(text)
-    assert sum(map(len, blocks)) >= 10  # the parser found the commands
     bad = [p for cmds in blocks for p in _problems(cmds)]
     bad += _problems(_inline_commands(text))
     assert not bad, "\n".join(bad)
+
+
+def test_the_parser_found_the_commands():
+    blocks = {doc: _blocks((REPO / doc).read_text(encoding="utf-8")) for doc in DOCS}
+    assert {"docs/RESULTS.md", "docs/DEPLOY.md", "docs/TRAINING.md", "docs/NEW_LAB.md"} <= set(blocks)
+    assert sum(len(cmds) for bs in blocks.values() for cmds in bs) >= 10
+    assert blocks["README.md"][0] == SETUP  # the set-up section: the two commands, as they are
+    assert ".venv/bin/wbc-edge bench export/*.tflite --data samples/pbc_sample" in blocks["README.md"][1]
+
+
+def test_the_readme_is_a_five_minute_read():
+    n = len((REPO / "README.md").read_text(encoding="utf-8").splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}: move detail into docs/)"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip())  # a link in a heading: its text
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {_slug(h) for h in re.findall(r"^#{1,6} +(.+?) *#*$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("doc", DOCS + ["benchmarks/README.md"])
+def test_relative_links_lead_to_files_that_exist(doc):
+    """Text moved from the README into docs/ (issue 34) links relative to its new place: `../benchmarks/...`."""
+    path = REPO / doc
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http:", "https:", "mailto:")):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            bad.append(f"{target} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            bad.append(f"{target} (no heading with that anchor)")
+    assert not bad, f"{doc}: " + "; ".join(bad)
 
 
 @pytest.mark.parametrize("cmd, ok", [

@@ -25,13 +25,13 @@ from helpers import tiny_train_config
 from click.testing import CliRunner
 from PIL import Image
 
-from wbc_edge import atomic
-from wbc_edge import preprocess as preprocess_mod
-from wbc_edge.contract import ModelContract, embed_contract
+from wbc_edge.core import atomic
+from wbc_edge.core import preprocess as preprocess_mod
+from wbc_edge.core.contract import ModelContract, embed_contract
 from wbc_edge.data import ManifestRow, SplitManifest, scan_dataset, split_dataset
-from wbc_edge.errors import BadImageError, DatasetError, ModelFileError
-from wbc_edge.labels import WBC5, WBC5_LABELS
-from wbc_edge.preprocess import load_image, preprocess
+from wbc_edge.core.errors import BadImageError, DatasetError, ModelFileError
+from wbc_edge.core.labels import WBC5, WBC5_LABELS
+from wbc_edge.core.preprocess import load_image, preprocess
 
 S = 32  # input size of the tiny .tflite model below
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -107,7 +107,7 @@ def tiny_tflite(tmp_path_factory) -> dict:
     """Tiny float32 .tflite classifiers (32 px) whose output depends on the image: softmax over
     (mean R, mean G, mean B, 0, 0) * 8 / 255, so a red picture is class 0.  Saved with WBC5 as the
     embedded labels, with the labels reversed, and with a foreign label set."""
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, _ = import_tf()
 
@@ -350,7 +350,7 @@ def test_decompression_bombs_refused_from_the_header(tmp_path, monkeypatch):
     assert len(scan.records) == 2
     assert {b.path for b in scan.bad} == {"neutrophil/bomb.png", "neutrophil/big.png"}
 
-    # The limit is read at call time, so lowering wbc_edge.preprocess.MAX_PIXELS takes effect everywhere.
+    # The limit is read at call time, so lowering wbc_edge.core.preprocess.MAX_PIXELS takes effect everywhere.
     monkeypatch.setattr(preprocess_mod, "MAX_PIXELS", 1000)
     small_ok = root / "neutrophil" / "small.png"
     noise(5, (30, 30)).save(small_ok)  # 900 px
@@ -496,7 +496,7 @@ def _tiny_cfg(sample_root, out, split_csv, **kw):
 
 
 def test_split_missing_a_class_is_refused_by_train_and_evaluate(tmp_path, sample_root, sample_split_csv):
-    from wbc_edge.scoring import collect_inputs
+    from wbc_edge.model.scoring import collect_inputs
     from wbc_edge.train import train
 
     bad = _manifest_without_test_class(sample_split_csv, tmp_path / "no_mono_test.csv", "monocyte")
@@ -588,8 +588,8 @@ def _rewrite_config(src: Path, dst: Path, edit) -> Path:
 
 
 def test_keras_lambda_layer_is_refused_and_never_runs(tmp_path):
-    from wbc_edge.model import load_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import load_model
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     marker = tmp_path / "lambda_ran.txt"
@@ -628,8 +628,8 @@ def test_keras_lambda_layer_is_refused_and_never_runs(tmp_path):
 def test_keras_config_naming_another_module_is_refused_without_importing_it(tmp_path, monkeypatch):
     """tf_keras imports the `module` of every serialised object, even in safe mode: an edited config.json
     could run any importable module's code.  load_model refuses before Keras sees the file."""
-    from wbc_edge.model import load_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import load_model
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     evil_dir = tmp_path / "site"
@@ -670,7 +670,7 @@ def test_keras_config_naming_another_module_is_refused_without_importing_it(tmp_
 
 @pytest.mark.parametrize("kind", ["text", "truncated", "h5-suffix", "not-a-keras-zip"])
 def test_keras_file_that_is_not_a_model(tmp_path, kind):
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
 
     path = tmp_path / ("model.h5" if kind == "h5-suffix" else "model.keras")
     if kind == "text":
@@ -691,8 +691,8 @@ def test_keras_file_that_is_not_a_model(tmp_path, kind):
 
 
 def test_evaluate_refuses_keras_model_of_the_wrong_shape(tmp_path, sample_root):
-    from wbc_edge.scoring import evaluate_keras
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.scoring import evaluate_keras
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     three = _small_keras(keras, tmp_path, "three", classes=3)
@@ -726,7 +726,7 @@ def test_cli_train_zoom_overrides_only_the_presets_zoom_range(tmp_path, sample_r
     """`--zoom MIN MAX` reaches the training config with the rest of the preset unchanged; MIN > MAX is a
     one-line error before RUN_DIR exists."""
     import wbc_edge.train
-    from wbc_edge.augment import preset
+    from wbc_edge.data.augment import preset
 
     seen = {}
     monkeypatch.setattr(wbc_edge.train, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg))
@@ -965,7 +965,7 @@ def test_cli_keyboard_interrupt_exits_130(tmp_path, monkeypatch, sample_root):
 
 def test_read_json_names_the_file_and_the_problem_in_one_line(tmp_path):
     """The one JSON reader (manifests, bench results, run.json): missing, corrupt and non-UTF-8 files."""
-    from wbc_edge.errors import ModelFileError
+    from wbc_edge.core.errors import ModelFileError
 
     kw = dict(missing="thing not found", unreadable="not a readable thing")
     good = tmp_path / "good.json"
@@ -1023,7 +1023,7 @@ def test_a_large_image_gets_our_one_line_error_and_no_pillow_warning(tmp_path):
 
     big = tmp_path / "huge.png"
     big.write_bytes(png_header_only(10000, 10000))  # 100 Mpx: over Pillow's warning limit (~89 Mpx)
-    code = ("import sys; from wbc_edge.preprocess import preprocess\n"
+    code = ("import sys; from wbc_edge.core.preprocess import preprocess\n"
             "try:\n    preprocess(sys.argv[1])\nexcept Exception as e:\n    print('ERR', e)")
     proc = subprocess.run([sys.executable, "-W", "default", "-c", code, str(big)], capture_output=True, text=True,
                           timeout=60)

@@ -26,10 +26,10 @@ from helpers import import_blocker
 from PIL import Image
 
 from wbc_edge import runtime
-from wbc_edge.labels import WBC5 as CLASSES
-from wbc_edge.contract import embed_contract, read_contract, strip_contract
-from wbc_edge.errors import BadImageError, ModelFileError, WbcEdgeError
-from wbc_edge.preprocess import preprocess
+from wbc_edge.core.labels import WBC5 as CLASSES
+from wbc_edge.core.contract import embed_contract, read_contract, strip_contract
+from wbc_edge.core.errors import BadImageError, ModelFileError, WbcEdgeError
+from wbc_edge.core.preprocess import preprocess
 from wbc_edge.runtime import Classifier, Prediction
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def models(tiny_tflite) -> dict:
 def keras_probs(models, sample_files) -> np.ndarray:
     if models["keras"] is None or not HAVE_TF:
         pytest.skip("needs TensorFlow (Keras reference)")
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
 
     model = load_model(models["keras"])
     x = np.stack([preprocess(p, models["size"]) for p in sample_files[0]]).astype(np.float32)
@@ -150,7 +150,7 @@ _FAKE_TFLITE_RUNTIME = textwrap.dedent("""
 
 _BACKEND_SCRIPT = import_blocker('tuple(sys.argv[1].split(","))') + textwrap.dedent("""
     from wbc_edge import runtime
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
     try:
         b = runtime.load_backend()
         print(b.name, "tensorflow" in sys.modules)
@@ -472,7 +472,7 @@ def test_error_corrupt_embedded_contract(models, tmp_path):
 
 @needs_tf
 def test_error_wrong_input_shape(tmp_path):
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, _ = import_tf()
 

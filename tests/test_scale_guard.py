@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from wbc_edge.scale_guard import (ScaleGuard, fit_scale_guard, guard_batch, guard_pixels, nucleus,
+from wbc_edge.core.scale_guard import (ScaleGuard, fit_scale_guard, guard_batch, guard_pixels, nucleus,
                                   nucleus_fraction)
 
 GUARD = ScaleGuard(threshold=0.21, target=0.30, max_zoom=2.5)
@@ -29,7 +29,7 @@ def _cell(size=224, diameter=0.3, centre=(0.5, 0.5)) -> np.ndarray:
 
 
 def _zoom_out(px: np.ndarray, z: float) -> np.ndarray:
-    from wbc_edge.augment import _zoom
+    from wbc_edge.data.augment import _zoom
 
     return np.clip(_zoom(px.astype(np.float32), z, np.zeros(2)), 0, 255).astype(np.uint8)
 
@@ -91,7 +91,7 @@ def test_invalid_guards_are_refused():
 
 def test_real_pbc_cell_zoomed_out_is_magnified_back(sample_files):
     """A shipped PBC sample at half magnification (the small-cell stand-in of small_cell_probe.py)."""
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.core.preprocess import preprocess
 
     checked = 0
     for path in sample_files[0][::8]:
@@ -109,8 +109,8 @@ def test_real_pbc_cell_zoomed_out_is_magnified_back(sample_files):
 
 
 def test_contract_carries_the_guard_and_old_contracts_still_load():
-    from wbc_edge.contract import ModelContract
-    from wbc_edge.errors import ModelFileError
+    from wbc_edge.core.contract import ModelContract
+    from wbc_edge.core.errors import ModelFileError
 
     c = ModelContract(scale_guard=GUARD.to_dict())
     assert ModelContract.from_json(c.to_json()).scale_guard == GUARD.to_dict()
@@ -124,7 +124,7 @@ def test_contract_carries_the_guard_and_old_contracts_still_load():
 
 @pytest.fixture(scope="module")
 def guarded_tflite(tiny_tflite, tmp_path_factory):
-    from wbc_edge.contract import embed_contract, read_contract, strip_contract
+    from wbc_edge.core.contract import embed_contract, read_contract, strip_contract
 
     src = tiny_tflite["float32"]
     contract = dataclasses.replace(read_contract(src), scale_guard=GUARD.to_dict())
@@ -136,7 +136,7 @@ def guarded_tflite(tiny_tflite, tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_cell_file(sample_files, tmp_path_factory):
     """A shipped sample zoomed out to half magnification, saved as a PNG."""
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.core.preprocess import preprocess
 
     for path in sample_files[0]:
         px = preprocess(path, 224)
@@ -150,7 +150,7 @@ def small_cell_file(sample_files, tmp_path_factory):
 def test_runtime_feeds_the_guarded_pixels(tiny_tflite, guarded_tflite, small_cell_file):
     """The runtime's pixels are `preprocess` then `guard_pixels` - the same two functions crossdomain and
     export use for the Keras reference - and the guard can be switched off."""
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.core.preprocess import preprocess
     from wbc_edge.runtime import Classifier
 
     clf = Classifier(guarded_tflite)
@@ -186,8 +186,8 @@ def test_calibrate_fits_the_guard_of_a_run_and_crossdomain_applies_it(tiny_run_d
     """`wbc-edge calibrate --scale-guard-only` writes scale_guard.json from the run's train split; the
     cross-domain report then feeds every model (Keras reference and .tflite) the guarded pixels."""
     from wbc_edge.cli import main
-    from wbc_edge.confidence import load_scale_guard
-    from wbc_edge.crossdomain import CrossDomainConfig, Domain, run_report
+    from wbc_edge.data.run_files import load_scale_guard
+    from wbc_edge.bench.crossdomain import CrossDomainConfig, Domain, run_report
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run_dir, run)
@@ -207,7 +207,7 @@ def test_calibrate_fits_the_guard_of_a_run_and_crossdomain_applies_it(tiny_run_d
     result = run_report(cfg)
     assert result["scale_guard"] == GUARD.to_dict()
     dom = result["domains"][0]
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.core.preprocess import preprocess
 
     size = tiny_tflite["size"]
     expected = sum(guard_pixels(preprocess(p, size), GUARD)[1] != 1.0 for p in sorted(lab.rglob("*.*")))
@@ -227,9 +227,9 @@ def test_calibrate_fits_the_guard_of_a_run_and_crossdomain_applies_it(tiny_run_d
 
 
 def test_export_embeds_the_runs_guard_and_evaluate_applies_it(tiny_run_dir, sample_root, tmp_path):
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
     from wbc_edge.export import ExportConfig, export_model
-    from wbc_edge.scoring import evaluate_keras
+    from wbc_edge.model.scoring import evaluate_keras
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run_dir, run)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wbc_edge.labels import WBC5
-from wbc_edge.contract import read_contract
+from wbc_edge.core.labels import WBC5
+from wbc_edge.core.contract import read_contract
 from wbc_edge.export.android import check_android_bundle
 from wbc_edge.runtime import Classifier
 
@@ -116,7 +116,7 @@ def test_readme_bench_tables_are_the_recorded_bench_of_the_shipped_files(manifes
 def test_every_tflite_the_main_job_globs_is_a_classifier_and_the_gate_lives_apart():
     """The README's main job is `bench export/*.tflite`: every file that glob matches must be a classifier with
     its contract (the unfamiliar-lab gate, a different model, lives in export/gate/ with its own description)."""
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
     from wbc_edge.runtime.gate import LabGate
 
     assert all(read_contract(p) is not None for p in EXPORT.glob("*.tflite"))

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = ("cuInit", "oneDNN", "absl::InitializeLog", "cuda drivers", "cpu_feature_guard")
-IMPORT = ("from wbc_edge.tfcompat import import_tf\n"
+IMPORT = ("from wbc_edge.core.tfcompat import import_tf\n"
           "tf, keras = import_tf()\n"
           "tf.config.list_logical_devices()\n"  # initialises the devices: where "failed call to cuInit" comes from
           "keras.layers.Dense(2)(tf.zeros((1, 2)))\n"
@@ -40,7 +40,7 @@ def test_cli_debug_switch_reaches_the_tensorflow_import(monkeypatch):
     from click.testing import CliRunner
 
     from wbc_edge.cli import main
-    from wbc_edge.tfcompat import DEBUG_ENV, debug_enabled
+    from wbc_edge.core.tfcompat import DEBUG_ENV, debug_enabled
 
     monkeypatch.setenv(DEBUG_ENV, "0")  # restored after the test
     assert not debug_enabled()

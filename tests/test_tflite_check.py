@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from wbc_edge.labels import WBC5 as CLASSES
-from wbc_edge.contract import strip_contract
-from wbc_edge.errors import ModelFileError
+from wbc_edge.core.labels import WBC5 as CLASSES
+from wbc_edge.core.contract import strip_contract
+from wbc_edge.core.errors import ModelFileError
 from wbc_edge.runtime.tflite_check import flatbuffer_problem
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from helpers import import_blocker, without_metadata
 
 
-from wbc_edge.labels import WBC5
-from wbc_edge.contract import CONTRACT_NAME, LABELS_NAME, read_contract, strip_contract
-from wbc_edge.errors import ModelFileError, WbcEdgeError
+from wbc_edge.core.labels import WBC5
+from wbc_edge.core.contract import CONTRACT_NAME, LABELS_NAME, read_contract, strip_contract
+from wbc_edge.core.errors import ModelFileError, WbcEdgeError
 from wbc_edge.export.metadata_files import embed_metadata, with_metadata
 from wbc_edge.export.metadata_read import check_standard_metadata, has_standard_metadata, read_standard_metadata
 from wbc_edge.export.metadata_write import add_standard_metadata, build_metadata
@@ -216,7 +216,7 @@ def test_cli_show_and_errors(shipped_copy, tmp_path):
 
 def test_embed_is_atomic_on_failure(shipped_copy, tmp_path, monkeypatch):
     """A crash while writing leaves the previous file intact (atomic write)."""
-    import wbc_edge.atomic as atomic_mod
+    import wbc_edge.core.atomic as atomic_mod
 
     f = tmp_path / "wbc_int8.tflite"
     f.write_bytes(shipped_copy["before"]["wbc_int8.tflite"])

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from helpers import tiny_train_config
 
-from wbc_edge.errors import ModelFileError, WbcEdgeError
-from wbc_edge.labels import WBC5
+from wbc_edge.core.errors import ModelFileError, WbcEdgeError
+from wbc_edge.core.labels import WBC5
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,8 @@ def sample_split(sample_root, tmp_path_factory):
 
 
 def test_build_model_is_flat_uint8_pixels_and_lambda_free():
-    from wbc_edge.model import ModelConfig, build_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import ModelConfig, build_model
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     m = build_model(ModelConfig(alpha=0.35, input_size=96, weights="none"))
@@ -54,7 +54,7 @@ def test_build_model_is_flat_uint8_pixels_and_lambda_free():
 
 
 def test_missing_weights_file_names_path_and_expectation(tmp_path):
-    from wbc_edge.model import ModelConfig, build_model
+    from wbc_edge.model.network import ModelConfig, build_model
 
     missing = tmp_path / "nope.h5"
     with pytest.raises(ModelFileError, match="nope.h5.*not found.*no-top"):
@@ -111,11 +111,11 @@ def test_cached_training_writes_run_dir_and_resumes(sample_root, sample_split, t
     assert run["split_manifest_sha256"] == _sha(out / "split.csv")
     assert {"tensorflow", "tf_keras", "numpy"} <= set(run["versions"])
     assert 0.0 <= result.test_accuracy <= 1.0
-    # The scale guard is fitted on the train split and stored for export (wbc_edge.scale_guard).
+    # The scale guard is fitted on the train split and stored for export (wbc_edge.core.scale_guard).
     guard = json.loads((out / "scale_guard.json").read_text())
     assert run["scale_guard"] == guard and 0.1 < guard["threshold"] <= guard["target"] < 0.5
-    # So is the feature distance crossdomain reads (wbc_edge.feature_distance); the val split is its cut's source.
-    from wbc_edge.confidence import load_feature_distance
+    # So is the feature distance crossdomain reads (wbc_edge.calibrate.feature_distance); the val split is its cut's source.
+    from wbc_edge.calibrate.confidence import load_feature_distance
 
     fd = load_feature_distance(out)
     assert fd is not None and fd.cut > 0 and fd.quantile == 0.95 and "feature_distance_s" in run["timings"]
@@ -172,7 +172,7 @@ def test_mirrored_strategy_on_two_logical_cpus(sample_root, sample_split, tmp_pa
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from wbc_edge.model import ModelConfig
+        from wbc_edge.model.network import ModelConfig
         from wbc_edge.train import TrainConfig, make_strategy, train
         s = make_strategy("mirrored")
         cfg = TrainConfig(data_root={str(sample_root)!r}, out_dir={str(tmp_path / 'mirrored')!r},
@@ -218,7 +218,7 @@ def test_multiworker_needs_a_split_manifest(sample_root, tmp_path, monkeypatch):
 
 def test_full_mode_history_survives_a_resume(tmp_path):
     """BackupAndRestore restarts fit() part-way: the epoch history must come from the state file."""
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
     from wbc_edge.train import RunState, history_callback
 
     _, keras = import_tf()
@@ -249,7 +249,7 @@ def test_real_short_training_beats_chance(pbc_root, tmp_path):
     weights = os.environ.get("WBC_EDGE_IMAGENET_WEIGHTS")
     if not weights or not Path(weights).is_file():
         pytest.skip("set WBC_EDGE_IMAGENET_WEIGHTS to mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
-    from wbc_edge.model import ModelConfig
+    from wbc_edge.model.network import ModelConfig
     from wbc_edge.train import TrainConfig, train
 
     cfg = TrainConfig(data_root=str(pbc_root), out_dir=str(tmp_path / "run"), limit_per_class=60,
@@ -270,7 +270,7 @@ def test_lower_cut_fine_tunes_the_14x14_stage_and_keeps_the_bottom(tmp_path):
     the head are what the fine-tune trains, BatchNorm stays in inference mode, and block 6 and below are
     the frozen bottom.  (The tiny random-init model has dead features, so this checks the mechanism; the
     ablation in benchmarks/robust/ trains it for real.)"""
-    from wbc_edge.progress import resolve
+    from wbc_edge.core.progress import resolve
     from wbc_edge.train.cached import CachedTrainer
 
     def trainer(cut):
@@ -310,7 +310,7 @@ def test_zero_head_epochs_fine_tunes_from_the_initial_head(sample_root, sample_s
 def test_feature_style_jitters_fine_tune_batches_reproducibly(sample_root, sample_split, tmp_path):
     """`--feature-style` reaches the fine-tune batches (seeded per batch, so the order Keras asks in does not
     matter), the run records it, and 0 leaves the cached activations as they are."""
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
     from wbc_edge.train import activation_sequence, train
 
     _, keras = import_tf()
@@ -343,7 +343,7 @@ def test_consistency_pairs_clean_and_augmented_views_and_adds_their_divergence(s
     """`--consistency`: each batch is the images' clean views then one augmented view of each (same labels and
     weights), the loss adds the pair's Jensen-Shannon divergence (0 when the halves agree), and a run with it
     trains and records it."""
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
     from wbc_edge.train import activation_sequence, train
     from wbc_edge.train.cached import consistency_loss
     from wbc_edge.train.config import TrainConfig

@@ -30,9 +30,9 @@ def synthetic_imagefolder(root, folders, per_class=10, size=64, seed=0):
 
 @pytest.mark.parametrize("folders", [THREE, EIGHT], ids=["3-class", "8-class"])
 def test_training_takes_its_classes_from_the_data(tmp_path, folders):
-    from wbc_edge.contract import read_contract
+    from wbc_edge.core.contract import read_contract
     from wbc_edge.export import ExportConfig, export_model
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
     from wbc_edge.train import train
 
     root = synthetic_imagefolder(tmp_path / "data", folders)
@@ -68,8 +68,8 @@ def test_a_resumed_run_keeps_its_recorded_labels_and_old_runs_mean_the_five(tmp_
     """config.json of a run started before labels were stored (no `labels` key, 5-class head) is still
     accepted on resume; a stored class list that the data no longer matches is refused."""
     from wbc_edge.data import split_dataset
-    from wbc_edge.errors import DatasetError
-    from wbc_edge.labels import WBC5
+    from wbc_edge.core.errors import DatasetError
+    from wbc_edge.core.labels import WBC5
     from wbc_edge.train import prepare_run
 
     split = tmp_path / "split.csv"

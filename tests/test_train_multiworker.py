@@ -32,7 +32,7 @@ WORKER = textwrap.dedent("""
                 written.add(os.path.abspath(os.fsdecode(args[0])))
 
     sys.addaudithook(audit)
-    from wbc_edge.model import ModelConfig
+    from wbc_edge.model.network import ModelConfig
     from wbc_edge.train import TrainConfig, train
 
     cfg = TrainConfig(data_root=sys.argv[2], out_dir=out, split_manifest=sys.argv[3], mode="full",

@@ -75,7 +75,7 @@ def test_resume_before_any_epoch_beat_the_baseline_keeps_the_head_only_weights(s
                                                                                 tmp_path, monkeypatch):
     """The baseline (head-only) weights must survive a resume: the resumed process holds partly fine-tuned
     weights, and a baseline re-saved then would be fine-tuned weights selected as "head-only"."""
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
     from wbc_edge.train import train
 
     out = tmp_path / "run"
@@ -105,8 +105,8 @@ def test_an_epoch_saved_but_not_recorded_is_not_what_the_resumed_run_selects(sam
     """Interrupted after fine-tune epoch 2 saved its weights and checkpoint but before state.json recorded
     it: the resumed run must continue from epoch 1's checkpoint, and - when the re-run epochs do not beat
     epoch 1 - keep epoch 1's weights, not the unrecorded epoch 2's."""
-    from wbc_edge.model import load_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import load_model
+    from wbc_edge.core.tfcompat import import_tf
     from wbc_edge.train import train
 
     tf, _ = import_tf()
@@ -155,7 +155,7 @@ def test_weight_saves_are_atomic(tmp_path):
 def test_full_mode_best_weights_are_saved_atomically(sample_root, sample_split, tmp_path, monkeypatch):
     """Full mode: a failing best-weights save leaves no truncated file under the final name (Keras'
     ModelCheckpoint wrote it in place)."""
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
     from wbc_edge.train import train
 
     _, keras = import_tf()
@@ -176,7 +176,7 @@ def test_full_mode_best_weights_are_saved_atomically(sample_root, sample_split, 
 def test_chief_accepts_a_run_dir_a_worker_created_first(sample_root, sample_split, tmp_path):
     """Multi-worker start-up: a non-chief worker may create RUN_DIR/.workers/worker_1 before the chief
     looks at RUN_DIR; the chief must not call that "not a wbc-edge run" - but anything else still is."""
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
     from wbc_edge.train import WORKERS_DIR, prepare_run, worker_out_dir
 
     out = tmp_path / "run"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from wbc_edge.data import Source, SplitManifest, link_sources, parse_sources, source_of, split_sources
-from wbc_edge.errors import DatasetError
+from wbc_edge.core.errors import DatasetError
 from wbc_edge.train.inputs import sample_weights
 
 
@@ -114,7 +114,7 @@ def test_tiny_two_lab_run_records_each_labs_metrics(sample_root, tmp_path):
 
 
 def test_config_refuses_what_several_labs_cannot_do(sample_root, tmp_path):
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
     from wbc_edge.train import TrainConfig
 
     two = [{"name": "a", "root": str(sample_root)}, {"name": "b", "root": str(sample_root)}]
@@ -130,6 +130,6 @@ def test_config_refuses_what_several_labs_cannot_do(sample_root, tmp_path):
 
 
 def _tiny():
-    from wbc_edge.model import ModelConfig
+    from wbc_edge.model.network import ModelConfig
 
     return ModelConfig(alpha=0.35, input_size=96, weights="none")

@@ -21,10 +21,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from wbc_edge.data.scan import scan_dataset  # noqa: E402
-from wbc_edge.labels import WBC5  # noqa: E402
-from wbc_edge.model import load_model  # noqa: E402
-from wbc_edge.preprocess import preprocess_batch  # noqa: E402
-from wbc_edge.tfcompat import import_tf  # noqa: E402
+from wbc_edge.core.labels import WBC5  # noqa: E402
+from wbc_edge.model.network import load_model  # noqa: E402
+from wbc_edge.core.preprocess import preprocess_batch  # noqa: E402
+from wbc_edge.core.tfcompat import import_tf  # noqa: E402
 
 
 def load(root: Path, size: int):

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from wbc_edge.data.manifest import SplitManifest  # noqa: E402
 from wbc_edge.data.scan import scan_dataset  # noqa: E402
-from wbc_edge.labels import WBC5  # noqa: E402
-from wbc_edge.model import load_model  # noqa: E402
-from wbc_edge.tfcompat import import_tf  # noqa: E402
+from wbc_edge.core.labels import WBC5  # noqa: E402
+from wbc_edge.model.network import load_model  # noqa: E402
+from wbc_edge.core.tfcompat import import_tf  # noqa: E402
 
 SETS = {"PBC test": ("pbc_test", range(5)), "zheng2018_tecom": ("tecom", [1, 2, 3, 4]),
         "zheng2018_cellavision": ("cellavision", range(5))}

@@ -64,7 +64,7 @@ sys.path.insert(0, str(REPO))
 
 from curve_report import groups, load_records, ms, pct, to_markdown, write_summary  # noqa: E402  (this folder)
 from selftrain import THRESHOLD, pseudo_label, with_pseudo  # noqa: E402  (this folder)
-from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
+from wbc_edge.core.labels import WBC5, WBC5_LABELS  # noqa: E402
 
 #: The Zheng sets and the PBC model have the five WBC classes; indices follow the model's output order.
 CLASSES = WBC5
@@ -163,11 +163,11 @@ def main() -> None:
     from wbc_edge.adapt import (ADAPT_FROM, ActSet, AdaptConfig, SplitNet, bottom_activations, choose_alpha, fit_top,
                                 make_adapt_split,
                                 pooled_features, predict_top, replay_pool, replay_soft_targets, scan_local)
-    from wbc_edge.augment import preset
+    from wbc_edge.data.augment import preset
     from wbc_edge.data import SplitManifest
-    from wbc_edge.progress import Progress
-    from wbc_edge.model import ModelConfig, build_model, load_model
-    from wbc_edge.tfcompat import import_tf, versions
+    from wbc_edge.core.progress import Progress
+    from wbc_edge.model.network import ModelConfig, build_model, load_model
+    from wbc_edge.core.tfcompat import import_tf, versions
 
     shared = Path(args.shared)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def main() -> None:
     cache = cache / model_sha[:12]
     # The source run's scale guard, applied to every image as `wbc-edge adapt` applies it (the pixels the runtime
     # feeds); its activations are cached apart from the unguarded ones of the first curves.
-    from wbc_edge.confidence import load_scale_guard
+    from wbc_edge.data.run_files import load_scale_guard
 
     guard = None if args.no_scale_guard else load_scale_guard(Path(args.model).parent)
     t_start = time.time()

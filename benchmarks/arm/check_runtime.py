@@ -49,7 +49,7 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     from wbc_edge import runtime  # noqa: E402 - after the blocker on purpose
     import_s = time.perf_counter() - t0
-    from wbc_edge.errors import WbcEdgeError
+    from wbc_edge.core.errors import WbcEdgeError
 
     import numpy as np
     import PIL

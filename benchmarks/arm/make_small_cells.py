@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/arm/make_small_cells.py samples/pbc_sample /tmp/small_cells --zoom 0.5
     sudo benchmarks/arm/run_emulated.sh --arch aarch64 export/wbc_int8.tflite /tmp/small_cells samples/pbc_sample
 
-Each image is zoomed out about its centre by `--zoom` (`wbc_edge.augment._zoom`, border-median fill, the same
+Each image is zoomed out about its centre by `--zoom` (`wbc_edge.data.augment._zoom`, border-median fill, the same
 transform as benchmarks/robust/small_cell_probe.py) and saved as PNG under OUT/<class>/<name>_z05.png, so that the
-runtime's scale guard (wbc_edge.scale_guard) magnifies it back on both machines and the emulated run checks that
+runtime's scale guard (wbc_edge.core.scale_guard) magnifies it back on both machines and the emulated run checks that
 path too.
 """
 
@@ -20,8 +20,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from wbc_edge.augment import _zoom  # noqa: E402
-from wbc_edge.preprocess import load_image  # noqa: E402
+from wbc_edge.data.augment import _zoom  # noqa: E402
+from wbc_edge.core.preprocess import load_image  # noqa: E402
 
 
 def main() -> None:

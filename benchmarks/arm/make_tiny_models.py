@@ -24,7 +24,7 @@ SIZE = 96
 
 
 def sample_images():
-    from wbc_edge.labels import WBC5 as CLASSES
+    from wbc_edge.core.labels import WBC5 as CLASSES
 
     root = REPO / "samples" / "pbc_sample"
     paths, labels = [], []
@@ -43,11 +43,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
 
-    from wbc_edge.labels import WBC5 as CLASSES
-    from wbc_edge.contract import ModelContract, embed_contract
-    from wbc_edge.model import ModelConfig, build_model, load_model
-    from wbc_edge.preprocess import PREPROCESS_VERSION, preprocess
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.labels import WBC5 as CLASSES
+    from wbc_edge.core.contract import ModelContract, embed_contract
+    from wbc_edge.model.network import ModelConfig, build_model, load_model
+    from wbc_edge.core.preprocess import PREPROCESS_VERSION, preprocess
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     paths, labels = sample_images()

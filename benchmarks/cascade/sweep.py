@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.atomic import write_json, write_text
-from wbc_edge.augment import shifted_view
+from wbc_edge.core.atomic import write_json, write_text
+from wbc_edge.data.augment import shifted_val_view
 from wbc_edge.data import SplitManifest, scan_dataset
-from wbc_edge.preprocess import preprocess
+from wbc_edge.core.preprocess import preprocess
 from wbc_edge.runtime import Classifier
 from wbc_edge.runtime.classifier import margins
-from wbc_edge.scale_guard import guard_pixels
-from wbc_edge.train.selection import SHIFTED_VAL_SEED
+from wbc_edge.core.scale_guard import guard_pixels
 
 GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RULE = {"pbc_val": 99.8, "pbc_val_shifted": 99.0}
@@ -37,7 +36,7 @@ def pixels(paths, size, guard, shifted=False):
     for i, p in enumerate(paths):
         x = preprocess(p, size)
         if shifted:
-            x = shifted_view(x, np.random.default_rng([SHIFTED_VAL_SEED, i]))
+            x = shifted_val_view(x, i)
         out.append(guard_pixels(x, guard)[0])
     return np.stack(out)
 

@@ -34,11 +34,11 @@ def main() -> None:
     from wbc_edge.data import SplitManifest, scan_dataset
     from wbc_edge.export.calibration_data import calibration_batch, sample_pixels
     from wbc_edge.export.convert import representative_dataset, saved_model
-    from wbc_edge.labels import WBC5, WBC5_LABELS
-    from wbc_edge.model import load_model
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.core.labels import WBC5, WBC5_LABELS
+    from wbc_edge.model.network import load_model
+    from wbc_edge.core.preprocess import preprocess
     from wbc_edge.runtime import Classifier
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, _ = import_tf()
     run, pbc = Path(args.run), Path(args.shared) / "data" / "pbc"

@@ -22,9 +22,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from wbc_edge import atomic  # noqa: E402
+from wbc_edge.core import atomic  # noqa: E402
 from wbc_edge.data import SplitManifest, scan_dataset  # noqa: E402
-from wbc_edge.preprocess import preprocess  # noqa: E402
+from wbc_edge.core.preprocess import preprocess  # noqa: E402
 from wbc_edge.runtime import Classifier  # noqa: E402
 
 BINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.01)

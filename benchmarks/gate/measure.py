@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.atomic import write_json, write_text
+from wbc_edge.core.atomic import write_json, write_text
 from wbc_edge.data import SplitManifest, scan_dataset
 from wbc_edge.runtime import Classifier
 from wbc_edge.runtime.gate import LabGate

@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.atomic import write_bytes, write_json, write_text
-from wbc_edge.augment import shifted_view
-from wbc_edge.calibration import apply_temperature
+from wbc_edge.core.atomic import write_bytes, write_json, write_text
+from wbc_edge.data.augment import shifted_val_view
+from wbc_edge.core.calibration import apply_temperature
 from wbc_edge.data import SplitManifest, scan_dataset
-from wbc_edge.labels import Labels
-from wbc_edge.preprocess import preprocess
+from wbc_edge.core.labels import Labels
+from wbc_edge.core.preprocess import preprocess
 from wbc_edge.runtime import Classifier
 from wbc_edge.runtime.backend import load_backend
-from wbc_edge.scale_guard import guard_pixels
-from wbc_edge.train.selection import SHIFTED_VAL_SEED
+from wbc_edge.core.scale_guard import guard_pixels
 
 #: Classes with fewer images are left out of balanced accuracy (as crossdomain's --min-class-images).
 MIN_CLASS = 5
@@ -42,7 +41,7 @@ def set_pixels(paths, size, guard, shifted=False):
     for i, p in enumerate(paths):
         x = preprocess(p, size)
         if shifted:
-            x = shifted_view(x, np.random.default_rng([SHIFTED_VAL_SEED, i]))
+            x = shifted_val_view(x, i)
         out.append(guard_pixels(x, guard)[0])
     return np.stack(out)
 
@@ -71,8 +70,8 @@ def build(ref_dir: Path, pbc: str, size: int, files: Path) -> dict[str, bytes]:
     from wbc_edge.export.convert import saved_model
     from wbc_edge.export.layer_error import rank
     from wbc_edge.export.selective import Quantiser, rank_subset, shifted_rank_images
-    from wbc_edge.atomic import read_json
-    from wbc_edge.model import load_model
+    from wbc_edge.core.atomic import read_json
+    from wbc_edge.model.network import load_model
 
     labels = Labels.from_list(read_json(ref_dir / "run.json", ValueError, missing="missing", unreadable="bad")["labels"])
     paths, y = SplitManifest.load(ref_dir / "split.csv", labels=labels).files("train", pbc, labels=labels)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.atomic import read_json, write_json
+from wbc_edge.core.atomic import read_json, write_json
 from wbc_edge.data import SplitManifest, scan_dataset
 from wbc_edge.data.sampling import stratified_indices
-from wbc_edge.labels import Labels
-from wbc_edge.preprocess import preprocess_batch
+from wbc_edge.core.labels import Labels
+from wbc_edge.core.preprocess import preprocess_batch
 
 
 def main() -> None:
@@ -37,8 +37,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    from wbc_edge.model import load_model
-    from wbc_edge.tfcompat import import_tf
+    from wbc_edge.model.network import load_model
+    from wbc_edge.core.tfcompat import import_tf
 
     tf, keras = import_tf()
     ref = Path(a.reference)

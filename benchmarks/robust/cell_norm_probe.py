@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from wbc_edge.preprocess import load_image, preprocess  # noqa: E402
+from wbc_edge.core.preprocess import load_image, preprocess  # noqa: E402
 
 WORK = 192
 TARGET = 0.30
@@ -120,7 +120,7 @@ def test_time(shared: Path, model: str) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "wbc-edge":
-        import wbc_edge.augment as aug
+        import wbc_edge.data.augment as aug
         aug.PRESETS["robustn"] = aug.preset("robust", zoom_min=0.8, zoom_max=1.5)
         from wbc_edge.cli import main as cli
         sys.argv = ["wbc-edge"] + sys.argv[2:]

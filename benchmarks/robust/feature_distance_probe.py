@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from wbc_edge import atomic  # noqa: E402
+from wbc_edge.core import atomic  # noqa: E402
 from wbc_edge.data.manifest import SplitManifest  # noqa: E402
 from wbc_edge.data.scan import scan_dataset  # noqa: E402
-from wbc_edge.labels import WBC5  # noqa: E402
-from wbc_edge.model import load_model  # noqa: E402
-from wbc_edge.tfcompat import import_tf  # noqa: E402
+from wbc_edge.core.labels import WBC5  # noqa: E402
+from wbc_edge.model.network import load_model  # noqa: E402
+from wbc_edge.core.tfcompat import import_tf  # noqa: E402
 
 TECOM_BIG4 = [1, 2, 3, 4]
 

@@ -12,7 +12,7 @@ fill ~1/3 of the crop, so z = 0.5 is a cell filling ~1/6 (e.g. a 50x instead of 
 Printed and written (--out): balanced accuracy and per-class recall per model and z.  Keras files go through
 the Keras model, .tflite files through the runtime (float32 input or uint8: the contract says).
 With --guard (a scale_guard.json, or a run directory holding one) every (model, z) is scored twice: as is and
-through `wbc_edge.scale_guard` (what the runtime feeds), with the share of images it magnified.
+through `wbc_edge.core.scale_guard` (what the runtime feeds), with the share of images it magnified.
 With --shifts PRESET each zoomed image also gets that augmentation preset's colour and acquisition shifts (its
 zoom and shift left out; seeded per image): stain, hue, casts, grey, blur, low resolution, JPEG, noise - other
 labs' cameras, to check that the guard still finds the nucleus under them.
@@ -33,11 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from wbc_edge.augment import _zoom, augment, preset  # noqa: E402
+from wbc_edge.data.augment import _zoom, augment, preset  # noqa: E402
 from wbc_edge.data import SplitManifest  # noqa: E402
-from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
-from wbc_edge.preprocess import preprocess  # noqa: E402
-from wbc_edge.scale_guard import SCALE_GUARD_FILE, ScaleGuard, guard_batch  # noqa: E402
+from wbc_edge.core.labels import WBC5, WBC5_LABELS  # noqa: E402
+from wbc_edge.core.preprocess import preprocess  # noqa: E402
+from wbc_edge.core.scale_guard import SCALE_GUARD_FILE, ScaleGuard, guard_batch  # noqa: E402
 
 SPLIT = ROOT / "benchmarks/training/pbc224_cached/split.csv"
 ZOOMS = (1.0, 0.7, 0.5, 0.35)
@@ -51,7 +51,7 @@ def predictor(path: str):
         clf = Classifier(path, num_threads=2)
         order = clf.output_order(WBC5)
         return (lambda px: clf.predict_pixels(px)[:, order].argmax(1)), clf.input_size
-    from wbc_edge.model import load_model
+    from wbc_edge.model.network import load_model
 
     model = load_model(path)
     return (lambda px: model.predict(px.astype(np.float32), batch_size=64, verbose=0).argmax(1)), \

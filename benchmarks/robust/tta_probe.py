@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from wbc_edge.augment import _zoom, dihedral  # noqa: E402
+from wbc_edge.data.augment import _zoom, dihedral  # noqa: E402
 from wbc_edge.data import SplitManifest, scan_dataset  # noqa: E402
-from wbc_edge.labels import WBC5, WBC5_LABELS  # noqa: E402
-from wbc_edge.preprocess import preprocess  # noqa: E402
+from wbc_edge.core.labels import WBC5, WBC5_LABELS  # noqa: E402
+from wbc_edge.core.preprocess import preprocess  # noqa: E402
 from wbc_edge.runtime import Classifier  # noqa: E402
 
 SPLIT = ROOT / "benchmarks/training/pbc224_cached/split.csv"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.atomic import write_json, write_text
+from wbc_edge.core.atomic import write_json, write_text
 from wbc_edge.data import SplitManifest, scan_dataset
-from wbc_edge.labels import Labels
+from wbc_edge.core.labels import Labels
 from wbc_edge.runtime import Classifier
 
 VARIANTS = ("float32", "float16", "int8")

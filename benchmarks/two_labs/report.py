@@ -6,7 +6,7 @@
 Per run (one line says what it was trained on, from its run.json): PBC test (its own split's PBC test cells),
 LISC (its held-out LISC test cells when it trained on LISC; all of LISC when it did not), Tecom (EO/LY/MO/NE
 = classes with >= 10 images, and all 5) and CellaVision: balanced accuracy and per-class recall, through
-`wbc_edge.crossdomain` (the one preprocessing path and each run's scale guard).  With --int8, that file's
+`wbc_edge.bench.crossdomain` (the one preprocessing path and each run's scale guard).  With --int8, that file's
 top-1 agreement with its run's Keras model on every set too.  Then mean +- sd per training set over the runs.
 Writes report.json, report.md and report.png into --out.  Tecom and CellaVision are reported, never selected on.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.atomic import write_json, write_text
-from wbc_edge.crossdomain import CrossDomainConfig, Domain, run_report
+from wbc_edge.core.atomic import write_json, write_text
+from wbc_edge.bench.crossdomain import CrossDomainConfig, Domain, run_report
 from wbc_edge.data import SplitManifest, source_of
 
 SETS = ("PBC test", "LISC held-out", "Tecom", "CellaVision")

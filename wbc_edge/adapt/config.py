@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..augment import AugmentConfig, preset
-from ..errors import WbcEdgeError
+from ..data.augment import AugmentConfig, preset
+from ..core.errors import WbcEdgeError
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..progress import Progress, resolve
+from ..core.progress import Progress, resolve
 from .config import AdaptConfig
 from .network import ActSet, SplitNet, pooled_features, replay_soft_targets
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..augment import AugmentConfig, augment
-from ..errors import ModelFileError
-from ..progress import Progress, resolve
-from ..scale_guard import ScaleGuard, guard_pixels
+from ..data.augment import AugmentConfig, augment
+from ..core.errors import ModelFileError
+from ..core.progress import Progress, resolve
+from ..core.scale_guard import ScaleGuard, guard_pixels
+from ..model.network import model_input_size
 
 #: First MobileNetV2 block that is fine-tuned (the cut of train's cached mode).
 ADAPT_FROM = 13
@@ -35,7 +36,7 @@ class SplitNet:
 
     @classmethod
     def of(cls, model, cut_block: int = ADAPT_FROM) -> SplitNet:
-        from ..tfcompat import import_tf
+        from ..core.tfcompat import import_tf
 
         _, keras = import_tf()
         try:
@@ -58,7 +59,7 @@ class SplitNet:
 
     @property
     def size(self) -> int:
-        return int(self.model.input_shape[1])
+        return model_input_size(self.model)
 
     @property
     def num_classes(self) -> int:
@@ -97,7 +98,7 @@ def bottom_activations(net: SplitNet, paths, n_aug: int, aug: AugmentConfig, see
     followed by the source model's scale guard when given (the pixels the runtime will feed)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..preprocess import preprocess
+    from ..core.preprocess import preprocess
 
     progress = resolve(progress)
     size = net.size

@@ -4,7 +4,7 @@ Why one orchestrating function: the order matters for the user.  The local folde
 anything heavy (a bad folder fails in a second, with nothing written); the model's labels decide which class
 folders are valid; the run directory is written atomically with run.json last, so that `evaluate`, `export`
 and `bench` only ever see a finished run.  The held-out images are split into `val` (fits the confidence
-temperature and abstain threshold, `wbc_edge.calibration`; argmax is unchanged) and `test`; nothing held out is
+temperature and abstain threshold, `wbc_edge.core.calibration`; argmax is unchanged) and `test`; nothing held out is
 used for training or model selection, so the held-out accuracy is an honest estimate.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
-from ..atomic import sha256_file
-from ..errors import DatasetError, WbcEdgeError
-from ..labels import Labels
-from ..progress import Progress, resolve
+from ..core import atomic
+from ..core.atomic import sha256_file
+from ..core.errors import DatasetError, WbcEdgeError
+from ..core.labels import Labels
+from ..core.progress import Progress, resolve
 from .config import AdaptConfig, AdaptResult
 from .finetune import fit_top
 from .interpolate import choose_alpha
@@ -70,7 +70,7 @@ def _local_split(cfg: AdaptConfig, labels: Labels, replay_root, progress: Progre
 
 
 def _calibrate(p_val, y_val, p_test, y_test):
-    from ..calibration import Calibration, fit_calibration
+    from ..core.calibration import Calibration, fit_calibration
 
     if len(y_val):
         cal = fit_calibration(p_val, y_val)
@@ -85,7 +85,7 @@ def _calibrate(p_val, y_val, p_test, y_test):
 
 def _score_heldout(run: Path, labels: Labels, probs, y_val, y_test, cal) -> tuple[dict | None, dict]:
     """test_metrics.json (+ confusion) of the test split; the held-out (val + test) summary for run.json."""
-    from ..calibration import apply_temperature, coverage_at, expected_calibration_error
+    from ..core.calibration import apply_temperature, coverage_at, expected_calibration_error
     from ..metrics import balanced_accuracy_interval, compute_metrics, save_metrics
 
     names = labels.to_list()
@@ -177,9 +177,9 @@ def _interpolate(cfg: AdaptConfig, net, source_weights, root, manifest, labels, 
 
 def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | None = True) -> AdaptResult:
     """Adapt cfg.source to the images in cfg.data_root; write an ordinary run directory to cfg.out_dir."""
-    from ..confidence import load_scale_guard, save_calibration, save_scale_guard
-    from ..model import check_classifier, load_model
-    from ..tfcompat import import_tf, versions
+    from ..data.run_files import load_scale_guard, save_calibration, save_scale_guard
+    from ..model.network import check_classifier, load_model
+    from ..core.tfcompat import import_tf, versions
 
     progress = resolve(progress)
     cfg.validate()
@@ -198,7 +198,7 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     t = time.time()
     scan, manifest, summary = _local_split(cfg, labels, replay_root, progress)
     timings["scan_split_s"] = round(time.time() - t, 1)
-    from ..model import check_model_file
+    from ..model.network import check_model_file
 
     check_model_file(model_path)  # a damaged or unsafe file fails before TensorFlow's start-up, not after it
     _prepare_out(run, force)
@@ -215,27 +215,10 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     # fed through it, so a lab with small cells sees them magnified in all three places alike.
     guard = load_scale_guard(src_run) if src_run else None
 
-    # Activations: every local image clean; adapt images also in cfg.aug_views augmented views.
     t = time.time()
     files = {s: manifest.files(s, scan.root, labels=labels) for s in ("train", "val", "test")}
-    local = ActSet(bottom_activations(net, files["train"][0], cfg.aug_views, cfg.augment, cfg.seed,
-                                      batch_size=cfg.batch_size, progress=progress, guard=guard, label="adapt images"),
-                   files["train"][1])
-    held = bottom_activations(net, files["val"][0] + files["test"][0], 0, cfg.augment, cfg.seed,
-                              batch_size=cfg.batch_size, progress=progress, guard=guard, label="held-out images")[0]
-    replay, replay_info = None, None
-    if replay_root:
-        rpaths, ry, where = replay_pool(replay_root, replay_manifest, cfg.replay_images, cfg.seed, labels, progress)
-        progress.say(f"Replay: {len(rpaths)} source images from {where}")
-        replay = ActSet(bottom_activations(net, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1,
-                                           batch_size=cfg.batch_size, progress=progress, guard=guard, label="replay images"), ry)
-        replay_info = {"data_root": str(replay_root), "split_manifest": replay_manifest, "images": len(rpaths),
-                       "per_class": {c: int(np.sum(ry == i)) for i, c in enumerate(labels)}}
-        if replay_manifest:
-            replay_info["split_manifest_sha256"] = sha256_file(replay_manifest)
-    else:
-        progress.say("Replay: off (no source data given or found in the source run); the source domain may be "
-                     "forgotten")
+    local, held, replay, replay_info = _activations(cfg, net, files, guard, replay_root, replay_manifest, labels,
+                                                    progress)
     timings["activations_s"] = round(time.time() - t, 1)
 
     # Training.
@@ -286,3 +269,28 @@ def adapt(cfg: AdaptConfig, *, force: bool = False, progress: Progress | bool | 
     _print_summary(progress, labels, heldout, np.concatenate([y_val, y_test]), test_info, len(y_test), cal, run,
                  timings)
     return AdaptResult(run, run / "model.keras", heldout, timings)
+
+
+def _activations(cfg: AdaptConfig, net, files: dict, guard, replay_root, replay_manifest, labels, progress):
+    """The bottom's activations the top is adapted on: every local image clean, the adapt images also in
+    cfg.aug_views augmented views, and the source's replay images (when there are any).
+    (local ActSet, held-out activations (val then test), replay ActSet or None, replay record or None)."""
+    local = ActSet(bottom_activations(net, files["train"][0], cfg.aug_views, cfg.augment, cfg.seed,
+                                      batch_size=cfg.batch_size, progress=progress, guard=guard, label="adapt images"),
+                   files["train"][1])
+    held = bottom_activations(net, files["val"][0] + files["test"][0], 0, cfg.augment, cfg.seed,
+                              batch_size=cfg.batch_size, progress=progress, guard=guard, label="held-out images")[0]
+    if not replay_root:
+        progress.say("Replay: off (no source data given or found in the source run); the source domain may be "
+                     "forgotten")
+        return local, held, None, None
+    rpaths, ry, where = replay_pool(replay_root, replay_manifest, cfg.replay_images, cfg.seed, labels, progress)
+    progress.say(f"Replay: {len(rpaths)} source images from {where}")
+    replay = ActSet(bottom_activations(net, rpaths, cfg.replay_views, cfg.augment, cfg.seed + 1,
+                                       batch_size=cfg.batch_size, progress=progress, guard=guard,
+                                       label="replay images"), ry)
+    replay_info = {"data_root": str(replay_root), "split_manifest": replay_manifest, "images": len(rpaths),
+                   "per_class": {c: int(np.sum(ry == i)) for i, c in enumerate(labels)}}
+    if replay_manifest:
+        replay_info["split_manifest_sha256"] = sha256_file(replay_manifest)
+    return local, held, replay, replay_info

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..labels import Labels
-from ..progress import Progress, resolve
+from ..core.errors import DatasetError
+from ..core.labels import Labels
+from ..core.progress import Progress, resolve
 from .config import AdaptConfig
 
 

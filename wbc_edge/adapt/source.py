@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import read_json
-from ..errors import ModelFileError, WbcEdgeError
-from ..labels import WBC5_LABELS, Labels
+from ..core.atomic import read_json
+from ..core.errors import ModelFileError
+from ..core.labels import Labels, legacy_labels, stored_labels
 
 
 def resolve_source(source: str | Path) -> tuple[Path, Path | None, dict | None]:
@@ -41,15 +41,8 @@ def source_labels(run_info: dict | None, where: str | Path) -> Labels:
 
     The fallback is for runs made before labels were stored; `check_outputs` refuses it for a model whose
     output count is not five."""
-    stored = (run_info or {}).get("labels")
-    if stored is None:
-        return WBC5_LABELS
-    if not isinstance(stored, list) or not all(isinstance(x, str) for x in stored):
-        raise ModelFileError(f"{where}: run.json 'labels' must be a list of class names, got {stored!r}")
-    try:
-        return Labels.from_list(stored)
-    except WbcEdgeError as exc:
-        raise ModelFileError(f"{where}: run.json labels: {exc}") from None
+    labels = stored_labels((run_info or {}).get("labels"), f"{where}: run.json")
+    return labels if labels is not None else legacy_labels(None, str(where))
 
 
 def check_outputs(model, labels: Labels, model_path: str | Path, stored: bool) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..errors import DatasetError
-from ..labels import Labels
-from ..progress import Progress, resolve
+from ..core.errors import DatasetError
+from ..core.labels import Labels
+from ..core.progress import Progress, resolve
 
 #: Bad-file reasons that are never the user's images (skipped silently, listed on request).
 HARMLESS = ("system file, not an image",)

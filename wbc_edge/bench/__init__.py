@@ -25,7 +25,7 @@ What is measured (see benchmarks/README.md for how to run it on a host, a Raspbe
   variant) vs Keras.
 - **Gate** (`gate`): `max_accuracy_drop` (pp) and `min_agreement` (%) per non-reference variant.
 - **Clients** (`clients=("mediapipe",)`): each .tflite through MediaPipe Tasks (`mediapipe_client`).
-- **Other domains** (`domains`): agreement on other labs' folders (`wbc_edge.crossdomain`).
+- **Other domains** (`domains`): agreement on other labs' folders (`wbc_edge.bench.crossdomain`).
 
 Modules, one job each: `config` (BenchConfig), `models` (MODELS, export folders and the reference, from the
 export registry and manifest), `data` (the images), `sysinfo`, `timing`, `workers` (+ `keras_worker`,

@@ -39,7 +39,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 from .schema import RESULT_KIND, SCHEMA_VERSION, result_rows
 
 __all__ = ["parse_benchmark_model", "to_result", "main"]
@@ -179,7 +179,7 @@ def to_result(parsed: dict, *, model: str | os.PathLike | None = None, device: s
         data = p.read_bytes()
         size_mb, sha = len(data) / 1e6, hashlib.sha256(data).hexdigest()
         try:
-            from ..contract import read_contract
+            from ..core.contract import read_contract
 
             c = read_contract(data)
         except WbcEdgeError:
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     if args.json_out:
-        from ..atomic import write_json
+        from ..core.atomic import write_json
 
         write_json(args.json_out, result)
         lat = result["variants"][0]["latency"][0]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 
 __all__ = ["BenchConfig", "CLIENTS", "SPLITS", "validate_config"]
 
@@ -39,7 +39,7 @@ class BenchConfig:
     python: the interpreter for subprocesses (default: sys.executable).
     clients: also run each .tflite through these clients ("mediapipe": MediaPipe Tasks ImageClassifier).
     domains: other labs' labelled ImageFolders ("ROOT" or "NAME=ROOT"): every .tflite's agreement with the
-        reference is also measured (and gated by min_agreement) on each of them (wbc_edge.crossdomain).
+        reference is also measured (and gated by min_agreement) on each of them (wbc_edge.bench.crossdomain).
     scale_guard: feed every model the reference's scale-guarded pixels, as the runtime does (the MediaPipe
         client, which cannot apply it, gets the plain preprocessed pixels to compare against).
     """

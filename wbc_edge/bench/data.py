@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..labels import Labels
+from ..core.errors import DatasetError
+from ..core.labels import Labels
 
 __all__ = ["BenchImages", "model_split_overlap", "select_images"]
 
@@ -89,7 +89,7 @@ def _model_split_manifest(model_paths) -> Path | None:
     by its sha256; None when there is none or it is not on this machine."""
     import json
 
-    from ..atomic import sha256_file
+    from ..core.atomic import sha256_file
     from ..export.manifest import MANIFEST_NAME
 
     for mp in model_paths:
@@ -112,7 +112,7 @@ def model_split_overlap(images: BenchImages, model_paths, notes: list[str]) -> d
     """How many of the benchmarked images the model saw in training (by file sha256 against the split
     manifest its export recorded): a bench on a sample is a parity and speed check, and its accuracy is not
     an estimate when most images were trained on - the table has to say so itself, not only the README."""
-    from ..atomic import sha256_file
+    from ..core.atomic import sha256_file
     from ..data import SplitManifest
 
     path = _model_split_manifest(model_paths)

@@ -1,7 +1,7 @@
 """The bench gate: which variants lose too much accuracy or agree too little with the reference.
 
 The rule is export's (`wbc_edge.metrics.gate_reasons`), applied to every non-reference variant on the bench
-images and, with `--domain`, to the agreement on every other lab's folder (`wbc_edge.crossdomain`).
+images and, with `--domain`, to the agreement on every other lab's folder (`wbc_edge.bench.crossdomain`).
 """
 
 from __future__ import annotations

@@ -21,12 +21,13 @@ import sys
 import time
 
 import numpy as np
+from ..model.network import model_input_size
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--pixels", required=True, help=".npy uint8 (N, S, S, 3) from wbc_edge.preprocess")
+    ap.add_argument("--pixels", required=True, help=".npy uint8 (N, S, S, 3) from wbc_edge.core.preprocess")
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--warmup", type=int, required=True)
@@ -36,21 +37,21 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    from ..tfcompat import import_tf
+    from ..core.tfcompat import import_tf
 
     tf, keras = import_tf()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import_s = time.perf_counter() - t0
 
-    from ..model import load_model
+    from ..model.network import load_model
 
     t1 = time.perf_counter()
     model = load_model(args.model)
     load_s = time.perf_counter() - t1
     px = np.load(args.pixels, mmap_mode="r")
     n = len(px)
-    size = int(model.input_shape[1])
+    size = model_input_size(model)
     if px.shape[1:] != (size, size, 3):
         print(f"error: {args.model} takes {size}x{size} pixels, got {px.shape[1:]}", file=sys.stderr)
         return 2
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         elapsed = perf() - ts
         tput = args.batch_images / elapsed if elapsed > 0 else None
 
-    from ..atomic import write_json
+    from ..core.atomic import write_json
     from .sysinfo import peak_rss_mb, rss_mb
 
     rec = {"threads": args.threads,

@@ -2,10 +2,10 @@
 Tasks `ImageClassifier`, compared with `wbc_edge.runtime` on the same images.
 
 What MediaPipe does differently is only the resize.  It gets the decoded RGB image exactly as
-`wbc_edge.preprocess.load_image` gives it (EXIF orientation, alpha over white, 16 -> 8 bit: our decoding, not
+`wbc_edge.core.preprocess.load_image` gives it (EXIF orientation, alpha over white, 16 -> 8 bit: our decoding, not
 its own) and then:
 - resizes the whole image to the input size itself: an OpenCV bilinear warp of the full-image region, corners
-  mapped to corners, **no antialiasing** (`wbc_edge.preprocess` uses Pillow's bilinear resize, which
+  mapped to corners, **no antialiasing** (`wbc_edge.core.preprocess` uses Pillow's bilinear resize, which
   antialiases when shrinking);
 - normalises with the model's NormalizationOptions (mean 0, std 1: nothing changes) for float inputs, and
   feeds uint8 models the pixels as they are;
@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadImageError, WbcEdgeError, first_line
+from ..core.errors import BadImageError, WbcEdgeError, first_line
 
 __all__ = ["import_mediapipe", "mediapipe_like_resize", "run_mediapipe_client", "markdown_section",
            "PREPROCESSING_NOTE", "INSTALL_HINT"]
 
 PREPROCESSING_NOTE = (
-    "MediaPipe ImageClassifier gets the decoded RGB image (wbc_edge.preprocess.load_image: same decoding, EXIF, "
+    "MediaPipe ImageClassifier gets the decoded RGB image (wbc_edge.core.preprocess.load_image: same decoding, EXIF, "
     "alpha and bit depth handling as preprocess) and resizes it itself: an OpenCV bilinear warp of the whole "
-    "image, corners mapped to corners, without antialiasing; wbc_edge.preprocess resizes with Pillow bilinear, "
+    "image, corners mapped to corners, without antialiasing; wbc_edge.core.preprocess resizes with Pillow bilinear, "
     "which antialiases when shrinking. Normalisation: NormalizationOptions mean 0 / std 1, i.e. raw pixels, "
     "as the model expects. 'pre-resized' hands MediaPipe our preprocessed pixels instead (its resize is then "
     "an identity): whatever differs there is not the resize. Probabilities are compared with the runtime's raw "
@@ -113,7 +113,7 @@ def run_mediapipe_client(models: Sequence, paths: Sequence[str], y: np.ndarray, 
     the images; pixels: {input size: preprocessed uint8 (N, S, S, 3)} as the runtime saw them.
     """
     mp, base_options, vision = import_mediapipe()
-    from ..preprocess import load_image
+    from ..core.preprocess import load_image
 
     cv2 = _cv2()
     advance = advance or (lambda n: None)
@@ -196,7 +196,7 @@ def run_mediapipe_client(models: Sequence, paths: Sequence[str], y: np.ndarray, 
     return {"client": "mediapipe", "version": _mp_version(mp), "preprocessing": PREPROCESSING_NOTE,
             "resize_pixel_difference": pixel_stats or None,
             "resize_pixel_difference_note": (
-                "|MediaPipe-like resize - wbc_edge.preprocess| in grey levels (0..255) over all pixels and "
+                "|MediaPipe-like resize - wbc_edge.core.preprocess| in grey levels (0..255) over all pixels and "
                 "channels, from the OpenCV emulation; emulation_max_abs_dprob per variant = max |runtime on "
                 "the emulated pixels - MediaPipe| (how faithful the emulation is)") if pixel_stats else
             "OpenCV not installed: resize pixel difference not measured",

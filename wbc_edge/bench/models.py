@@ -4,7 +4,7 @@ variants, labels and the export's own parity record.
 Everything about variants comes from the export registry (`wbc_edge.export.variants`) and the export
 manifest reader (`wbc_edge.export.manifest`) - this module knows no variant name and no manifest key, so a
 variant added to the registry is benchmarked without a change here.  TF-free: a .keras reference is only
-inspected as a zip (input size) and by the run files beside it (labels: `wbc_edge.scoring.model_labels`);
+inspected as a zip (input size) and by the run files beside it (labels: `wbc_edge.model.scoring.model_labels`);
 it runs in `keras_worker`.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError, WbcEdgeError
+from ..core.errors import ModelFileError, WbcEdgeError
 from ..export.manifest import MANIFEST_NAME, entry_for_file, manifest_variants, read_manifest
-from ..export.variants import VARIANTS, VariantSpec, spec_for_file
+from ..export.variants import VARIANTS, VariantSpec, is_unquantised, spec_for_file
 
 __all__ = ["BenchModel", "resolve_models", "reference_how", "expand_model_paths", "keras_input_size",
-           "export_record", "variant_spec", "is_unquantised"]
+           "export_record", "variant_spec"]
 
 
 @dataclass
@@ -51,12 +51,6 @@ def variant_spec(m: BenchModel) -> VariantSpec | None:
         return VARIANTS[m.variant]
     return spec_for_file(m.path.name)
 
-
-def is_unquantised(spec: VariantSpec | None) -> bool:
-    """The spec converts the float graph as trained (no optimisation, no QAT, float I/O): the variant whose
-    outputs equal the Keras model's, hence the default reference."""
-    return (spec is not None and not spec.optimizations and not spec.supported_types and not spec.qat
-            and not spec.representative_data and spec.io_dtype is None and not spec.integer_io)
 
 
 def _model_kind(path: Path) -> str:
@@ -143,7 +137,7 @@ def resolve_models(cfg, notes: list[str]) -> tuple[list[BenchModel], BenchModel]
 def _tflite_model(path: Path) -> BenchModel:
     """A .tflite of the run with its contract and variant (the contract's, else the registry's for its file
     name)."""
-    from ..contract import read_contract
+    from ..core.contract import read_contract
 
     contract = read_contract(path)
     spec = spec_for_file(path.name)

@@ -16,7 +16,7 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
 
     Raises WbcEdgeError when matplotlib is not installed (runtime-only installs).
     """
-    from ..atomic import atomic_path
+    from ..core.atomic import atomic_path
     from ..metrics import pyplot
 
     plt = pyplot()

@@ -199,7 +199,7 @@ def to_markdown(result: dict) -> str:
 
 def write_outputs(result: dict, *, json_path=None, markdown_path=None) -> None:
     """Write the JSON and/or Markdown report atomically."""
-    from ..atomic import write_json, write_text
+    from ..core.atomic import write_json, write_text
 
     if json_path is not None:
         write_json(json_path, result)

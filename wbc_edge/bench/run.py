@@ -4,10 +4,10 @@
 2. select the images in the reference's label order (`data`) and preprocess each once per input size;
 3. every model predicts every image once (the .keras reference in `keras_worker` processes);
 4. time every .tflite at every thread count (`timing`), then time to first prediction (`ttfp_worker`),
-   clients (`mediapipe_client`) and other domains (`wbc_edge.crossdomain`) when asked for;
+   clients (`mediapipe_client`) and other domains (`wbc_edge.bench.crossdomain`) when asked for;
 5. parity with the reference (`parity`), the row table (`schema`) and the gate (`gate`).
 
-Progress goes through `wbc_edge.progress.Progress` only (the CLI passes its click implementation).
+Progress goes through `wbc_edge.core.progress.Progress` only (the CLI passes its click implementation).
 TensorFlow-free: only the worker processes of a .keras reference import it.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import sha256_file
-from ..errors import BadImageError, DatasetError, ModelFileError
-from ..labels import Labels
-from ..progress import Progress, resolve
+from ..core.atomic import sha256_file
+from ..core.errors import BadImageError, DatasetError, ModelFileError
+from ..core.labels import Labels
+from ..core.progress import Progress, resolve
 from .config import BenchConfig, validate_config
 from .data import BenchImages, model_split_overlap, select_images
 from .gate import gate_record
@@ -113,7 +113,7 @@ def _inspect_models(models: list[BenchModel], ref: BenchModel, cfg: BenchConfig,
             clf = classifiers[m.name] = Classifier(m.path, num_threads=max(threads), use_xnnpack=cfg.use_xnnpack)
             m.input_size, m.labels, m.input_dtype = clf.input_size, list(clf.labels), str(clf.input_dtype)
     if ref.kind == "keras":
-        from ..scoring import model_labels
+        from ..data.run_files import model_labels
 
         ref.labels = model_labels(ref.path, cfg.split_manifest).to_list()
         notes.append(f"{ref.path}: labels {', '.join(ref.labels)} (stored by its run: run.json beside it, else "
@@ -134,7 +134,7 @@ def _inspect_models(models: list[BenchModel], ref: BenchModel, cfg: BenchConfig,
 def _preprocess(images: BenchImages, sizes: list[int], notes: list[str], progress: Progress) -> dict[int, np.ndarray]:
     """{input size: uint8 (N, S, S, 3)}: each image preprocessed once per size; unreadable ones dropped."""
     from ..data.scan import skipped_note
-    from ..preprocess import preprocess
+    from ..core.preprocess import preprocess
 
     n = len(images.paths)
     cache = {s: np.empty((n, s, s, 3), dtype=np.uint8) for s in sizes}
@@ -162,23 +162,23 @@ def _preprocess(images: BenchImages, sizes: list[int], notes: list[str], progres
 
 def _guard(plain: dict[int, np.ndarray], ref: BenchModel, cfg: BenchConfig,
            images: BenchImages) -> tuple[dict[int, np.ndarray], dict | None]:
-    """The pixels every model is fed: `plain` through the reference's scale guard (wbc_edge.scale_guard), as the
+    """The pixels every model is fed: `plain` through the reference's scale guard (wbc_edge.core.scale_guard), as the
     runtime feeds them; and the record of it (how many images were magnified, its cost per image)."""
     guard = None
     if cfg.scale_guard:
         if ref.kind == "keras":
-            from ..confidence import load_scale_guard
+            from ..data.run_files import load_scale_guard
 
             guard = load_scale_guard(Path(ref.path).parent)
         else:  # the contract says it; no interpreter needed
-            from ..contract import read_contract
-            from ..scale_guard import ScaleGuard
+            from ..core.contract import read_contract
+            from ..core.scale_guard import ScaleGuard
 
             contract = read_contract(ref.path)
             guard = ScaleGuard.from_dict(contract.scale_guard) if contract and contract.scale_guard else None
     if guard is None:
         return plain, None
-    from ..scale_guard import guard_batch
+    from ..core.scale_guard import guard_batch
 
     out, info = {}, {}
     for size, px in plain.items():
@@ -277,7 +277,7 @@ def _domains(cfg: BenchConfig, models: list[BenchModel], ref: BenchModel, labels
     """Per-domain accuracy and agreement with the reference on cfg.domains (None without domains)."""
     if not cfg.domains:
         return None
-    from ..crossdomain import CrossDomainConfig, Domain, run_report
+    from .crossdomain import CrossDomainConfig, Domain, run_report
 
     doms = []
     for spec in cfg.domains:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..atomic import read_json
-from ..errors import WbcEdgeError
+from ..core.atomic import read_json
+from ..core.errors import WbcEdgeError
 
 __all__ = ["SCHEMA_VERSION", "RESULT_KIND", "MERGE_KIND", "RESULT_KEYS", "VARIANT_KEYS", "LATENCY_KEYS",
            "ROW_KEYS", "XNNPACK_NOTE", "RSS_NOTE", "LATENCY_NOTE", "result_rows", "load_result"]

@@ -29,8 +29,8 @@ def _runtime(model: str, image: str) -> dict:
 def _keras(model: str, image: str) -> dict:
     import numpy as np
 
-    from wbc_edge.model import load_model, model_input_size
-    from wbc_edge.preprocess import preprocess
+    from wbc_edge.model.network import load_model, model_input_size
+    from wbc_edge.core.preprocess import preprocess
 
     m = load_model(model)
     p = np.asarray(m(preprocess(image, model_input_size(m))[None].astype("float32"), training=False))[0]

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 
 __all__ = ["python_for", "worker_env", "run_keras_worker", "run_ttfp", "TTFP_WHAT"]
 

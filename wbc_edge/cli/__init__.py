@@ -16,8 +16,8 @@ import traceback
 import click
 
 from .. import __version__
-from ..errors import WbcEdgeError, first_line
-from ..quiet import DEBUG_ENV
+from ..core.errors import WbcEdgeError, first_line
+from ..core.quiet import DEBUG_ENV
 
 
 class _Group(click.Group):
@@ -70,7 +70,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    if debug:  # TensorFlow's native start-up log too (wbc_edge.tfcompat keeps it quiet otherwise)
+    if debug:  # TensorFlow's native start-up log too (wbc_edge.core.tfcompat keeps it quiet otherwise)
         os.environ[DEBUG_ENV] = "1"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from ..adapt.config import AdaptConfig
-from ..augment import PRESETS, preset
+from ..data.augment import PRESETS, preset
 
 
 @click.command("adapt")
@@ -36,7 +36,7 @@ from ..augment import PRESETS, preset
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=AdaptConfig.learning_rate,
               show_default=True, help="Peak learning rate of the top-block fine-tune (after warm-up).")
 @click.option("--augment", "aug_preset", type=click.Choice(list(PRESETS)), default=AdaptConfig.aug_preset,
-              show_default=True, help="Augmentation of the cached views (wbc_edge.augment presets).  'scale' keeps "
+              show_default=True, help="Augmentation of the cached views (wbc_edge.data.augment presets).  'scale' keeps "
                                       "your lab's colours; 'robust' also jitters stain and colour strongly.")
 @click.option("--adapt-from", type=click.IntRange(1, 16), default=AdaptConfig.adapt_from, show_default=True,
               help="First MobileNetV2 block that is fine-tuned; lower also adapts the early blocks (colour, blur, "

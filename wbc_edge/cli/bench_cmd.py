@@ -114,7 +114,7 @@ def run(ctx: click.Context, models, data, reference, split_manifest, split, limi
     --max-accuracy-drop or --min-agreement (the outputs are written first).
     """
     from ..bench import plot, run_bench, to_markdown, write_outputs
-    from ..errors import WbcEdgeError
+    from ..core.errors import WbcEdgeError
     from .progress import ClickProgress
 
     cfg = BenchConfig(models=list(models), data=data, reference=reference, split_manifest=split_manifest,
@@ -151,7 +151,7 @@ def run(ctx: click.Context, models, data, reference, split_manifest, split, limi
               help="Write the merged rows.")
 def merge_cmd(results, md_out, json_out) -> None:
     """One table across devices from RESULTS.json files (ours, or converted from benchmark_model)."""
-    from ..atomic import write_json, write_text
+    from ..core.atomic import write_json, write_text
     from ..bench import merge, to_markdown
 
     merged = merge(list(results))

@@ -19,14 +19,14 @@ import click
 def calibrate(run_dir, data_root, scale_guard_only, feature_distance_only, quiet):
     """Fit temperature scaling on RUN_DIR's val split and the abstain threshold on its held-out shifted
     val; writes RUN_DIR/calibration.json.  Also fits the scale guard on 1,000 train images (zoom in on cells
-    far smaller than the training cells, see wbc_edge.scale_guard); writes RUN_DIR/scale_guard.json.
+    far smaller than the training cells, see wbc_edge.core.scale_guard); writes RUN_DIR/scale_guard.json.
     `wbc-edge export` embeds both in every variant.  And fits the feature distance on 1,000 train + the val
-    images (wbc_edge.feature_distance); writes RUN_DIR/feature_distance.npz, which `wbc-edge crossdomain` reads
+    images (wbc_edge.calibrate.feature_distance); writes RUN_DIR/feature_distance.npz, which `wbc-edge crossdomain` reads
     to say how much of a domain lies far from the training data.
 
     `wbc-edge train` already does this at the end of a run; use it for older runs.
     """
-    from ..confidence import calibrate_run, feature_distance_run, scale_guard_run
+    from ..calibrate.confidence import calibrate_run, feature_distance_run, scale_guard_run
     from .progress import ClickProgress
 
     if scale_guard_only and feature_distance_only:

@@ -1,4 +1,4 @@
-"""`wbc-edge crossdomain`: one table of how models do on several labs' images (see wbc_edge.crossdomain)."""
+"""`wbc-edge crossdomain`: one table of how models do on several labs' images (see wbc_edge.bench.crossdomain)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..crossdomain import CrossDomainConfig, Domain
+from ..bench.crossdomain import CrossDomainConfig, Domain
 
 
 def _domain_spec(value: str) -> tuple[str | None, str]:
@@ -59,10 +59,10 @@ def crossdomain(ctx, models, datas, split_manifest, split, reference, min_class_
           --data PBC=../shared/data/pbc --split-manifest runs/r1/split.csv \\
           --data ../shared/data/zheng2018_tecom --data ../shared/data/zheng2018_cellavision --out report/
     """
-    from ..atomic import write_json, write_text
-    from ..crossdomain import run_report, to_markdown
-    from ..crossdomain_plots import plot, plot_risk_coverage
-    from ..errors import WbcEdgeError
+    from ..core.atomic import write_json, write_text
+    from ..bench.crossdomain import run_report, to_markdown
+    from ..bench.crossdomain_plots import plot, plot_risk_coverage
+    from ..core.errors import WbcEdgeError
     from .progress import ClickProgress
 
     domains = []

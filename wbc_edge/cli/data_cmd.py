@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from ..augment import DEFAULT_PRESET, PRESETS
+from ..data.augment import DEFAULT_PRESET, PRESETS
+from ..core.preprocess import DEFAULT_SIZE
 
 _ROOT = click.Path(exists=True, file_okay=False, dir_okay=True)
 _FRACTION = click.FloatRange(0.0, 1.0, max_open=True)
@@ -39,7 +40,7 @@ def data() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def check(root: str, strict: bool, json_out: str | None, no_progress: bool) -> None:
     """Counts per class, bad files, duplicate groups, image sizes."""
-    from ..atomic import write_json
+    from ..core.atomic import write_json
     from ..data import HASH_BITS, NEAR_DUP_THRESHOLD, label_conflicts, scan_dataset
     from ..data.dedup import THUMB_THRESHOLD
 
@@ -193,13 +194,13 @@ def split(root: str, out: str, seed: int, test_fraction: float, val_fraction: fl
               default=DEFAULT_PRESET, show_default=True, help="Augmentation recipe (as in `wbc-edge train --augment`).")
 @click.option("--per-class", type=click.IntRange(1, 20), default=2, show_default=True, help="Rows per class.")
 @click.option("--views", type=click.IntRange(1, 16), default=6, show_default=True, help="Augmented views per row.")
-@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=32), default=DEFAULT_SIZE, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def preview_aug(root: str, out: str, aug_preset: str, per_class: int, views: int, input_size: int, seed: int) -> None:
     """Write a PNG grid: each row an image of ROOT, its clean input, augmented training views and the
     held-out 'shifted val' view; prints the augmentation cost per view."""
-    from ..augment import preset
-    from ..augment_preview import preview_grid
+    from ..data.augment import preset
+    from ..data.augment_preview import preview_grid
     from ..data import class_ranks, per_class_indices, scan_dataset
 
     scan = scan_dataset(root, progress=False)

@@ -20,8 +20,8 @@ import click
 def evaluate(model, data, split, split_manifest, out_dir, quiet):
     """Score a Keras MODEL (.keras) on DATA: accuracy (95 % bootstrap CI), balanced accuracy, macro-F1,
     per-class precision/recall/F1, confusion matrix (JSON + PNG)."""
-    from ..progress import Progress
-    from ..scoring import evaluate_keras
+    from ..core.progress import Progress
+    from ..model.scoring import evaluate_keras
     from .progress import ClickProgress
 
     metrics, saved = evaluate_keras(model, data, split=split, split_manifest=split_manifest, out_dir=out_dir,

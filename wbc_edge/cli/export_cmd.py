@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from ..augment import PRESETS
+from ..data.augment import PRESETS
 from ..export import variants as registry
 from ..export.config import config_default
 
@@ -110,9 +110,10 @@ def chosen_variants(v_all: bool, v_names, flags: dict) -> tuple[str, ...]:
               help="Also write an Android bundle (best int8 model, labels.txt, wbc_model.json, README.md) "
                    f"to DIR (default: ./{ANDROID_DEFAULT}). Put it after SOURCE or write --android=DIR.")
 @click.option("--int8-float-layers", "float_layers", type=click.IntRange(0), default=None, metavar="K",
-              help="int8_mixed: how many of the worst int8 layers (ranked on the calibration images) stay float "
-                   f"(default {registry.get('int8_mixed').options['float_layers']}; `wbc-edge diagnose` "
-                   "recommends one).  Implies --int8-mixed.")
+              help=f"{registry.tuner('float_layers').name}: how many of the worst int8 layers (ranked on the "
+                   "calibration images) stay float (default "
+                   f"{registry.tuner('float_layers').options['float_layers']}; `wbc-edge diagnose` recommends "
+                   f"one).  Implies {registry.tuner('float_layers').cli_flag}.")
 @click.option("--seed", type=int, default=_d("seed"), show_default=True,
               help="Seed of the calibration / subset sampling.")
 @click.option("--threads", "num_threads", type=click.IntRange(1), default=_d("num_threads"),
@@ -130,8 +131,9 @@ def export(source, v_all, v_names, out_dir, data_root, split_manifest, labels, c
 
     variants, variant_options = chosen_variants(v_all, v_names, flags), {}
     if float_layers is not None:
-        variants = tuple(dict.fromkeys([*variants, "int8_mixed"]))
-        variant_options["int8_mixed"] = {"float_layers": float_layers}
+        tuned = registry.tuner("float_layers").name
+        variants = tuple(dict.fromkeys([*variants, tuned]))
+        variant_options[tuned] = {"float_layers": float_layers}
     cfg = ExportConfig(source=source, out_dir=out_dir, variants=variants, variant_options=variant_options,
                        data_root=data_root, split_manifest=split_manifest, labels=_labels(labels),
                        calibration_size=calibration_size,
@@ -162,7 +164,7 @@ def _labels(value: str | None) -> tuple[str, ...] | None:
 
     p = Path(value)
     if p.is_file():
-        from ..errors import DatasetError
+        from ..core.errors import DatasetError
 
         try:
             text = p.read_bytes().decode("utf-8")

@@ -24,7 +24,7 @@ def export_gate(run_dir: str, out_dir: str, android_dir: str | None, quiet: bool
     fitted on the run's val split: benchmarks/gate/RULE.md).
     """
     from ..export.gate import export_gate as run
-    from ..progress import Progress
+    from ..core.progress import Progress
     from .progress import ClickProgress
 
     from pathlib import Path

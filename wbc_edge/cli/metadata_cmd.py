@@ -45,7 +45,7 @@ def add(models, no_records) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole metadata as JSON.")
 def show(model, as_json) -> None:
     """Print MODEL's standard TFLite metadata and check it (exit 1 when it is missing or inconsistent)."""
-    from ..errors import WbcEdgeError
+    from ..core.errors import WbcEdgeError
     from ..export.metadata_read import check_standard_metadata, read_standard_metadata
 
     meta = read_standard_metadata(model)

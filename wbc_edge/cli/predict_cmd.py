@@ -59,7 +59,7 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     too small to judge).  An image that cannot be read is reported on stderr and skipped; the exit status is
     then 1.
     """
-    from ..errors import BadImageError
+    from ..core.errors import BadImageError
     from ..runtime import IMAGE_SUFFIXES, Classifier, find_images
     from ..runtime.cascade import float_companion, is_quantised
     from ..runtime.gate import ACCEPT, decide

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import click
 
-from ..progress import Advance, Progress
+from ..core.progress import Advance, Progress
 
 
 class ClickProgress(Progress):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from ..augment import PRESETS
-from ..model import IMAGENET_WEIGHTS_FILE, ModelConfig
+from ..data.augment import PRESETS
+from ..model.network import IMAGENET_WEIGHTS_FILE, ModelConfig
 from ..train.config import DISTRIBUTE, FINETUNE_BLOCKS, MODES, TrainConfig
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
@@ -122,12 +122,12 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
     weighs the same in the loss (--no-domain-balance: every image).  The first lab's classes are the model's;
     another lab may lack one of them (said), not add one.
     """
-    from ..augment import preset
+    from ..data.augment import preset
     from ..train import train as run_train
     from .progress import ClickProgress
 
     from ..data import parse_sources
-    from ..errors import WbcEdgeError
+    from ..core.errors import WbcEdgeError
 
     try:
         sources = parse_sources(data)

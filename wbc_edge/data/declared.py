@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 
 #: A dataset's own file list beside its class folders; a `group` column there names images that belong together.
 DECLARED_MANIFEST = "manifest.csv"

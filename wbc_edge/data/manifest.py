@@ -23,9 +23,9 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from ..atomic import sha256_file, write_bytes
-from ..errors import DatasetError
-from ..labels import Labels, canonical_name
+from ..core.atomic import sha256_file, write_bytes
+from ..core.errors import DatasetError
+from ..core.labels import Labels, canonical_name
 
 SPLITS = ("train", "val", "test")
 MANIFEST_HEADER = ("path", "label", "sha256", "group", "split")

@@ -5,7 +5,7 @@ downloads, a PNG saved as .jpg).  Every file is decoded once here, bad files are
 refused with `strict`), and each good one gets its sha256 and perceptual hash for duplicate grouping.
 
 The class list comes from the data: without `labels`, every non-hidden top-level folder is a class (names
-canonicalised by `wbc_edge.labels`, so "Neutrophils" and "neutrophil" meet); with `labels` (a trained
+canonicalised by `wbc_edge.core.labels`, so "Neutrophils" and "neutrophil" meet); with `labels` (a trained
 model's classes) a folder must name one of them.  Nothing here depends on listing order or worker count.
 
 Numpy + Pillow only (no TensorFlow): the runtime machines and the CLI's `data` commands use it.
@@ -26,10 +26,10 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from ..errors import BadImageError, DatasetError, first_line
-from ..labels import Labels, canonical_name
-from ..preprocess import load_image
-from ..progress import Progress, resolve
+from ..core.errors import BadImageError, DatasetError, first_line
+from ..core.labels import Labels, canonical_name
+from ..core.preprocess import load_image
+from ..core.progress import Progress, resolve
 from .declared import read_declared_groups
 from .dedup import (NEAR_DUP_THRESHOLD, DuplicateGroups, dihedral_dhash, group_duplicates, merge_declared_groups,
                     thumbnail)
@@ -339,7 +339,7 @@ def scan_dataset(root: str | os.PathLike, *, labels: Labels | None = None, stric
     class without a folder counts 0 (`missing_classes`).  Bad files are reported and skipped
     (`strict=True`: DatasetError naming the first one), because one truncated download should not stop
     training on 10,000 good images - but the user must see it.  Results are independent of `workers` and
-    listing order (records are sorted by path).  `progress`: a `wbc_edge.progress.Progress` (or a bool).
+    listing order (records are sorted by path).  `progress`: a `wbc_edge.core.progress.Progress` (or a bool).
     """
     t0 = time.perf_counter()
     root_path = Path(root)

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DatasetError
-from ..labels import Labels
-from ..progress import Progress, resolve
+from ..core.errors import DatasetError
+from ..core.labels import Labels
+from ..core.progress import Progress, resolve
 from .manifest import ManifestRow, SplitManifest
 from .scan import scan_dataset
 from .split import make_split

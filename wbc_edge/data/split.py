@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import DatasetError
-from ..labels import Labels
-from ..progress import Progress
+from ..core.errors import DatasetError
+from ..core.labels import Labels
+from ..core.progress import Progress
 from .dedup import NEAR_DUP_THRESHOLD, DuplicateGroups, group_duplicates, label_conflicts
 from .manifest import ManifestRow, SplitManifest
 from .scan import ImageRecord, ScanResult, scan_dataset

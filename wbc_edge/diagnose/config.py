@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 from ..export.config import config_default
 from ..export.inputs import domain_name, domain_root
 
@@ -24,9 +24,9 @@ RANK_METRICS = ("rmse_over_scale", "mean_abs_error_pct_of_range", "max_abs_error
 
 
 def _mixed_option(name: str):
-    from ..export.variants import get
+    from ..export.variants import tuner
 
-    return get("int8_mixed").options[name]
+    return tuner("float_layers").options[name]
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The model, split manifest, data root and labels are resolved exactly as export resolves them
 (`wbc_edge.export.inputs`), and the calibration images are drawn with export's own function
 (`wbc_edge.export.calibration_data.sample_pixels`, pinned by `calibration_batch`), so the int8 model
-diagnosed here is the one `wbc-edge export` writes.  Pixels always come from `wbc_edge.preprocess`;
+diagnosed here is the one `wbc-edge export` writes.  Pixels always come from `wbc_edge.core.preprocess`;
 with a cache folder they are kept as .npz keyed by the files (path, size, mtime), the size and the
 preprocess version, so repeated diagnoses skip the decoding.
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..core.atomic import atomic_path
 from ..data import SplitManifest, scan_dataset, stratified_indices
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 from ..export.config import ExportConfig
 from ..export.inputs import domain_name, domain_root
-from ..labels import Labels
-from ..preprocess import PREPROCESS_VERSION, preprocess
-from ..progress import Progress
+from ..core.labels import Labels
+from ..core.preprocess import PREPROCESS_VERSION, preprocess
+from ..core.progress import Progress
 from .config import DiagnoseConfig
 
 

@@ -17,7 +17,7 @@ import numpy as np
 def _interpreter(blob: bytes, num_threads: int):
     from ai_edge_litert.interpreter import Interpreter
 
-    from ..quiet import native_stderr_captured
+    from ..core.quiet import native_stderr_captured
 
     with native_stderr_captured():  # LiteRT's delegate INFO line
         it = Interpreter(model_content=blob, num_threads=num_threads)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import Progress, resolve
+from ..core.progress import Progress, resolve
 from . import measure
 from .config import DiagnoseConfig
 from .inputs import Calibration, Domain, calibration_arms, default_arm, export_config, load_domains
@@ -84,37 +84,17 @@ def recommend_k(tradeoff: list[dict], max_increase_pct: float) -> tuple[int, str
 
 def diagnose(cfg: DiagnoseConfig, progress: Progress | bool | None = True) -> DiagnoseResult:
     """Run the diagnosis and write report.md / report.json / layers.png / tradeoff.png into cfg.out_dir."""
-    from ..data import SplitManifest, stratified_indices
+    from ..core.tfcompat import versions
     from ..export.calibration_data import calibration_batch
     from ..export.convert import saved_model
-    from ..export.inputs import resolve_inputs, resolve_labels
-    from ..model import check_classifier, load_model, model_input_size
-    from ..tfcompat import import_tf, versions
-    from ..export.selective import Quantiser, rank_subset
+    from ..export.selective import Quantiser
     from .report import write_report
 
     progress = resolve(progress)
     say = progress.say
     cfg.validate()
     timer = _Timer()
-    ecfg = export_config(cfg)
-    inp = resolve_inputs(ecfg)
-    out_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else inp.run_dir / "diagnose"
-    if out_dir.exists() and not out_dir.is_dir():
-        from ..errors import WbcEdgeError
-
-        raise WbcEdgeError(f"{out_dir}: exists and is not a directory")
-    from ..model import check_model_file
-
-    check_model_file(inp.model_path)  # before TensorFlow's start-up
-    split = SplitManifest.load(inp.split_path)
-    split.verify(inp.data_root)
-    say(f"Loading {inp.model_path} ...")
-    import_tf()
-    model = load_model(inp.model_path)
-    size = model_input_size(model)
-    labels, _ = resolve_labels(ecfg, inp, int(model.output_shape[-1]))
-    check_classifier(model, inp.model_path, labels)
+    inp, out_dir, split, model, size, labels = _load(cfg, say)
     timer.lap("load")
     domains = load_domains(cfg, inp.data_root, split, inp.split_path, labels, size, progress)
     arms = calibration_arms(cfg, split, inp.data_root, labels, size, domains, progress)
@@ -139,45 +119,10 @@ def diagnose(cfg: DiagnoseConfig, progress: Progress | bool | None = True) -> Di
             for dom, x in sets.items():
                 ref[dom] = measure.probabilities(f32, x, threads, advance)
         timer.lap("reference")
-
-        rank_px = rank_subset(main.pixels, cfg.rank_images)
-        per_domain: dict[str, list[LayerError]] = {}
-        layer_sets = {CALIBRATION: rank_px}
-        for d in domains:
-            layer_sets[d.name] = d.pixels[stratified_indices(d.labels, cfg.layer_images, cfg.seed)]
-        n_layer = sum(len(x) for x in layer_sets.values())
-        with progress.task(n_layer, "Per-layer error (debug model)") as advance:
-            for dom, x in layer_sets.items():
-                per_domain[dom] = q.layer_errors(x, advance)
-        ranked = rank(per_domain[CALIBRATION], cfg.rank_metric)
+        per_domain, ranked, rank_px, layer_sets = _layer_errors(q, cfg, main, domains, progress)
         timer.lap("layers")
-
-        say(f"Selective models for K = {', '.join(str(k) for k in sorted(set(cfg.ks)))} ...")
-        models = q.selective(ranked, cfg.ks)
-        by_tensor = {e.tensor: e for e in ranked}
-        rows, blobs = [], {}
-        total = sum(len(x) for x in sets.values()) * (len(models) + 1)
-        with progress.task(total, "Agreement with float32") as advance:
-            for k, (blob, kept) in sorted(models.items()):
-                probs = {dom: measure.probabilities(blob, x, threads, advance) for dom, x in sets.items()}
-                row = _row(f"int8, K={k}", probs, ref, ys)
-                row.update(k=k, bytes=len(blob), float_layers=[by_tensor[t].layer for t in kept],
-                           float_tensors=kept)
-                rows.append(row)
-                blobs[f"K={k}"] = blob
-            f16_probs = {dom: measure.probabilities(f16, x, threads, advance) for dom, x in sets.items()}
-        baselines = [dict(_row("float16", f16_probs, ref, ys), bytes=len(f16)),
-                     dict(_row("float32", ref, ref, ys), bytes=len(f32))]
-        timer.lap("tradeoff")
-        say(f"Latency (1 thread, median of {cfg.latency_runs}, interleaved) ...")
-        lat = measure.latency_ms({**blobs, "float16": f16, "float32": f32}, runs=cfg.latency_runs)
-        base = lat.get("K=0")
-        for row in [*rows, *baselines]:
-            row["latency_ms"] = lat[f"K={row['k']}" if "k" in row else row["model"]]
-            row["latency_vs_int8_pct"] = round(100.0 * (row["latency_ms"] / base - 1), 1) if base else None
-        timer.lap("latency")
+        rows, baselines, models = _tradeoff(q, cfg, ranked, sets, ref, ys, (f32, f16), threads, progress, timer)
         k_rec, rule = recommend_k(rows, cfg.max_latency_increase_pct) if rows else (0, "")
-
         arm_rows = _arms(cfg, arms, main, sm, domains, ref, ys, threads, progress, models.get(0, (None,))[0])
         timer.lap("arms")
     finally:
@@ -212,6 +157,80 @@ def diagnose(cfg: DiagnoseConfig, progress: Progress | bool | None = True) -> Di
     say(f"Wrote {', '.join(str(p) for p in files.values())} ({report['total_seconds']:.0f} s); recommended "
         f"K = {k_rec} (export: --int8-float-layers {k_rec})")
     return DiagnoseResult(out_dir, report, files)
+
+
+def _load(cfg: DiagnoseConfig, say):
+    """The inputs export would resolve for the same source, checked before TensorFlow starts; then the model.
+    (inputs, out_dir, split manifest, model, input size, labels)."""
+    from ..core.tfcompat import import_tf
+    from ..data import SplitManifest
+    from ..export.inputs import resolve_inputs, resolve_labels
+    from ..model.network import check_classifier, check_model_file, load_model, model_input_size
+
+    ecfg = export_config(cfg)
+    inp = resolve_inputs(ecfg)
+    out_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else inp.run_dir / "diagnose"
+    if out_dir.exists() and not out_dir.is_dir():
+        from ..core.errors import WbcEdgeError
+
+        raise WbcEdgeError(f"{out_dir}: exists and is not a directory")
+    check_model_file(inp.model_path)  # before TensorFlow's start-up
+    split = SplitManifest.load(inp.split_path)
+    split.verify(inp.data_root)
+    say(f"Loading {inp.model_path} ...")
+    import_tf()
+    model = load_model(inp.model_path)
+    size = model_input_size(model)
+    labels, _ = resolve_labels(ecfg, inp, int(model.output_shape[-1]))
+    check_classifier(model, inp.model_path, labels)
+    return inp, out_dir, split, model, size, labels
+
+
+def _layer_errors(q, cfg: DiagnoseConfig, main, domains, progress):
+    """Per-layer int8 error on the ranking images and on a stratified subset of each domain, and the layers
+    ranked on the calibration images (what export's float fallback keeps float)."""
+    from ..data import stratified_indices
+    from ..export.selective import rank_subset
+
+    rank_px = rank_subset(main.pixels, cfg.rank_images)
+    per_domain: dict[str, list[LayerError]] = {}
+    layer_sets = {CALIBRATION: rank_px}
+    for d in domains:
+        layer_sets[d.name] = d.pixels[stratified_indices(d.labels, cfg.layer_images, cfg.seed)]
+    with progress.task(sum(len(x) for x in layer_sets.values()), "Per-layer error (debug model)") as advance:
+        for dom, x in layer_sets.items():
+            per_domain[dom] = q.layer_errors(x, advance)
+    return per_domain, rank(per_domain[CALIBRATION], cfg.rank_metric), rank_px, layer_sets
+
+
+def _tradeoff(q, cfg: DiagnoseConfig, ranked, sets, ref, ys, floats, threads: int, progress, timer):
+    """One int8 model per K (the K worst layers float): agreement with float32 per domain, size and 1-thread
+    latency, beside the float16 / float32 baselines.  (rows, baselines, {K: (blob, kept tensors)})."""
+    f32, f16 = floats
+    progress.say(f"Selective models for K = {', '.join(str(k) for k in sorted(set(cfg.ks)))} ...")
+    models = q.selective(ranked, cfg.ks)
+    by_tensor = {e.tensor: e for e in ranked}
+    rows, blobs = [], {}
+    total = sum(len(x) for x in sets.values()) * (len(models) + 1)
+    with progress.task(total, "Agreement with float32") as advance:
+        for k, (blob, kept) in sorted(models.items()):
+            probs = {dom: measure.probabilities(blob, x, threads, advance) for dom, x in sets.items()}
+            row = _row(f"int8, K={k}", probs, ref, ys)
+            row.update(k=k, bytes=len(blob), float_layers=[by_tensor[t].layer for t in kept], float_tensors=kept)
+            rows.append(row)
+            blobs[f"K={k}"] = blob
+        f16_probs = {dom: measure.probabilities(f16, x, threads, advance) for dom, x in sets.items()}
+    baselines = [dict(_row("float16", f16_probs, ref, ys), bytes=len(f16)),
+                 dict(_row("float32", ref, ref, ys), bytes=len(f32))]
+    timer.lap("tradeoff")
+    progress.say(f"Latency (1 thread, median of {cfg.latency_runs}, interleaved) ...")
+    lat = measure.latency_ms({**blobs, "float16": f16, "float32": f32}, runs=cfg.latency_runs)
+    base = lat.get("K=0")
+    for row in [*rows, *baselines]:
+        row["latency_ms"] = lat[f"K={row['k']}" if "k" in row else row["model"]]
+        row["latency_vs_int8_pct"] = round(100.0 * (row["latency_ms"] / base - 1), 1) if base else None
+    timer.lap("latency")
+    return rows, baselines, models
 
 
 def _layer_table(per_domain: dict[str, list[LayerError]]) -> list[dict]:

@@ -1,6 +1,6 @@
 """The diagnosis as files: report.json (everything), report.md (for people), layers.png, tradeoff.png.
 
-Written atomically (wbc_edge.atomic).  matplotlib is imported only here, inside the plotting functions.
+Written atomically (wbc_edge.core.atomic).  matplotlib is imported only here, inside the plotting functions.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .. import atomic
+from ..core import atomic
 from .layers import ROUNDING_FLOOR
 
 CALIBRATION = "calibration"

@@ -25,7 +25,7 @@ Variants (file `wbc_<variant>.tflite`): float32 (the graph as trained), float16 
 **uint8** raw-pixel input with scale 1.0 / zero point 0, uint8 probabilities out; benchmarks/int8_faithful/),
 int8_plain (every op int8), int8_mixed (the K worst ops on clean calibration images float), qat_int8 (tfmot
 QAT fine-tune, then full-integer conversion).  Every file
-carries the `wbc_edge.contract.ModelContract` and the standard TFLite metadata; see pipeline.py for the
+carries the `wbc_edge.core.contract.ModelContract` and the standard TFLite metadata; see pipeline.py for the
 parity gate, failure records and determinism.
 """
 

@@ -21,10 +21,10 @@ import json
 import os
 from pathlib import Path
 
-from .. import atomic
-from ..contract import ModelContract, read_contract
-from ..errors import ModelFileError, WbcEdgeError, first_line
-from ..preprocess import PREPROCESS_VERSION
+from ..core import atomic
+from ..core.contract import ModelContract, read_contract
+from ..core.errors import ModelFileError, WbcEdgeError, first_line
+from ..core.preprocess import PREPROCESS_VERSION
 from .android_readme import (CASCADE_FILE, FALLBACK_FILE, GATE_KT_FILE, GUARD_FILE, LABELS_FILE, METADATA_FILE,
                              MODEL_FILE, readme_text)
 from .tensors import dtype_name, tensor_details
@@ -40,7 +40,7 @@ def cascade_source() -> bytes:
 
 
 def guard_source() -> bytes:
-    """ScaleGuard.kt as shipped in the package (a port of wbc_edge.scale_guard; tests/test_android_kotlin.py)."""
+    """ScaleGuard.kt as shipped in the package (a port of wbc_edge.core.scale_guard; tests/test_android_kotlin.py)."""
     return (Path(__file__).parent / GUARD_FILE).read_bytes()
 
 

@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from .. import atomic
-from ..errors import ModelFileError, WbcEdgeError, first_line
+from ..core import atomic
+from ..core.errors import ModelFileError, WbcEdgeError, first_line
 from .android_readme import GATE_JSON_FILE, GATE_KT_FILE, GATE_MODEL_FILE, METADATA_FILE, readme_text
 
 _NUMBERS = ("cut", "val_median", "batch_ratio", "batch_min")
@@ -68,7 +68,7 @@ def add_gate(bundle_dir: str | os.PathLike, gate_path: str | os.PathLike) -> dic
         raise WbcEdgeError(f"{gate}: made from model {str(rec['source_model_sha256'])[:12]}..., but {d}'s int8 file "
                            f"from {str(meta.get('source_model_sha256'))[:12]}...: export both from one run")
     meta["gate"] = gate_metadata(blob, rec)
-    from ..contract import read_contract
+    from ..core.contract import read_contract
 
     contract = read_contract((d / meta.get("model_file", "wbc_int8.tflite")).read_bytes())
     # the confidence half of the one accept/refuse decision (LabGate.decide): calibrated top-1 >= this

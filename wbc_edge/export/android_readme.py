@@ -187,7 +187,7 @@ sha256 `{meta['sha256']}`), `{LABELS_FILE}`, `{METADATA_FILE}` (the numbers belo
   what an Android `Bitmap` holds: no float conversion and no normalisation on the device - the model
   computes x / 127.5 - 1 itself.
 - Resize the whole cell image to {size}x{size} with bilinear filtering (no crop).  The reference pipeline
-  (`wbc_edge.preprocess`, Pillow bilinear) antialiases when shrinking; `Bitmap.createScaledBitmap(..., true)`
+  (`wbc_edge.core.preprocess`, Pillow bilinear) antialiases when shrinking; `Bitmap.createScaledBitmap(..., true)`
   does not, so for large downscales pixels differ slightly - check a few known images on the device.
 - Output: `{meta['output']['shape']}` {meta['output']['dtype']}; probability = (q - zero_point) * scale =
   (q - {meta['output']['zero_point']}) * {meta['output']['scale']:g}; labels in order: {labels}.

@@ -1,6 +1,6 @@
 """The images int8 conversion and QAT learn their ranges from (never the Keras reference or parity pixels).
 
-Calibration: a stratified, seeded sample of the train split through `wbc_edge.preprocess` (the training
+Calibration: a stratified, seeded sample of the train split through `wbc_edge.core.preprocess` (the training
 pixels), a seeded share of it replaced by augmented views (`augment_share`), so the int8 ranges also cover
 other labs' pixels.  The first image gets one 0 and one 255 pixel (`calibration_batch`): the calibrator's
 min/max of the input is then exactly [0, 255] -> input scale 1.0 / zero point 0 = raw uint8 pixels.
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..preprocess import preprocess_batch
+from ..core.preprocess import preprocess_batch
 from ..data.sampling import stratified_indices
 
 PINNED_PIXELS = "image 0: pixel (0,0) = 0, pixel (0,1) = 255 (input range 0..255)"
@@ -23,7 +23,7 @@ def augment_share(pixels: np.ndarray, preset_name: str | None, fraction: float, 
     (pixels, how many).  Used for int8 calibration and QAT only - never for the Keras reference or parity."""
     if not preset_name or fraction <= 0 or len(pixels) == 0:
         return pixels, 0
-    from ..augment import augment, preset
+    from ..data.augment import augment, preset
 
     aug = preset(preset_name)
     out = pixels.copy()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 from .variants import default_names
 
 SPLITS = ("train", "val", "test")
@@ -44,7 +44,7 @@ class ExportConfig:
     labels: Sequence[str] | None = None
     calibration_size: int = 300           # representative images for int8 PTQ (and QAT range init)
     calibration_split: str = "train"
-    #: Augmentation preset (wbc_edge.augment) applied to a share of the calibration and QAT images, so the
+    #: Augmentation preset (wbc_edge.data.augment) applied to a share of the calibration and QAT images, so the
     #: int8 ranges cover other labs' pixels too, not only clean PBC (None: clean images only).
     calibration_augment: str | None = "robust"
     calibration_augmented_fraction: float = 0.5

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import selective  # noqa: F401  (registers the built-in "float_fallback" converter hook)
 from .variants import VariantSpec
 
 
@@ -76,15 +77,16 @@ def to_tflite(saved_model_dir: Path, spec: VariantSpec, calibration: np.ndarray 
               record: dict | None = None) -> bytes:
     """Convert a SavedModel as `spec` says; returns the flatbuffer (no metadata, no contract yet).  A hook's
     `ctx.record` is merged into `record` (the manifest entry)."""
-    from ..tfcompat import import_tf
+    from ..core.tfcompat import import_tf
 
     tf, _ = import_tf()
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     configure(conv, spec, calibration, tf)
     with contextlib.redirect_stdout(io.StringIO()):
-        if spec.converter_hook is not None:
+        hook = spec.hook()
+        if hook is not None:
             ctx = ConvertContext(tf, spec, model, Path(saved_model_dir), calibration, dict(spec.options))
-            out = spec.converter_hook(conv, ctx)
+            out = hook(conv, ctx)
             if record is not None:
                 record.update(ctx.record)
             if out is not None:

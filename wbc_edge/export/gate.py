@@ -1,6 +1,6 @@
 """The unfamiliar-lab gate as a file the device can run: `wbc_gate.tflite` + `wbc_gate.json`.
 
-Why a file of its own: the feature distance (`wbc_edge.feature_distance`) tells a lab the model has never seen
+Why a file of its own: the feature distance (`wbc_edge.calibrate.feature_distance`) tells a lab the model has never seen
 (crossdomain: 96 % of Tecom, 90 % of LISC beyond the cut, 4 % of PBC test), but it lived beside the Keras model
 only.  The classifier files keep their one output (MediaPipe, the Android bundle and every client read it), so
 the gate is a second model: the same backbone up to the pooled features, then the distance to each class
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from ..core import atomic
 
 GATE_FILE = "wbc_gate.tflite"
 GATE_JSON = "wbc_gate.json"
@@ -29,8 +29,8 @@ GATE_FORMAT = 1
 
 def gate_model(model, fd):
     """Keras model: the classifier's input -> (N, classes) squared distances to each class mean."""
-    from ..confidence import feature_model
-    from ..tfcompat import import_tf
+    from ..calibrate.confidence import feature_model
+    from ..core.tfcompat import import_tf
 
     _, keras = import_tf()
     feats = feature_model(model)
@@ -67,15 +67,16 @@ def export_gate(run_dir: str | Path, out_dir: str | Path, *, progress=None) -> d
     the batch threshold is fitted on the run's val split by `batch_ratio_rule`.  Returns the JSON record."""
     import tempfile
 
-    from ..confidence import load_feature_distance, load_scale_guard
+    from ..calibrate.confidence import load_feature_distance
+    from ..data.run_files import load_scale_guard
     from ..data import SplitManifest
-    from ..errors import WbcEdgeError
-    from ..model import load_model, model_input_size
-    from ..preprocess import PREPROCESS_VERSION, preprocess
-    from ..progress import resolve
-    from ..scale_guard import guard_pixels
-    from ..scoring import model_labels
-    from ..tfcompat import import_tf
+    from ..core.errors import WbcEdgeError
+    from ..model.network import load_model, model_input_size
+    from ..core.preprocess import PREPROCESS_VERSION, preprocess
+    from ..core.progress import resolve
+    from ..core.scale_guard import guard_pixels
+    from ..data.run_files import model_labels
+    from ..core.tfcompat import import_tf
     from .convert import saved_model
 
     say = resolve(progress).say

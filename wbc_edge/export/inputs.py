@@ -12,9 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import read_json
-from ..errors import DatasetError, ModelFileError, WbcEdgeError
-from ..labels import WBC5_LABELS, Labels
+from ..core.atomic import read_json
+from ..core.errors import DatasetError, ModelFileError, WbcEdgeError
+from ..core.labels import Labels, legacy_labels, stored_labels
 from . import variants as registry
 from .config import SPLITS, ExportConfig
 from .variants import VariantSpec
@@ -98,7 +98,7 @@ def select_variants(cfg: ExportConfig) -> list[VariantSpec]:
         raise WbcEdgeError(f"--calibration-augmented-fraction must be in [0, 1], got "
                            f"{cfg.calibration_augmented_fraction}")
     if cfg.calibration_augment is not None:
-        from ..augment import preset
+        from ..data.augment import preset
 
         preset(cfg.calibration_augment)  # an unknown name fails before anything is converted
     for spec in cfg.parity_domains:
@@ -154,14 +154,11 @@ def resolve_labels(cfg: ExportConfig, inp: ExportInputs, num_outputs: int) -> tu
     elif inp.run_info and inp.run_info.get("labels"):
         stored, origin = inp.run_info["labels"], f"labels of {inp.run_dir / 'run.json'}"
     if stored is not None:
-        if not isinstance(stored, list) or not all(isinstance(x, str) for x in stored):
-            raise ModelFileError(f"{origin}: labels must be a list of class names")
-        labels = Labels.from_list(stored)
+        labels = stored_labels(stored, origin)
         if len(labels) != num_outputs:
             raise ModelFileError(f"{inp.model_path}: the model has {num_outputs} outputs but {origin} names "
                                  f"{len(labels)} classes ({', '.join(labels)})")
         return labels, origin
-    if num_outputs == len(WBC5_LABELS):
-        return WBC5_LABELS, "the five WBC classes (the model's run stores no labels: made before they were)"
-    raise ModelFileError(f"{inp.model_path}: {num_outputs} outputs and no stored labels (no 'labels' in "
-                         f"{inp.run_dir / 'run.json'}); pass --labels with the class names in output order")
+    return (legacy_labels(num_outputs, str(inp.model_path), f"no 'labels' in {inp.run_dir / 'run.json'}; pass "
+                          "--labels with the class names in output order"),
+            "the five WBC classes (the model's run stores no labels: made before they were)")

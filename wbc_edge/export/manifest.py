@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import atomic
-from ..errors import ModelFileError
+from ..core import atomic
+from ..core.errors import ModelFileError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

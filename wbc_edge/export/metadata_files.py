@@ -11,9 +11,9 @@ import os
 import zipfile
 from pathlib import Path
 
-from .. import atomic
-from ..contract import LABELS_NAME, ModelContract, embed_contract, is_tflite, read_contract, strip_contract
-from ..errors import ModelFileError, first_line
+from ..core import atomic
+from ..core.contract import LABELS_NAME, ModelContract, embed_contract, is_tflite, read_contract, strip_contract
+from ..core.errors import ModelFileError, first_line
 from .metadata_read import metadata_summary
 from .metadata_schema import source_bytes, zip_files
 from .metadata_write import add_standard_metadata

@@ -12,8 +12,8 @@ import zipfile
 
 import numpy as np
 
-from ..contract import LABELS_NAME, is_tflite, read_contract, strip_contract
-from ..errors import ModelFileError, first_line
+from ..core.contract import LABELS_NAME, is_tflite, read_contract, strip_contract
+from ..core.errors import ModelFileError, first_line
 from .metadata_schema import (METADATA_FIELD_NAME, METADATA_IDENTIFIER, NORM_MEAN, NORM_STD, metadata_schema,
                               model_schema, source_bytes, zip_files)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import strip_contract
-from ..errors import ModelFileError, WbcEdgeError, first_line
+from ..core.contract import strip_contract
+from ..core.errors import ModelFileError, WbcEdgeError, first_line
 
 METADATA_FIELD_NAME = "TFLITE_METADATA"   # Model.metadata entry name every TFLite metadata reader looks for
 METADATA_IDENTIFIER = b"M001"             # file identifier of the metadata schema

@@ -9,7 +9,7 @@ Android Studio's ML Model Binding can use our .tflite files as they are.
 What a file looks like after export (the layout of TFLite Support / Model Maker / MediaPipe's writers):
 
     [TFLite flatbuffer  + Model.metadata "TFLITE_METADATA" -> buffer holding a ModelMetadata flatbuffer]
-    [zip, stored, fixed timestamps: labels.txt, wbc_edge_contract.json]    <- wbc_edge.contract, unchanged
+    [zip, stored, fixed timestamps: labels.txt, wbc_edge_contract.json]    <- wbc_edge.core.contract, unchanged
 
 - ModelMetadata: name, description, version, author, licence; the contract file as a DESCRIPTIONS
   associated file.
@@ -42,8 +42,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import __version__
-from ..contract import CONTRACT_NAME, LABELS_NAME, ModelContract, is_tflite, strip_contract
-from ..errors import ModelFileError, WbcEdgeError, first_line
+from ..core.contract import CONTRACT_NAME, LABELS_NAME, ModelContract, is_tflite, strip_contract
+from ..core.errors import ModelFileError, WbcEdgeError, first_line
 from .metadata_schema import (METADATA_FIELD_NAME, METADATA_IDENTIFIER, NORM_MEAN, NORM_STD,
                               TFLITE_IDENTIFIER, aligned_buffer_class, metadata_schema, model_schema, unpack_model)
 
@@ -109,7 +109,7 @@ def build_metadata(contract: ModelContract, *, input_dtype: str, output_dtype: s
     inp.name = "image"
     inp.description = (f"One whole-cell RGB image, resized to {size}x{size} (no crop), {input_dtype} raw pixel "
                        "values 0..255: normalisation (x / 127.5 - 1) is inside the model, so mean 0 / std 1 "
-                       "here. Reference resize: Pillow bilinear with antialiasing (wbc_edge.preprocess)."
+                       "here. Reference resize: Pillow bilinear with antialiasing (wbc_edge.core.preprocess)."
                        + _scale_guard_text(contract))
     inp.content, inp.processUnits, inp.stats = in_content, [unit], in_stats
 
@@ -272,7 +272,7 @@ def add_standard_metadata(flat: bytes, contract: ModelContract, *, source: str =
 
 def _check_same_model(before: bytes, after: bytes, source: str) -> None:
     """The rewritten flatbuffer must be the same model: same tensors in/out, bit-identical outputs."""
-    from ..quiet import native_stderr_captured
+    from ..core.quiet import native_stderr_captured
     from ..runtime import load_backend
 
     backend = load_backend()

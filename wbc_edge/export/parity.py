@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import Labels
-from ..preprocess import preprocess_batch
-from ..scale_guard import ScaleGuard, guard_batch
+from ..core.labels import Labels
+from ..core.preprocess import preprocess_batch
+from ..core.scale_guard import ScaleGuard, guard_batch
 from .config import ExportConfig
 from .inputs import domain_name, domain_root
 from .variants import VariantSpec

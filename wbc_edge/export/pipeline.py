@@ -28,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..atomic import sha256_file
-from ..errors import DatasetError, ModelFileError
-from ..preprocess import PREPROCESS_VERSION
-from ..progress import Progress, resolve
+from ..core.atomic import sha256_file
+from ..core.errors import DatasetError, ModelFileError
+from ..core.preprocess import PREPROCESS_VERSION
+from ..core.progress import Progress, resolve
 from . import parity, stages
 from . import variants as registry
 from .android import write_android_bundle
@@ -60,8 +60,8 @@ def source_warnings(inp: ExportInputs, model_sha: str, split_sha: str) -> list[s
 
 
 def _load_model(path: Path):
-    from ..model import load_model
-    from ..tfcompat import import_tf
+    from ..model.network import load_model
+    from ..core.tfcompat import import_tf
 
     import_tf()
     model = load_model(path)
@@ -76,7 +76,7 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
 
     Raises WbcEdgeError for unusable inputs (before anything is written) and ExportFailed - after writing
     every file and manifest.json - when a variant failed at any stage.  `progress`: a
-    `wbc_edge.progress.Progress` (default: plain lines on stderr when cfg.verbose, else silent).
+    `wbc_edge.core.progress.Progress` (default: plain lines on stderr when cfg.verbose, else silent).
     """
     progress = resolve(cfg.verbose if progress is None else progress)
     say = progress.say
@@ -84,7 +84,7 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
     specs = select_variants(cfg)
     inp = resolve_inputs(cfg)
     guard_outputs(inp, cfg.force)
-    from ..model import check_model_file
+    from ..model.network import check_model_file
 
     check_model_file(inp.model_path)  # a damaged or unsafe file fails before TensorFlow's start-up
 
@@ -98,40 +98,16 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
     for w in warnings:
         say(f"Warning: {w}")
 
-    from ..tfcompat import versions
+    from ..core.tfcompat import versions
+    from ..data.run_files import load_calibration, load_scale_guard
 
     say(f"Loading {inp.model_path} ...")
     model, size, n_out = _load_model(inp.model_path)
     labels, labels_origin = resolve_labels(cfg, inp, n_out)
     vers = versions()
-
-    # Pixels: calibration (train) and parity (test) sets, each preprocessed once.
-    cal_pixels, cal_info = None, None
-    if any(s.needs_calibration for s in specs):
-        cpaths, clabels = split.files(cfg.calibration_split, inp.data_root, labels=labels)
-        if not cpaths:
-            raise DatasetError(f"{inp.split_path}: split '{cfg.calibration_split}' is empty (calibration)")
-        t = time.perf_counter()
-        cal_pixels, cal_y, n_aug = sample_pixels(cpaths, clabels, cfg.calibration_size, size, cfg.seed,
-                                                 augment_preset=cfg.calibration_augment,
-                                                 augmented_fraction=cfg.calibration_augmented_fraction)
-        cal_info = calibration_info(cfg.calibration_split, cal_y, list(labels), cfg.seed, n_aug,
-                                    cfg.calibration_augment, cfg.calibration_transform)
-        say(f"Calibration: {len(cal_y)} images from the '{cfg.calibration_split}' split "
-            f"({time.perf_counter() - t:.1f} s to preprocess)")
-    ppaths, plabels = split.files(cfg.parity_split, inp.data_root, labels=labels)
-    if not ppaths:
-        raise DatasetError(f"{inp.split_path}: split '{cfg.parity_split}' is empty (parity)")
-    from ..data import stratified_indices
-
-    pidx = stratified_indices(plabels, cfg.parity_limit, cfg.seed)
-    t = time.perf_counter()
-    from ..confidence import load_calibration, load_scale_guard
-
+    cal_pixels, cal_info = _calibration_set(cfg, inp, split, specs, labels, size, say)
     guard = load_scale_guard(inp.model_path.parent)  # scale_guard.json beside model.keras, if fitted
-    ref = parity.reference(model, [ppaths[i] for i in pidx], plabels[pidx], size, cfg.batch_size, guard)
-    say(f"Keras reference on {len(pidx)} '{cfg.parity_split}' images: accuracy {ref.accuracy:.2%} "
-        f"({time.perf_counter() - t:.1f} s)")
+    ref, n_parity = _parity_reference(cfg, inp, split, model, size, labels, guard, say)
     domains = parity.domains(cfg, model, size, labels, say, guard)
 
     out = inp.out_dir
@@ -143,13 +119,77 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
                          temperature=confidence.temperature if confidence else None,
                          abstain_threshold=confidence.abstain_threshold if confidence else None,
                          scale_guard=guard.to_dict() if guard else None)
-    entries: list[dict] = []
-    files: dict[str, Path] = {}
-    tmp_root = Path(tempfile.mkdtemp(prefix="wbc_export_"))
-    job = ExportJob(cfg, model, size, labels, base_contract, cal_pixels, ref, domains, out, tmp_root,
+    job = ExportJob(cfg, model, size, labels, base_contract, cal_pixels, ref, domains, out, None,
                     cfg.num_threads or min(4, os.cpu_count() or 1), progress,
                     qat_train=split.files("train", inp.data_root, labels=labels) if any(s.qat for s in specs)
                     else None)
+    entries, files = _export_variants(specs, job, say)
+    _remove_stale(out, files, say)
+    android = None
+    if inp.android_dir is not None:
+        android = write_android_bundle(inp.android_dir, specs, entries, files, say)
+    record = {  # what the manifest says about the source, known before any conversion
+        "source_model": {"path": str(inp.model_path), "sha256": model_sha, "input_size": size,
+                         "params": int(model.count_params())},
+        "split_manifest": {"path": str(inp.split_path), "sha256": split_sha,
+                           "file_sha256": sha256_file(inp.split_path)},
+        "data_root": str(inp.data_root),
+        "labels": list(labels),
+        "labels_source": labels_origin,
+        "preprocess": PREPROCESS_VERSION,
+        "versions": vers,
+        "converter": CONVERTER_NOTE,
+        "calibration": cal_info,
+        "confidence": confidence.to_dict() if confidence else None,
+        "scale_guard": guard.to_dict() if guard else None,
+        "parity_reference": {"split": cfg.parity_split, "n": n_parity, "limit": cfg.parity_limit,
+                             "keras_accuracy": ref.accuracy, "interpreter_threads": job.num_threads},
+        "parity_domains": {name: {"n": int(len(d.labels)), "keras_accuracy": d.accuracy}
+                           for name, d in domains.items()},
+    }
+    bundle = inp.android_dir if android is not None and android.get("status") == "ok" else None
+    return _finish(cfg, out, record, entries, files, android, bundle, warnings, t_start, say)
+
+
+def _calibration_set(cfg: ExportConfig, inp, split, specs, labels, size: int, say):
+    """(calibration pixels, their manifest record), or (None, None) when no variant needs calibrating."""
+    if not any(s.needs_calibration for s in specs):
+        return None, None
+    cpaths, clabels = split.files(cfg.calibration_split, inp.data_root, labels=labels)
+    if not cpaths:
+        raise DatasetError(f"{inp.split_path}: split '{cfg.calibration_split}' is empty (calibration)")
+    t = time.perf_counter()
+    cal_pixels, cal_y, n_aug = sample_pixels(cpaths, clabels, cfg.calibration_size, size, cfg.seed,
+                                             augment_preset=cfg.calibration_augment,
+                                             augmented_fraction=cfg.calibration_augmented_fraction)
+    cal_info = calibration_info(cfg.calibration_split, cal_y, list(labels), cfg.seed, n_aug,
+                                cfg.calibration_augment, cfg.calibration_transform)
+    say(f"Calibration: {len(cal_y)} images from the '{cfg.calibration_split}' split "
+        f"({time.perf_counter() - t:.1f} s to preprocess)")
+    return cal_pixels, cal_info
+
+
+def _parity_reference(cfg: ExportConfig, inp, split, model, size: int, labels, guard, say):
+    """The Keras model's outputs on the parity split (a stratified subset with --parity-limit), fed through
+    its scale guard as the runtime feeds the files; (reference, number of images)."""
+    from ..data import stratified_indices
+
+    ppaths, plabels = split.files(cfg.parity_split, inp.data_root, labels=labels)
+    if not ppaths:
+        raise DatasetError(f"{inp.split_path}: split '{cfg.parity_split}' is empty (parity)")
+    pidx = stratified_indices(plabels, cfg.parity_limit, cfg.seed)
+    t = time.perf_counter()
+    ref = parity.reference(model, [ppaths[i] for i in pidx], plabels[pidx], size, cfg.batch_size, guard)
+    say(f"Keras reference on {len(pidx)} '{cfg.parity_split}' images: accuracy {ref.accuracy:.2%} "
+        f"({time.perf_counter() - t:.1f} s)")
+    return ref, int(len(pidx))
+
+
+def _export_variants(specs, job: ExportJob, say) -> tuple[list[dict], dict[str, Path]]:
+    """Every variant through its stages; a failure is recorded in its manifest entry, the others go on."""
+    entries: list[dict] = []
+    files: dict[str, Path] = {}
+    job.tmp_dir = Path(tempfile.mkdtemp(prefix="wbc_export_"))
     try:
         for spec in specs:
             entry: dict = {"variant": spec.name, "file": spec.file, "status": "ok", "stage": None,
@@ -164,43 +204,19 @@ def export_model(cfg: ExportConfig, progress: Progress | bool | None = None) -> 
                 if exc.stage != stages.GATE:
                     say(f"[{spec.name}] FAILED: {exc}")
     finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        shutil.rmtree(job.tmp_dir, ignore_errors=True)
+    return entries, files
 
-    _remove_stale(out, files, say)
-    android = None
-    if inp.android_dir is not None:
-        android = write_android_bundle(inp.android_dir, specs, entries, files, say)
 
+def _finish(cfg: ExportConfig, out: Path, record: dict, entries: list[dict], files: dict[str, Path], android,
+            bundle, warnings: list[str], t_start: float, say) -> ExportResult:
+    """manifest.json (written last: its presence means the export finished), then the result - or
+    ExportFailed naming every failed variant, after everything is written."""
     failed = [e for e in entries if e["status"] != "ok"]
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "status": "failed" if failed else "ok",
-        "source_model": {"path": str(inp.model_path), "sha256": model_sha, "input_size": size,
-                         "params": int(model.count_params())},
-        "split_manifest": {"path": str(inp.split_path), "sha256": split_sha,
-                           "file_sha256": sha256_file(inp.split_path)},
-        "data_root": str(inp.data_root),
-        "labels": list(labels),
-        "labels_source": labels_origin,
-        "preprocess": PREPROCESS_VERSION,
-        "versions": vers,
-        "converter": CONVERTER_NOTE,
-        "calibration": cal_info,
-        "confidence": confidence.to_dict() if confidence else None,
-        "scale_guard": guard.to_dict() if guard else None,
-        "parity_reference": {"split": cfg.parity_split, "n": int(len(pidx)), "limit": cfg.parity_limit,
-                             "keras_accuracy": ref.accuracy, "interpreter_threads": job.num_threads},
-        "parity_domains": {name: {"n": int(len(d.labels)), "keras_accuracy": d.accuracy}
-                           for name, d in domains.items()},
-        "variants": entries,
-        "android": android,
-        "warnings": warnings,
-        "determinism": DETERMINISM_NOTE,
-        "config": cfg.to_dict(),
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-    }
+    manifest = {"format": MANIFEST_FORMAT, "status": "failed" if failed else "ok", **record,
+                "variants": entries, "android": android, "warnings": warnings, "determinism": DETERMINISM_NOTE,
+                "config": cfg.to_dict(), "total_seconds": round(time.perf_counter() - t_start, 1)}
     manifest_path = write_manifest(out / MANIFEST_NAME, manifest)
-    bundle = inp.android_dir if android is not None and android.get("status") == "ok" else None
     result = ExportResult(out, manifest_path, manifest, files, bundle, ok=not failed)
     say(f"Wrote {manifest_path} ({len(entries) - len(failed)}/{len(entries)} variants ok, "
         f"{manifest['total_seconds']:.0f} s)")

@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from ..errors import WbcEdgeError, first_line
-from ..progress import Progress, resolve
-from ..tfcompat import import_tf
+from ..core.errors import WbcEdgeError, first_line
+from ..core.progress import Progress, resolve
+from ..core.tfcompat import import_tf
 
 _RANGE_VARS = {"output", "post_activation", "pre_activation"}
 
@@ -262,7 +262,7 @@ def save_qat_model(qmodel, path: str | os.PathLike) -> None:
     """Save a QAT model as .h5 (atomically); load it back with `load_qat_model`."""
     import warnings
 
-    from .. import atomic
+    from ..core import atomic
 
     with qat_scope(), atomic.atomic_path(path, suffix=".h5") as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)

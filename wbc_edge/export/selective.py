@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
+from .variants import register_hook
 from .layer_error import LayerError, parse_statistics, rank
 
 
@@ -43,7 +44,7 @@ RANK_SHIFT_SEED = 20261207
 def shifted_rank_images(pixels: np.ndarray) -> np.ndarray:
     """Each image through a seeded `augment.shifted_view` (float32 out): the stand-in for labs we do not have
     that the default int8 ranks its float ops on (benchmarks/int8_faithful/)."""
-    from ..augment import shifted_view
+    from ..data.augment import shifted_view
 
     return np.stack([shifted_view(np.clip(x, 0, 255).astype(np.uint8), np.random.default_rng([RANK_SHIFT_SEED, i]))
                      for i, x in enumerate(pixels)]).astype(np.float32)
@@ -84,7 +85,7 @@ class Quantiser:
     """A SavedModel calibrated once on `calibration` (float32 (N,S,S,3), export's pinned batch)."""
 
     def __init__(self, saved_model_dir: str | Path, calibration: np.ndarray):
-        from ..tfcompat import import_tf
+        from ..core.tfcompat import import_tf
 
         tf, _ = import_tf()
         self._tf = tf
@@ -204,3 +205,6 @@ def int8_mixed_hook(converter, ctx) -> bytes:
                                                "(evenly spaced)",
                                           "worst": [by[e.tensor].layer for e in ranked[:12]]}
     return blob
+
+
+register_hook("float_fallback", int8_mixed_hook)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import WbcEdgeError, first_line
+from ..core.errors import WbcEdgeError, first_line
 
 QAT = "QAT fine-tune"
 CONVERSION = "conversion"

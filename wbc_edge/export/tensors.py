@@ -15,7 +15,7 @@ def tensor_details(model: bytes | str | os.PathLike) -> tuple[dict, dict]:
     """(input details, output details) of a one-input, one-output .tflite model (bytes or a path)."""
     from ..runtime import load_backend
 
-    from ..quiet import native_stderr_captured
+    from ..core.quiet import native_stderr_captured
 
     backend = load_backend()
     with native_stderr_captured():  # LiteRT's "INFO: Created ... XNNPACK delegate" line (--debug shows it)

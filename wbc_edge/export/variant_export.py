@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
-from ..contract import ModelContract, embed_contract
-from ..labels import Labels
-from ..progress import Progress
+from ..core import atomic
+from ..core.contract import ModelContract, embed_contract
+from ..core.labels import Labels
+from ..core.progress import Progress
 from . import convert, parity, stages
 from .calibration_data import calibration_batch, sample_pixels
 from .config import ExportConfig

@@ -16,7 +16,10 @@ conversion.  Anything the fields cannot say goes into `converter_hook`: a callab
 `hook(converter, ctx) -> bytes | None` run after the standard settings (ctx: `ConvertContext`, with the Keras
 model, the calibration pixels and the spec's `options`); returning bytes replaces `converter.convert()`
 (e.g. a `tf.lite.experimental.QuantizationDebugger` with a denylist for a selectively quantised model).
-`options` (JSON-able) are recorded in the variant's manifest entry.
+`options` (JSON-able) are recorded in the variant's manifest entry.  A hook may also be given by name: a
+module that owns one calls `register_hook(name, fn)` (the built-in "float_fallback" of int8 / int8_mixed is
+registered by `wbc_edge.export.selective`, which the converter imports), so this registry never imports the
+TensorFlow side itself.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 
 __all__ = ["VariantSpec", "VARIANTS", "register", "unregister", "get", "specs", "names", "default_names",
-           "integer_names", "variant_file", "spec_for_file", "GATE_FAMILIES", "IO_DTYPES"]
+           "integer_names", "variant_file", "spec_for_file", "is_unquantised", "tuner", "HOOKS", "register_hook", "GATE_FAMILIES", "IO_DTYPES"]
 
 #: Which ExportConfig thresholds gate a variant: float (--min-float-agreement) or int8 (--min-int8-agreement
 #: and --max-int8-drop).  A spec may override either number with its own.
@@ -81,8 +84,11 @@ class VariantSpec:
     max_accuracy_drop_pp: float | None = None
     android: bool = False
     recommended: bool = False
-    converter_hook: Callable[..., bytes | None] | None = field(default=None, compare=False, repr=False)
+    converter_hook: Callable[..., bytes | None] | str | None = field(default=None, compare=False, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: options a user may set from the command line for this variant (`wbc-edge export --int8-float-layers`,
+    #: `tuner()`); its defaults are also what `wbc-edge diagnose` ranks layers with
+    tunes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -108,6 +114,10 @@ class VariantSpec:
             json.dumps(dict(self.options))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"variant {self.name}: options must be JSON-able ({exc})") from None
+        missing = [t for t in self.tunes if t not in self.options]
+        if missing:
+            raise ValueError(f"variant {self.name}: tunes {missing} not in its options")
+        object.__setattr__(self, "tunes", tuple(self.tunes))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         object.__setattr__(self, "optimizations", tuple(self.optimizations))
         object.__setattr__(self, "supported_types", tuple(self.supported_types))
@@ -128,8 +138,18 @@ class VariantSpec:
         return {"optimizations": list(self.optimizations), "supported_types": list(self.supported_types),
                 "supported_ops": list(self.supported_ops), "representative_data": self.representative_data,
                 "io_dtype": self.io_dtype, "qat": self.qat,
-                "converter_hook": None if self.converter_hook is None
-                else getattr(self.converter_hook, "__qualname__", "custom")}
+                "converter_hook": None if self.converter_hook is None else self.converter_hook
+                if isinstance(self.converter_hook, str) else getattr(self.converter_hook, "__qualname__", "custom")}
+
+    def hook(self) -> Callable[..., bytes | None] | None:
+        """The converter hook to run: the callable given, or the one registered under the name given."""
+        if self.converter_hook is None or callable(self.converter_hook):
+            return self.converter_hook
+        try:
+            return HOOKS[self.converter_hook]
+        except KeyError:
+            raise WbcEdgeError(f"variant {self.name!r}: converter hook {self.converter_hook!r} is not registered "
+                               f"(known: {', '.join(HOOKS) or 'none'})") from None
 
 
 #: The registered variants, in registration order (= export order).  Iterating gives the names;
@@ -158,6 +178,15 @@ def register(spec: VariantSpec, *, replace: bool = False) -> VariantSpec:
             raise ValueError(f"variant {spec.name!r}: flag {spec.cli_flag} is already variant {other.name!r}'s")
     VARIANTS[spec.name] = spec
     return spec
+
+
+#: Converter hooks by name (`register_hook`); a spec's `converter_hook` may name one.
+HOOKS: dict[str, Callable[..., bytes | None]] = {}
+
+
+def register_hook(name: str, fn: Callable[..., bytes | None]) -> None:
+    """Make `fn` the converter hook a spec can name (the module that owns it calls this at import)."""
+    HOOKS[name] = fn
 
 
 def unregister(name: str) -> VariantSpec:
@@ -195,19 +224,28 @@ def integer_names() -> tuple[str, ...]:
     return tuple(s.name for s in VARIANTS.values() if s.gate_family == "int8")
 
 
+def tuner(option: str) -> VariantSpec:
+    """The registered variant whose `option` the command line sets (the first that declares it in `tunes`):
+    the CLI and diagnose ask the registry instead of naming a variant."""
+    for spec in VARIANTS.values():
+        if option in spec.tunes:
+            return spec
+    raise WbcEdgeError(f"no registered variant takes the option {option!r}")
+
+
+def is_unquantised(spec: VariantSpec | None) -> bool:
+    """The spec converts the float graph as trained (no optimisation, no QAT, float I/O): the variant whose
+    outputs equal the Keras model's, hence the default reference."""
+    return (spec is not None and not spec.optimizations and not spec.supported_types and not spec.qat
+            and not spec.representative_data and spec.io_dtype is None and not spec.integer_io)
+
+
 def spec_for_file(file_name: str) -> VariantSpec | None:
     """The registered spec that writes `file_name` (bench: a .tflite without a contract), else None."""
     return next((s for s in VARIANTS.values() if s.file == file_name), None)
 
 
 # --------------------------------------------------------------------------------------------- built-ins
-
-def _int8_mixed_hook(converter, ctx):
-    """The int8_mixed converter hook (wbc_edge.export.selective, imported on use: it needs TensorFlow)."""
-    from .selective import int8_mixed_hook
-
-    return int8_mixed_hook(converter, ctx)
-
 
 _INT8 = dict(optimizations=("DEFAULT",), representative_data=True, supported_ops=("TFLITE_BUILTINS_INT8",),
              io_dtype="uint8", input_dtype="uint8", output_dtype="uint8", gate_family="int8", android=True)
@@ -225,7 +263,7 @@ for _spec in (
                 "Post-training int8, uint8 raw-pixel input and uint8 output; the 4 ops whose int8 error is "
                 "largest on shifted views of the calibration images stay float (faithful off-domain: "
                 "benchmarks/int8_faithful/).", cli_flag="--int8", default=True, recommended=True,
-                converter_hook=_int8_mixed_hook, options={"float_layers": 4, "rank_images": 100,
+                converter_hook="float_fallback", options={"float_layers": 4, "rank_images": 100,
                                                           "rank_metric": "rmse_over_scale", "rank_on": "shifted"},
                 **_INT8),
     VariantSpec("qat_int8", "full-integer int8 from QAT, uint8 I/O",
@@ -237,7 +275,7 @@ for _spec in (
                 "Selective int8: the --int8-float-layers K ops with the largest int8 error on the "
                 "calibration images (QuantizationDebugger RMSE/scale) stay float; uint8 I/O like int8 "
                 "(wbc-edge diagnose shows the trade-off).", cli_flag="--int8-mixed",
-                converter_hook=_int8_mixed_hook, options={"float_layers": 8, "rank_images": 100,
+                converter_hook="float_fallback", tunes=("float_layers",), options={"float_layers": 8, "rank_images": 100,
                                                           "rank_metric": "rmse_over_scale",
                                                           "rank_on": "calibration"},
                 **{**_INT8, "android": False}),

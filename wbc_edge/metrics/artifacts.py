@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_json
+from ..core.atomic import write_json
 from .classification import Metrics
 from .plots import matplotlib_available, plot_confusion
 

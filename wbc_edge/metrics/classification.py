@@ -220,7 +220,7 @@ def compute_metrics(y_true: Any, y_pred: Any, labels: Iterable[str], *, bootstra
                     seed: int = 0) -> Metrics:
     """Accuracy (+ bootstrap 95% CI), balanced accuracy, macro-F1, per-class P/R/F1 and the confusion matrix.
 
-    `y_true`, `y_pred`: 1-D integer arrays of class indices into `labels` (a `wbc_edge.labels.Labels` or any
+    `y_true`, `y_pred`: 1-D integer arrays of class indices into `labels` (a `wbc_edge.core.labels.Labels` or any
     sequence of names: the run's / model's classes, in output order).  Undefined precision / recall /
     F1 are 0 (see the module docstring for which classes the two macro averages cover).
     `bootstrap`: number of resamples for the CI; 0 skips it (`accuracy_ci95` is then None).

@@ -76,7 +76,7 @@ def accepted_agreement(probs: np.ndarray, ref_probs: np.ndarray, temperature: fl
                        threshold: float) -> dict:
     """Top-1 agreement on the images the variant accepts - its temperature-scaled top-1 at or above `threshold`,
     the answers an app shows without "uncertain": {"accepted_n", "accepted_agreement_pct" (None if none)}."""
-    from ..calibration import apply_temperature
+    from ..core.calibration import apply_temperature
 
     probs, ref_probs = np.asarray(probs), np.asarray(ref_probs)
     cal = apply_temperature(probs, temperature) if temperature not in (None, 1.0) else probs

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..errors import WbcEdgeError
+from ..core.atomic import atomic_path
+from ..core.errors import WbcEdgeError
 from .classification import safe_div
 
 MATPLOTLIB_MISSING = "plots need matplotlib: pip install 'wbc-edge[train]'"

@@ -11,7 +11,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from ..errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 
 __all__ = ["Backend", "load_backend", "dist_version"]
 
@@ -63,7 +63,7 @@ def _find_backend() -> Backend:
     except (ImportError, AttributeError) as exc:
         failures.append(f"tflite_runtime ({exc})")
     try:
-        from ..quiet import debug_enabled, native_stderr_captured
+        from ..core.quiet import debug_enabled, native_stderr_captured
 
         if not debug_enabled():
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..contract import read_contract
-from ..errors import WbcEdgeError
+from ..core.contract import read_contract
+from ..core.errors import WbcEdgeError
 
 __all__ = ["FLOAT_VARIANTS", "float_companion", "is_quantised"]
 

@@ -1,8 +1,8 @@
 """The classifier: a .tflite model + its embedded contract -> predictions from images or pixels.
 
-Pixels always come from `wbc_edge.preprocess.preprocess` - the same function training and calibration use -
+Pixels always come from `wbc_edge.core.preprocess.preprocess` - the same function training and calibration use -
 so the model sees exactly the pixels it was trained on; then, when the contract carries one, the scale guard
-(`wbc_edge.scale_guard`) magnifies a cell far smaller in the frame than the training cells.  Float models get them cast to float32; integer
+(`wbc_edge.core.scale_guard`) magnifies a cell far smaller in the frame than the training cells.  Float models get them cast to float32; integer
 models get them quantised with the input tensor's own (scale, zero point), which for our uint8 models
 (scale 1, zero point 0) is the raw pixels.  Outputs are dequantised with the output tensor's parameters;
 probabilities are always float32.  Labels come from the model's contract (or, for a file without one, from
@@ -19,11 +19,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..contract import ModelContract
-from ..errors import ModelFileError, WbcEdgeError, first_line
-from ..preprocess import ImageSource, preprocess
-from ..quiet import native_stderr_captured
-from ..scale_guard import ScaleGuard, guard_pixels
+from ..core.contract import ModelContract
+from ..core.errors import ModelFileError, WbcEdgeError, first_line
+from ..core.preprocess import ImageSource, preprocess
+from ..core.quiet import native_stderr_captured
+from ..core.scale_guard import ScaleGuard, guard_pixels
 from .backend import load_backend
 from .model_file import read_model_file
 from .prediction import Prediction, make_prediction
@@ -297,7 +297,7 @@ class Classifier:
 
     def prepare(self, image: ImageSource) -> tuple[np.ndarray, float]:
         """(the pixels this model is fed for `image`, the scale guard's zoom; 1.0 = not magnified):
-        `wbc_edge.preprocess.preprocess(image, input_size)`, then the contract's scale guard if any."""
+        `wbc_edge.core.preprocess.preprocess(image, input_size)`, then the contract's scale guard if any."""
         return guard_pixels(preprocess(image, self.input_size), self.scale_guard)
 
     def preprocess(self, image: ImageSource) -> np.ndarray:
@@ -314,7 +314,7 @@ class Classifier:
         """Raw output probabilities (N, C) or (C,) -> temperature-scaled ones (unchanged without a temperature)."""
         if self.temperature == 1.0:
             return probs
-        from ..calibration import apply_temperature
+        from ..core.calibration import apply_temperature
 
         probs = np.asarray(probs)
         return apply_temperature(probs[None] if probs.ndim == 1 else probs, self.temperature).reshape(probs.shape)

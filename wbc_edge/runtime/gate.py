@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError
-from ..quiet import native_stderr_captured
+from ..core.errors import ModelFileError
+from ..core.quiet import native_stderr_captured
 
 
 def gate_interpreter(blob_or_path, num_threads: int | None = None):

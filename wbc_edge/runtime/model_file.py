@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..contract import ModelContract, is_tflite, read_contract, strip_contract
-from ..errors import ModelFileError, first_line
+from ..core.contract import ModelContract, is_tflite, read_contract, strip_contract
+from ..core.errors import ModelFileError, first_line
 from .tflite_check import flatbuffer_problem
 
 __all__ = ["read_model_file", "read_model_bytes", "describe_bytes", "read_embedded_contract"]

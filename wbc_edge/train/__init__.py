@@ -29,13 +29,13 @@ from .inputs import class_weights, load_pixels, load_splits
 from .pipeline import fit_run_calibration, history_columns, train
 from .run_dir import (PENDING_SPLIT, WORKERS_DIR, FinetuneFiles, PreparedRun, RunState, prepare_run,
                       save_weights_atomic)
-from .selection import SHIFTED_VAL_SEED, describe, selection_score, shifted_val_pixels, swa_add, swa_load
+from .selection import describe, selection_score, swa_add, swa_load
 
 __all__ = [
-    "DISTRIBUTE", "FINETUNE_BLOCKS", "MODES", "PENDING_SPLIT", "SHIFTED_VAL_SEED", "WORKERS_DIR",
+    "DISTRIBUTE", "FINETUNE_BLOCKS", "MODES", "PENDING_SPLIT", "WORKERS_DIR",
     "ActivationCache", "CachedTrainer", "FinetuneFiles", "FullTrainer", "PreparedRun", "RunState",
     "TrainConfig", "TrainResult", "activation_sequence", "best_weights_callback", "class_weights", "describe",
     "epoch_reporter", "fit_run_calibration", "history_callback", "history_columns", "load_pixels",
     "load_splits", "make_strategy", "prepare_run", "save_weights_atomic", "selection_score",
-    "shifted_val_pixels", "swa_add", "swa_load", "train", "worker_out_dir", "worker_role",
+    "swa_add", "swa_load", "train", "worker_out_dir", "worker_role",
 ]

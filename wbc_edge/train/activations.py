@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
-from ..atomic import sha256_file
-from ..augment import shifted_view
-from ..model import resolve_weights
-from ..preprocess import PREPROCESS_VERSION, preprocess
-from ..progress import Progress
+from ..core import atomic
+from ..core.atomic import sha256_file
+from ..data.augment import SHIFTED_VAL_SEED, shifted_val_view
+from ..model.network import resolve_weights
+from ..core.preprocess import PREPROCESS_VERSION, preprocess
+from ..core.progress import Progress
 from .config import TrainConfig
 from .inputs import load_pixels
 from .run_dir import RunState
-from .selection import SHIFTED_VAL_SEED
 
 #: Images per chunk: decoded in threads while TensorFlow runs the previous chunk; the resume granularity.
 CHUNK = 256
@@ -34,7 +33,7 @@ CHUNK = 256
 
 class ActivationCache:
     """Bottom activations per split and view: view 0 = the clean image, train views >= 1 = augmented views,
-    val view 1 = the held-out shifted view (`selection.SHIFTED_VAL_SEED`)."""
+    val view 1 = the held-out shifted view (`data.augment.shifted_val_view`)."""
 
     def __init__(self, cfg: TrainConfig, bottom, data: dict, cache_dir: Path, state: RunState,
                  progress: Progress):
@@ -131,4 +130,4 @@ class ActivationCache:
             return load_pixels(path, size, None, self.cfg.augment)
         if split == "train":
             return load_pixels(path, size, np.random.default_rng([self.cfg.seed, view, i]), self.cfg.augment)
-        return shifted_view(preprocess(path, size), np.random.default_rng([SHIFTED_VAL_SEED, i]))
+        return shifted_val_view(preprocess(path, size), i)

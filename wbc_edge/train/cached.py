@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment import feature_style_jitter, feature_style_mix
-from ..model import build_model
-from ..progress import Progress
-from ..tfcompat import import_tf
+from ..data.augment import feature_style_jitter, feature_style_mix
+from ..model.network import build_model
+from ..core.progress import Progress
+from ..core.tfcompat import import_tf
 from .activations import ActivationCache
 from .callbacks import epoch_reporter
 from .config import TrainConfig

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..progress import Progress
+from ..core.progress import Progress
 from .run_dir import RunState, save_weights_atomic
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..augment import DEFAULT_PRESET, AugmentConfig, preset
-from ..errors import WbcEdgeError
-from ..model import ModelConfig, resolve_weights
+from ..data.augment import DEFAULT_PRESET, AugmentConfig, preset
+from ..core.errors import WbcEdgeError
+from ..model.network import ModelConfig, resolve_weights
 
 #: `mode`: cached = CPU-practical (activation cache, head, top blocks); full = end-to-end (GPU, tf.distribute).
 MODES = ("cached", "full")

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError, WbcEdgeError
-from ..progress import Progress
+from ..core.errors import ModelFileError, WbcEdgeError
+from ..core.progress import Progress
+from ..model.network import model_input_size
 
 CHUNK = 256
 
@@ -36,7 +37,7 @@ def resolve_teacher(spec: str) -> Path:
 
 def teacher_labels(model_path: Path) -> list[str] | None:
     """The teacher's class names from run.json beside it (None when it stores none)."""
-    from ..scoring import model_labels
+    from ..data.run_files import model_labels
 
     try:
         return list(model_labels(model_path))
@@ -56,13 +57,13 @@ class TeacherTargets:
     """The teacher's softened probabilities per cached split and view."""
 
     def __init__(self, cfg, cache, labels: list[str], cache_dir: Path, state, progress: Progress):
-        from ..model import load_model
+        from ..model.network import load_model
 
         self.cfg, self.cache, self.state, self.progress, self.dir = cfg, cache, state, progress, cache_dir
         self.path = resolve_teacher(cfg.teacher)
         self.sha = hashlib.sha256(self.path.read_bytes()).hexdigest()
         self.model = load_model(self.path)
-        self.size = int(self.model.input_shape[1])
+        self.size = model_input_size(self.model)
         n_out = int(self.model.output_shape[-1])
         names = teacher_labels(self.path)
         if names is not None and list(names) != list(labels):
@@ -78,7 +79,7 @@ class TeacherTargets:
         import json
         from dataclasses import asdict
 
-        from ..preprocess import PREPROCESS_VERSION
+        from ..core.preprocess import PREPROCESS_VERSION
 
         if not self.cfg.shared_cache:
             return None
@@ -100,7 +101,7 @@ class TeacherTargets:
                 return arr
         arr = self._compute(split, view, n)
         if shared is not None:
-            from .. import atomic
+            from ..core import atomic
 
             shared.parent.mkdir(parents=True, exist_ok=True)
             with atomic.atomic_path(shared) as tmp:

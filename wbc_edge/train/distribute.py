@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import WbcEdgeError
-from ..tfcompat import import_tf
+from ..core.errors import WbcEdgeError
+from ..core.tfcompat import import_tf
 from .run_dir import WORKERS_DIR
 
 
@@ -54,6 +54,6 @@ def make_strategy(name: str):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise WbcEdgeError("--distribute multiworker needs the TF_CONFIG environment variable "
-                               "(cluster spec + this worker's task); see the README")
+                               "(cluster spec + this worker's task); see docs/TRAINING.md")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise WbcEdgeError(f"unknown --distribute {name!r} (none | mirrored | multiworker)")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import build_model, resolve_weights
-from ..progress import Progress
-from ..tfcompat import import_tf
+from ..model.network import build_model, resolve_weights
+from ..core.progress import Progress
+from ..core.tfcompat import import_tf
 from .callbacks import best_weights_callback, epoch_reporter, history_callback
 from .config import TrainConfig
 from .distribute import make_strategy

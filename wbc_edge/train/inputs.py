@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..augment import AugmentConfig, augment
+from ..data.augment import AugmentConfig, augment
 from ..data import SplitManifest, per_class_indices, require_all_classes
-from ..errors import DatasetError
-from ..labels import Labels
-from ..preprocess import preprocess
+from ..core.errors import DatasetError
+from ..core.labels import Labels
+from ..core.preprocess import preprocess
 from .config import TrainConfig
 
 #: Splits a run reads (all three: train to fit, val to select and calibrate, test to score).

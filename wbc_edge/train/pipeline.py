@@ -14,27 +14,27 @@ import time
 
 import numpy as np
 
-from .. import atomic
-from ..atomic import sha256_file
-from ..confidence import (FEATURE_DISTANCE_SAMPLE, fit_run_feature_distance, fit_split_scale_guard, save_calibration,
-                          save_scale_guard)
-from ..errors import WbcEdgeError
-from ..feature_distance import FEATURE_DISTANCE_FILE
-from ..progress import Progress, resolve
-from ..tfcompat import import_tf, versions
+from ..core import atomic
+from ..core.atomic import sha256_file
+from ..calibrate.confidence import FEATURE_DISTANCE_SAMPLE, fit_run_feature_distance, fit_split_scale_guard
+from ..data.run_files import save_calibration, save_scale_guard
+from ..core.errors import WbcEdgeError
+from ..calibrate.feature_distance import FEATURE_DISTANCE_FILE
+from ..core.progress import Progress, resolve
+from ..core.tfcompat import import_tf, versions
 from .cached import CachedTrainer
 from .config import TrainConfig, TrainResult
 from .distribute import worker_out_dir, worker_role
 from .full import FullTrainer
 from .inputs import load_splits
 from .run_dir import PENDING_SPLIT, prepare_run
-from .selection import shifted_val_pixels
+from ..data.augment import shifted_val_pixels
 
 
 def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | None = True) -> TrainResult:
     """Train according to `cfg`, writing everything into cfg.out_dir (see the package docstring).
 
-    `progress`: a `wbc_edge.progress.Progress` (the CLI passes its click one), True for plain lines on
+    `progress`: a `wbc_edge.core.progress.Progress` (the CLI passes its click one), True for plain lines on
     stderr, False for none."""
     progress = resolve(progress)
     cfg.validate()
@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
 
     # Final artifacts (atomic).  The reference model is the best-validation checkpoint.
     from ..metrics import compute_metrics, plot_curves, save_metrics
-    from ..scoring import predict_keras
+    from ..model.scoring import predict_keras
 
     # split.csv first: from here on the artifacts belong to the new model (the pending split, removed last,
     # keeps the run marked unfinished until run.json is written).
@@ -135,7 +135,7 @@ def per_source_metrics(trainer, model, data: dict, cfg: TrainConfig, labels, tes
     if not cfg.sources:
         return None
     from ..metrics import compute_metrics
-    from ..scoring import predict_keras
+    from ..model.scoring import predict_keras
     from .inputs import source_ids
 
     val_probs = getattr(trainer, "val_probs", None)
@@ -157,9 +157,9 @@ def per_source_metrics(trainer, model, data: dict, cfg: TrainConfig, labels, tes
 
 
 def fit_run_calibration(trainer, model, data: dict, cfg: TrainConfig):
-    """Temperature on clean val, abstain threshold on shifted val (see wbc_edge.calibration)."""
-    from ..calibration import fit_calibration
-    from ..scoring import predict_keras
+    """Temperature on clean val, abstain threshold on shifted val (see wbc_edge.core.calibration)."""
+    from ..core.calibration import fit_calibration
+    from ..model.scoring import predict_keras
 
     y_val = data["val"][1]
     probs = getattr(trainer, "val_probs", None)

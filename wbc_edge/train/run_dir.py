@@ -4,7 +4,7 @@ Why this is careful: a training run takes hours and is interrupted (Ctrl-C, a re
 Re-running the same command must continue it - never silently start over, never mix two configs, never
 leave a half-written file under a final name - and `--force` must not destroy a finished run's artifacts
 before the new ones replace them.  So: config.json is compared on resume, the split of an unfinished run
-lives in checkpoints/ until the run finishes, and every file is written atomically (`wbc_edge.atomic`).
+lives in checkpoints/ until the run finishes, and every file is written atomically (`wbc_edge.core.atomic`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import atomic
+from ..core import atomic
 from ..data import SplitManifest, split_dataset
-from ..errors import DatasetError, WbcEdgeError
-from ..labels import WBC5, Labels
-from ..progress import Progress, resolve
+from ..core.errors import DatasetError, WbcEdgeError
+from ..core.labels import WBC5, Labels
+from ..core.progress import Progress, resolve
 from .config import TrainConfig
 
 #: The split of an unfinished run (becomes RUN_DIR/split.csv when the run finishes).

@@ -3,7 +3,7 @@ average) is judged by, the held-out "shifted val" it looks at, and the running w
 
 Why a shifted val: selecting on clean val accuracy alone keeps the epoch that fits PBC best, which is often
 not the one that holds up on other labs' images.  The shifted val is the val split seen through a fixed,
-seeded family of shifts (`augment.shifted_view`) that training never uses, and its seed does not depend on
+seeded family of shifts (`data.augment.shifted_val_view`) that training never uses, and its seed does not depend on
 the training seed, so every seed's model is selected on the same images.
 """
 
@@ -14,21 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
-from ..labels import Labels
-
-#: Fixed seed of the shifted-val set (the same for every training seed, so selection is comparable).
-SHIFTED_VAL_SEED = 20261201
-
-
-def shifted_val_pixels(paths: list[str], size: int) -> np.ndarray:
-    """The fixed held-out shifted val: uint8 pixels of each image through its seeded `shifted_view`."""
-    from ..augment import shifted_view
-    from ..preprocess import preprocess
-
-    return np.stack([shifted_view(preprocess(p, size), np.random.default_rng([SHIFTED_VAL_SEED, i]))
-                     for i, p in enumerate(paths)])
-
+from ..core import atomic
+from ..core.labels import Labels
 
 def selection_score(top, val_views: list, y_val: np.ndarray, labels: Labels) -> dict:
     """Selection criterion on the val split: clean accuracy, and - with the shifted val (a second view) - the

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ModelFileError, WbcEdgeError
-from .labels import WBC5_LABELS, Labels
-from .tfcompat import import_tf
+from ..core.errors import ModelFileError, WbcEdgeError
+from ..core.labels import WBC5_LABELS, Labels
+from ..core.tfcompat import import_tf
+from ..core.preprocess import DEFAULT_SIZE
 
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
@@ -28,7 +29,7 @@ IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224
 @dataclass
 class ModelConfig:
     alpha: float = 1.0
-    input_size: int = 224
+    input_size: int = DEFAULT_SIZE
     weights: str = "imagenet"  # "imagenet" | "none" | path to a no-top .h5
     dropout: float = 0.2
     #: Size of the softmax head.  Training sets it from the run's labels (the data's classes); the default is
@@ -83,6 +84,7 @@ def build_model(cfg: ModelConfig | None = None):
 
 
 def model_input_size(model) -> int:
+    """The square input size of a Keras model (the one place it is read from a model)."""
     shape = model.input_shape
     return int(shape[1])
 

@@ -8,7 +8,7 @@ of the train features with one covariance shared by the classes.  The cut is a h
 split's distances, so about 5 % of in-domain images count as far by construction, and no foreign image is
 used to set it.
 
-This module is the numpy part (fit, distances, the file); `wbc_edge.confidence` extracts the features with
+This module is the numpy part (fit, distances, the file); `wbc_edge.calibrate.confidence` extracts the features with
 the Keras model and stores the fit as RUN_DIR/feature_distance.npz; `wbc-edge crossdomain` reports, per
 domain, the share of images beyond the cut.  It is a property of a *set* of images, not a per-image
 verdict the runtime applies: the exported .tflite files have no feature output.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .errors import ModelFileError
+from ..core import atomic
+from ..core.errors import ModelFileError
 
 FEATURE_DISTANCE_FILE = "feature_distance.npz"
 #: PCA dimensions: 7,199 train images cannot pin down a 1280 x 1280 covariance; 16-128 all separate the labs.

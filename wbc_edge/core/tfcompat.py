@@ -65,7 +65,7 @@ def versions() -> dict:
 
     out = {"python": sys.version.split()[0], "numpy": numpy.__version__, "pillow": PIL.__version__,
            "platform": platform.platform(), "machine": platform.machine()}
-    from . import __version__
+    from .. import __version__
 
     out["wbc_edge"] = __version__
     try:

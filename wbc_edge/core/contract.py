@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import ModelFileError
 from .labels import WBC5
+from .preprocess import DEFAULT_SIZE
 
 CONTRACT_NAME = "wbc_edge_contract.json"
 LABELS_NAME = "labels.txt"
@@ -32,7 +33,7 @@ TFLITE_IDENTIFIER = b"TFL3"
 class ModelContract:
     """What a caller must feed the model and how to read its output.
 
-    Inputs are always RGB pixels in 0..255 from `wbc_edge.preprocess.preprocess`, NHWC, batch 1;
+    Inputs are always RGB pixels in 0..255 from `wbc_edge.core.preprocess.preprocess`, NHWC, batch 1;
     float models take them as float32, integer models as uint8/int8 via `input_scale`/`input_zero_point`
     (for our uint8 models scale 1.0 / zero point 0, i.e. raw pixels).
     """
@@ -41,7 +42,7 @@ class ModelContract:
     #: a file read back always has one (`from_json` requires it).  The default - the five WBC classes of
     #: every model made before labels were stored - only serves code that builds a contract by hand.
     labels: list[str] = field(default_factory=lambda: list(WBC5))
-    input_size: int = 224
+    input_size: int = DEFAULT_SIZE
     variant: str = "float32"
     channel_order: str = "RGB"
     layout: str = "NHWC"
@@ -59,11 +60,11 @@ class ModelContract:
     split_manifest_sha256: str | None = None
     versions: dict = field(default_factory=dict)
     contract_version: int = CONTRACT_VERSION
-    #: Confidence calibration (wbc_edge.calibration), None in models exported before it existed:
+    #: Confidence calibration (wbc_edge.core.calibration), None in models exported before it existed:
     #: calibrated p = softmax(log(p) / temperature); below abstain_threshold the prediction is "uncertain".
     temperature: float | None = None
     abstain_threshold: float | None = None
-    #: The scale guard (`wbc_edge.scale_guard.ScaleGuard.to_dict()`), None in models exported before it existed:
+    #: The scale guard (`wbc_edge.core.scale_guard.ScaleGuard.to_dict()`), None in models exported before it existed:
     #: the runtime magnifies an image whose nucleus is far smaller than the training cells' before inference.
     scale_guard: dict | None = None
 

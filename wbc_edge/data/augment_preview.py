@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .atomic import atomic_path
+from ..core.atomic import atomic_path
 from .augment import AugmentConfig, augment, shifted_view
-from .errors import DatasetError
+from ..core.errors import DatasetError
+from ..core.preprocess import DEFAULT_SIZE
 
 
 def preview_grid(paths: list[str], labels: list[str], cfg: AugmentConfig, out: str | os.PathLike, *,
-                 views: int = 6, size: int = 224, tile: int = 128, seed: int = 0) -> dict:
+                 views: int = 6, size: int = DEFAULT_SIZE, tile: int = 128, seed: int = 0) -> dict:
     """Write the grid to `out`; returns {"images", "views", "ms_per_view"} (the augmentation cost)."""
-    from .preprocess import preprocess
+    from ..core.preprocess import preprocess
 
     if not paths:
         raise DatasetError("no images to preview")

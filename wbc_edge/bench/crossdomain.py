@@ -12,7 +12,7 @@ stored), every other model's outputs are mapped to them by name, and each domain
 order (`scan_dataset(root, labels=...)`), so a 3- or 8-class model is reported on its own classes.
 TensorFlow is imported only when a model is a .keras file; .tflite models run on `wbc_edge.runtime`.
 Every image is fed through the one `preprocess`, never augmented, then through the reference's scale guard
-(`wbc_edge.scale_guard`; off with `scale_guard=False`) - the pixels the runtime feeds - and every model of the
+(`wbc_edge.core.scale_guard`; off with `scale_guard=False`) - the pixels the runtime feeds - and every model of the
 report gets those same pixels.
 """
 
@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError, WbcEdgeError
-from .labels import Labels
-from .preprocess import preprocess_batch
-from .progress import Progress, resolve
-from .data.scan import skipped_note
-from .scale_guard import guard_batch
+from ..core.errors import ModelFileError, WbcEdgeError
+from ..core.labels import Labels
+from ..core.preprocess import preprocess_batch
+from ..core.progress import Progress, resolve
+from ..data.scan import skipped_note
+from ..core.scale_guard import guard_batch
+from ..model.network import model_input_size
 
 FORMAT = "wbc-edge-crossdomain-1"
 
@@ -81,9 +82,9 @@ def _reference(cfg: CrossDomainConfig) -> str | None:
     keras_models = [m for m in cfg.models if _kind(m) == "keras"]
     if keras_models:
         return keras_models[0]
-    from .bench.models import is_unquantised
-    from .contract import read_contract
-    from .export.variants import VARIANTS, spec_for_file
+    from ..export.variants import is_unquantised
+    from ..core.contract import read_contract
+    from ..export.variants import VARIANTS, spec_for_file
 
     for m in cfg.models:
         contract = read_contract(m)
@@ -100,18 +101,19 @@ class _Runner:
     def __init__(self, path: str, num_threads: int | None):
         self.path, self.kind = path, _kind(path)
         if self.kind == "keras":
-            from .model import check_classifier, check_model_file, load_model
+            from ..model.network import check_classifier, check_model_file, load_model
 
             check_model_file(path)  # before TensorFlow's start-up
-            from .confidence import feature_model, load_calibration, load_feature_distance, load_scale_guard
-            from .scoring import model_labels
-            from .tfcompat import import_tf
+            from ..calibrate.confidence import feature_model, load_feature_distance
+            from ..data.run_files import load_calibration, load_scale_guard
+            from ..data.run_files import model_labels
+            from ..core.tfcompat import import_tf
 
             keras = import_tf()[1]
             self.labels = model_labels(path)
             self.model = load_model(path)
             check_classifier(self.model, path, self.labels)
-            self.size = int(self.model.input_shape[1])
+            self.size = model_input_size(self.model)
             cal = load_calibration(Path(path).parent)
             self.temperature = cal.temperature if cal else 1.0
             self.threshold = cal.abstain_threshold if cal else 0.0
@@ -122,7 +124,7 @@ class _Runner:
                 self.model.input, [feature_model(self.model).output, self.model.output])
             self.last_pixels = self.last_features = None  # the features of the last __call__, for its pixels
         else:
-            from .runtime import Classifier
+            from ..runtime import Classifier
 
             self.model = Classifier(path, num_threads=num_threads)
             self.labels = Labels.from_list(self.model.labels)
@@ -141,7 +143,7 @@ class _Runner:
         return np.array([self.labels.index(x) for x in labels], dtype=np.int64)
 
     def far_from_training(self, pixels: np.ndarray) -> dict | None:
-        """How far these pixels lie from the model's training data (`wbc_edge.feature_distance`), or None."""
+        """How far these pixels lie from the model's training data (`wbc_edge.calibrate.feature_distance`), or None."""
         if self.distance is None:
             return None
         if self.last_pixels is not pixels:  # the report scores a domain first, so this is the rare path
@@ -169,7 +171,7 @@ class _Runner:
 
 
 def _calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
-    from .calibration import apply_temperature
+    from ..core.calibration import apply_temperature
 
     return apply_temperature(probs, temperature) if temperature != 1.0 else probs
 
@@ -178,8 +180,8 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
                    temperature: float = 1.0, threshold: float = 0.0) -> dict:
     """The per-domain figures of the report for one model's (raw) probabilities; with a temperature also
     the calibration error after scaling and what the abstain threshold accepts on this domain."""
-    from .calibration import coverage_at, expected_calibration_error, risk_coverage
-    from .metrics import balanced_accuracy_interval, compute_metrics
+    from ..core.calibration import coverage_at, expected_calibration_error, risk_coverage
+    from ..metrics import balanced_accuracy_interval, compute_metrics
 
     cal = _calibrated(probs, temperature)
     rc = risk_coverage(cal, y)
@@ -207,8 +209,8 @@ def domain_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], min_clas
 
 def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig,
                  labels: Labels) -> tuple[list[str], np.ndarray, np.ndarray, str, list[dict]]:
-    from .data.sampling import stratified_indices
-    from .scoring import collect_inputs
+    from ..data.sampling import stratified_indices
+    from ..model.scoring import collect_inputs
 
     inputs = collect_inputs(d.root, "all" if not d.split_manifest else d.split, d.split_manifest,
                             labels=labels, progress=False)
@@ -222,8 +224,8 @@ def _load_domain(d: Domain, size: int, cfg: CrossDomainConfig,
 def run_report(cfg: CrossDomainConfig, *, progress: Progress | bool | None = None) -> dict:
     """Score every model on every domain; returns the JSON-ready result (see `to_markdown`).
 
-    progress: a `wbc_edge.progress.Progress` (default: stderr lines when cfg.progress, else silent)."""
-    from .metrics import accepted_agreement
+    progress: a `wbc_edge.core.progress.Progress` (default: stderr lines when cfg.progress, else silent)."""
+    from ..metrics import accepted_agreement
 
     progress = resolve(cfg.progress if progress is None else progress)
     if not cfg.models:
@@ -331,7 +333,7 @@ def to_markdown(result: dict) -> str:
                 if r.get("far_from_training")]
     if far_rows:
         q = far_rows[0][2]["quantile"]
-        lines += ["", f"Far from the training data (Keras models with a feature distance, `wbc_edge.feature_distance`): "
+        lines += ["", f"Far from the training data (Keras models with a feature distance, `wbc_edge.calibrate.feature_distance`): "
                   f"the share of a domain's images whose pooled features lie beyond the distance that holds "
                   f"{100 * q:.0f} % of the model's own val images (so about {100 * (1 - q):.0f} % of in-domain images count as far), "
                   "and the median distance relative to val's. A domain far from the training data needs adapting (`wbc-edge adapt`) "

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .errors import WbcEdgeError
+from ..core.errors import WbcEdgeError
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,24 @@ def shifted_view(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     elif rng.random() < 0.5:
         f = _pil_filter(f, ImageFilter.UnsharpMask(radius=2, percent=int(rng.integers(80, 200)), threshold=2))
     return _to_uint8(f)
+
+
+#: Fixed seed of the shifted-val set (the same for every training seed, so selection is comparable).
+SHIFTED_VAL_SEED = 20261201
+
+
+def shifted_val_view(pixels: np.ndarray, i: int) -> np.ndarray:
+    """Image `i` of the fixed held-out "shifted val" (model selection, the confidence threshold, the int8 and
+    cascade rules): its `shifted_view` under a seed that depends only on its position, never on the training
+    seed, so every run is judged on the same images."""
+    return shifted_view(pixels, np.random.default_rng([SHIFTED_VAL_SEED, i]))
+
+
+def shifted_val_pixels(paths: list[str], size: int) -> np.ndarray:
+    """The shifted val of image files: uint8 pixels of each through `shifted_val_view`."""
+    from ..core.preprocess import preprocess
+
+    return np.stack([shifted_val_view(preprocess(p, size), i) for i, p in enumerate(paths)])
 
 
 def feature_style_jitter(x: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:

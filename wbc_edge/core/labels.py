@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
-from .errors import DatasetError
+from .errors import DatasetError, ModelFileError, WbcEdgeError
 
 #: The five white-blood-cell classes of the reference task (and of every model shipped so far).
 WBC5: tuple[str, ...] = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -127,3 +127,26 @@ class Labels:
 #: The labels of every model trained on the 5-class reference set; a default only where nothing is stored
 #: (models and runs made before labels were stored).
 WBC5_LABELS = Labels(WBC5)
+
+
+def stored_labels(raw, where: str) -> Labels | None:
+    """A run's stored class list (run.json / config.json `labels`), checked; None when it stores none.
+
+    The one reading of a stored list, so that export, adapt, bench and evaluate refuse the same bad lists with
+    the same message."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ModelFileError(f"{where}: labels must be a list of class names, got {raw!r}")
+    try:
+        return Labels.from_list(raw)
+    except WbcEdgeError as exc:
+        raise ModelFileError(f"{where}: labels: {exc}") from None
+
+
+def legacy_labels(num_outputs: int | None, where: str, hint: str = "pass its run directory") -> Labels:
+    """The class list of a model whose run stored none: the five WBC classes, what every model made before
+    labels were stored was trained on - refused when the model is known to have another number of outputs."""
+    if num_outputs is None or num_outputs == len(WBC5):
+        return WBC5_LABELS
+    raise ModelFileError(f"{where}: {num_outputs} outputs and no stored labels ({hint})")

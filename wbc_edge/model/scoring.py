@@ -8,18 +8,18 @@ WBC classes every such model was trained on.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
-from .labels import WBC5_LABELS, Labels
-from .preprocess import preprocess
-from .progress import Progress, resolve
-from .scale_guard import ScaleGuard, guard_pixels
+from ..core.errors import DatasetError
+from ..core.labels import Labels
+from ..core.preprocess import preprocess
+from ..core.progress import Progress, resolve
+from ..core.scale_guard import ScaleGuard, guard_pixels
+from .network import model_input_size
 
 
 @dataclass
@@ -37,7 +37,7 @@ def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, la
 
     `labels`: the model's classes (indices follow their order; a folder or row naming another class is a
     one-line DatasetError).  None: the data's own classes (the manifest's label set, or the folders)."""
-    from .data import SplitManifest, require_all_classes, scan_dataset
+    from ..data import SplitManifest, require_all_classes, scan_dataset
 
     if split == "all":
         scan = scan_dataset(data_root, labels=labels, progress=progress)
@@ -61,34 +61,13 @@ def collect_inputs(data_root: str, split: str, split_manifest: str | None, *, la
     return EvalInputs([str(p) for p in paths], y, f"{split_manifest} ({split})", label_set)
 
 
-def model_labels(model_path: str | Path, split_manifest: str | None = None) -> Labels:
-    """The class list of a .keras model, from what its run stored.
-
-    run.json `labels` beside the model, else the label set of its split manifest (given, or split.csv beside
-    the model: a training split holds every class), else WBC5 - what every model made before labels were
-    stored was trained on."""
-    from .data import SplitManifest
-
-    folder = Path(model_path).parent
-    run_json = folder / "run.json"
-    if run_json.is_file():
-        try:
-            stored = json.loads(run_json.read_text(encoding="utf-8")).get("labels")
-        except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-            raise DatasetError(f"{run_json}: not a readable run.json ({exc})") from None
-        if stored:
-            return Labels.from_list(stored)
-    candidate = Path(split_manifest) if split_manifest else folder / "split.csv"
-    if candidate.is_file():
-        return SplitManifest.load(candidate).label_set
-    return WBC5_LABELS
 
 
 def predict_keras(model, paths: list[str], batch_size: int = 32,
                   progress: Progress | bool | None = True, guard: ScaleGuard | None = None) -> np.ndarray:
     """Softmax probabilities of a Keras model over image files, fed through the one preprocessing path (and the
     model's scale guard, when given: the pixels the runtime feeds)."""
-    size = int(model.input_shape[1])
+    size = model_input_size(model)
     out = np.empty((len(paths), int(model.output_shape[-1])), dtype=np.float32)
     with resolve(progress).task(len(paths), "Predicting") as advance:
         for start in range(0, len(paths), batch_size):
@@ -102,9 +81,9 @@ def predict_keras(model, paths: list[str], batch_size: int = 32,
 def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", split_manifest: str | None = None,
                    out_dir: str | None = None, progress: Progress | bool | None = True):
     """Load the model safely, score it, save metrics.json + confusion.json/png; returns (Metrics, paths)."""
-    from .confidence import load_scale_guard
-    from .metrics import compute_metrics, save_metrics
-    from .model import check_classifier, check_model_file, load_model
+    from ..data.run_files import load_scale_guard, model_labels
+    from ..metrics import compute_metrics, save_metrics
+    from .network import check_classifier, check_model_file, load_model
 
     if split_manifest is None and split != "all":
         candidate = Path(model_path).parent / "split.csv"
@@ -116,7 +95,7 @@ def evaluate_keras(model_path: str, data_root: str, *, split: str = "test", spli
     model = load_model(model_path)
     check_classifier(model, model_path, labels)
     t = time.time()
-    guard = load_scale_guard(Path(model_path).parent)  # as the exported model will run: see wbc_edge.scale_guard
+    guard = load_scale_guard(Path(model_path).parent)  # as the exported model will run: see wbc_edge.core.scale_guard
     probs = predict_keras(model, inputs.paths, progress=progress, guard=guard)
     metrics = compute_metrics(inputs.labels, probs.argmax(1), labels)
     out = Path(out_dir) if out_dir else Path(model_path).parent / f"eval_{Path(data_root).name}_{split}"

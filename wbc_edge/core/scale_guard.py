@@ -16,7 +16,7 @@ works at inference instead, and in one direction only:
 
 A per-image normaliser in both directions was tried and hurt (the nucleus mask is stain-dependent; zooming
 Tecom's cells *out* lost 12 pp); this guard never zooms out.  The parameters are fitted per run on its train
-split (`wbc_edge.confidence.fit_run_scale_guard`, RUN_DIR/scale_guard.json), copied into every exported
+split (`wbc_edge.calibrate.confidence.fit_run_scale_guard`, RUN_DIR/scale_guard.json), copied into every exported
 contract, and applied by the runtime (`Classifier.preprocess`) and by `wbc-edge crossdomain` to every model
 it scores, the Keras reference included - one function, so the pixels stay identical across them.
 

@@ -1,11 +1,11 @@
 """Fit a trained run's inference-time calibration and store it with the run: the confidence calibration
-(temperature + abstain threshold), the scale guard (`wbc_edge.scale_guard`, fitted on the train split) and the
-feature distance (`wbc_edge.feature_distance`: how far a domain's images lie from the training data).
+(temperature + abstain threshold), the scale guard (`wbc_edge.core.scale_guard`, fitted on the train split) and the
+feature distance (`wbc_edge.calibrate.feature_distance`: how far a domain's images lie from the training data).
 
 `wbc-edge train` calls this at the end of every run; `wbc-edge calibrate RUN_DIR` does it for runs trained
 before calibration existed.  The result lives in RUN_DIR/calibration.json, and export copies it into every
 variant's contract, where the runtime and `wbc-edge predict` apply it.  (The numpy maths is in
-`wbc_edge.calibration`; `calibrate_run` needs TensorFlow to run the Keras model, the scale guard does not.)
+`wbc_edge.core.calibration`; `calibrate_run` needs TensorFlow to run the Keras model, the scale guard does not.)
 """
 
 from __future__ import annotations
@@ -15,42 +15,32 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .calibration import Calibration, fit_calibration
-from .progress import Progress
-from .scale_guard import SCALE_GUARD_FILE, ScaleGuard, fit_scale_guard
+from ..core.calibration import Calibration, fit_calibration
+from ..core.progress import Progress
+from ..core.scale_guard import ScaleGuard, fit_scale_guard
+from ..data.run_files import load_scale_guard, model_labels, save_calibration, save_scale_guard
+from ..model.network import model_input_size
 
-CALIBRATION_FILE = "calibration.json"
 #: Train images the scale guard is fitted on (stratified, seed 0): its threshold is their 0.5 % quantile.
 SCALE_GUARD_SAMPLE = 1000
 #: Train images the feature distance is fitted on (stratified, seed 0); its cut comes from the whole val split.
 FEATURE_DISTANCE_SAMPLE = 1000
 
 
-def save_calibration(run_dir: str | Path, cal: Calibration) -> Path:
-    path = Path(run_dir) / CALIBRATION_FILE
-    atomic.write_json(path, cal.to_dict())
-    return path
 
 
-def load_calibration(run_dir: str | Path) -> Calibration | None:
-    path = Path(run_dir) / CALIBRATION_FILE
-    if not path.exists():
-        return None
-    raw = json.loads(path.read_text())
-    return Calibration(**{k: v for k, v in raw.items() if k in Calibration.__dataclass_fields__})
 
 
 def calibrate_run(run_dir: str | Path, data_root: str | None = None,
                   progress: Progress | bool | None = True) -> Calibration:
     """Fit and save the calibration of a finished run from its model.keras and split.csv val split (indexed
-    by the run's class list: run.json `labels`, see `wbc_edge.scoring.model_labels`)."""
-    from .scoring import predict_keras
-    from .train.selection import shifted_val_pixels
+    by the run's class list: run.json `labels`, see `wbc_edge.model.scoring.model_labels`)."""
+    from ..model.scoring import predict_keras
+    from ..data.augment import shifted_val_pixels
 
     run = Path(run_dir)
     model, manifest, root, labels = _finished_run(run, data_root)
-    size = int(model.input_shape[1])
+    size = model_input_size(model)
     paths, y = manifest.files("val", root, labels=labels)
     paths, y = [str(p) for p in paths], np.asarray(y)
     val = predict_keras(model, paths, progress=progress)
@@ -64,9 +54,8 @@ def calibrate_run(run_dir: str | Path, data_root: str | None = None,
 
 def _finished_run(run: Path, data_root: str | None):
     """(model checked against the run's classes, split manifest, image root, labels) of a finished run."""
-    from .data import SplitManifest
-    from .model import check_classifier, load_model
-    from .scoring import model_labels
+    from ..data import SplitManifest
+    from ..model.network import check_classifier, load_model
 
     info = json.loads((run / "run.json").read_text())
     root = data_root or info["config"]["data_root"]
@@ -79,36 +68,20 @@ def _finished_run(run: Path, data_root: str | None):
 def fit_split_scale_guard(paths, y, size: int, n: int = SCALE_GUARD_SAMPLE) -> ScaleGuard:
     """The scale guard of a run from its train images (`paths`, class indices `y`): a stratified sample of
     `n`, seed 0, through the one `preprocess` at the model's input size."""
-    from .data.sampling import stratified_indices
-    from .preprocess import preprocess
+    from ..data.sampling import stratified_indices
+    from ..core.preprocess import preprocess
 
     return fit_scale_guard(preprocess(paths[i], size) for i in stratified_indices(np.asarray(y), n, seed=0))
 
 
-def save_scale_guard(run_dir: str | Path, guard: ScaleGuard) -> Path:
-    path = Path(run_dir) / SCALE_GUARD_FILE
-    atomic.write_json(path, guard.to_dict())
-    return path
 
 
-def load_scale_guard(run_dir: str | Path) -> ScaleGuard | None:
-    """RUN_DIR/scale_guard.json, or None for a run fitted before the guard existed."""
-    path = Path(run_dir) / SCALE_GUARD_FILE
-    if not path.exists():
-        return None
-    try:
-        return ScaleGuard.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        from .errors import ModelFileError
-
-        raise ModelFileError(f"{path}: not a valid scale guard ({exc})") from None
 
 
 def scale_guard_run(run_dir: str | Path, data_root: str | None = None) -> ScaleGuard:
     """Fit and save the scale guard of a finished run from its split.csv train split (no TensorFlow when
     run.json records the input size)."""
-    from .data import SplitManifest
-    from .scoring import model_labels
+    from ..data import SplitManifest
 
     run = Path(run_dir)
     info = json.loads((run / "run.json").read_text())
@@ -117,7 +90,7 @@ def scale_guard_run(run_dir: str | Path, data_root: str | None = None) -> ScaleG
     paths, y = SplitManifest.load(run / "split.csv").files("train", root, labels=labels)
     size = (info["config"].get("model") or {}).get("input_size")
     if size is None:  # an older or hand-made run.json: ask the model itself
-        from .model import load_model, model_input_size
+        from ..model.network import load_model, model_input_size
 
         size = model_input_size(load_model(run / "model.keras"))
     guard = fit_split_scale_guard([str(p) for p in paths], y, int(size))
@@ -128,8 +101,8 @@ def scale_guard_run(run_dir: str | Path, data_root: str | None = None) -> ScaleG
 def feature_model(model):
     """The Keras sub-model from the input to the pooled features (the layer named "pool", as `build_model`
     names it), sharing the model's weights."""
-    from .errors import ModelFileError
-    from .tfcompat import import_tf
+    from ..core.errors import ModelFileError
+    from ..core.tfcompat import import_tf
 
     _, keras = import_tf()
     try:
@@ -144,9 +117,9 @@ def fit_run_feature_distance(model, train_paths, y_train, val_paths, guard: Scal
     """The feature distance of a trained model: pooled features of a stratified sample of `n` train images
     (seed 0) and of every val image, through the one preprocessing path and the run's scale guard - the pixels
     every stage feeds."""
-    from .data.sampling import stratified_indices
+    from ..data.sampling import stratified_indices
     from .feature_distance import fit_feature_distance
-    from .scoring import predict_keras
+    from ..model.scoring import predict_keras
 
     feats = feature_model(model)
     idx = stratified_indices(np.asarray(y_train), n, seed=0)

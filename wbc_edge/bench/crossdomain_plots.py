@@ -1,6 +1,6 @@
 """The cross-domain report's pictures: balanced accuracy and agreement per domain, and risk-coverage curves.
 
-Kept apart from `wbc_edge.crossdomain` (which computes the report) so that the numbers can be produced and tested
+Kept apart from `wbc_edge.bench.crossdomain` (which computes the report) so that the numbers can be produced and tested
 without matplotlib; `wbc-edge crossdomain` draws them from the result dict.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 def plot(result: dict, path: str | os.PathLike) -> Path:
     """Balanced accuracy per domain and model (bars) and, for .tflite files, agreement (second panel)."""
-    from .metrics import pyplot
+    from ..metrics import pyplot
 
     plt = pyplot()
     domains = [d["name"] for d in result["domains"]]
@@ -51,7 +51,7 @@ def plot(result: dict, path: str | os.PathLike) -> Path:
 
 def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None = None) -> Path:
     """Accuracy of the accepted images vs the fraction accepted, one curve per domain (one model)."""
-    from .metrics import pyplot
+    from ..metrics import pyplot
 
     plt = pyplot()
     model = model or result["models"][0]
@@ -72,7 +72,7 @@ def plot_risk_coverage(result: dict, path: str | os.PathLike, model: str | None 
 
 def _save(plt, fig, path: str | os.PathLike) -> Path:
     """Lay out, write atomically (temp file + rename) and close the figure."""
-    from .atomic import atomic_path
+    from ..core.atomic import atomic_path
 
     fig.tight_layout()
     path = Path(path)
