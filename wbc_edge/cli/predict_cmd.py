@@ -61,7 +61,6 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     """
     from ..core.errors import BadImageError
     from ..runtime import IMAGE_SUFFIXES, Classifier, find_images
-    from ..runtime.cascade import float_companion, is_quantised
     from ..runtime.gate import ACCEPT, decide
 
     labels = None
@@ -74,17 +73,9 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     if not files:
         raise click.UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(images)}")
 
-    if fallback == "auto":
-        fb = float_companion(model)
-    elif fallback == "none":
-        fb = None
-    elif not Path(fallback).is_file():
-        raise click.BadParameter(f"{fallback}: not a file (a float .tflite, auto or none)", param_hint="--fallback")
-    else:
-        fb = fallback
     clf = Classifier(model, num_threads=threads, labels=labels, use_xnnpack=not no_xnnpack,
-                     min_confidence=min_confidence, scale_guard=not no_scale_guard, fallback=fb,
-                     fallback_margin=fallback_margin)
+                     min_confidence=min_confidence, scale_guard=not no_scale_guard,
+                     fallback=_fallback_file(fallback, model), fallback_margin=fallback_margin)
     gate = None
     if gate_path is not None:
         from ..runtime.gate import LabGate
@@ -98,18 +89,7 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
     width = min(max(len("file"), *(len(n) for n in names)), 60)
     label_w = max(len("label"), *(len(x) for x in clf.labels))
     if not as_json:
-        click.echo(f"# {clf.describe()}")
-        if clf.temperature != 1.0 or clf.abstain_threshold > 0:
-            click.echo(f"# calibrated confidence (temperature {clf.temperature:.3g}); uncertain below "
-                       f"{clf.abstain_threshold:.1%}")
-        if clf.scale_guard is not None:
-            g = clf.scale_guard
-            click.echo(f"# scale guard: cells whose nucleus is under {g.threshold:.1%} of the side are magnified "
-                       f"(up to {g.max_zoom:g}x); zoom column")
-        if clf.fallback is None and fallback == "auto" and is_quantised(model):
-            click.echo("# no float file of this model beside it: no cascade (--fallback FLOAT.tflite to add one)")
-        click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'decision':<14}  {'zoom':>5}  "
-                   f"{'fallback' if clf.fallback is not None else ''}  {'gate' if gate else ''}  top-{k}")
+        _print_header(clf, model, fallback, gate, width, label_w, k)
 
     def emit(name, pred, far, distance, decision):
         if as_json:
@@ -142,17 +122,53 @@ def predict(ctx: click.Context, model: str, images: tuple[str, ...], top_k: int,
             held.append((name, pred, float(gate.distances(pixels)[0])))
 
     if gate is not None and held:
-        distances = [d for _, _, d in held]
-        v = gate.batch(distances)
+        v = gate.batch([d for _, _, d in held])
         for name, pred, d in held:
             emit(name, pred, bool(gate.far([d])[0]), d, gate.decide(not pred.uncertain, d, v))
-        verdict = (f"UNFAMILIAR LAB: these {v.n} cells are unlike the training labs (median distance {v.median_ratio:.2f}x "
-                   f"the training val's, threshold {gate.batch_ratio:.2f}x; {v.far_share:.0%} far one by one): every "
-                   "answer refused; check them with `wbc-edge crossdomain`, then `wbc-edge adapt`" if v.unfamiliar else
-                   f"batch of {v.n}: median distance {v.median_ratio:.2f}x the training val's (unfamiliar above "
-                   f"{gate.batch_ratio:.2f}x{'' if v.n >= gate.batch_min else f', needs >= {gate.batch_min} cells: far cells refused one by one'}); "
-                   f"{v.far_share:.0%} far one by one")
-        click.echo(f"# gate: {verdict}", err=as_json)
+        click.echo(f"# gate: {_verdict_line(gate, v)}", err=as_json)
     if failed:
         click.echo(f"Error: {failed} of {len(files)} image(s) could not be classified (see above)", err=True)
         ctx.exit(1)
+
+
+def _fallback_file(fallback: str, model: str) -> str | None:
+    """--fallback: auto (the float file of the same model beside it, found by the contracts), none, or a path."""
+    from ..runtime.cascade import float_companion
+
+    if fallback == "auto":
+        return float_companion(model)
+    if fallback == "none":
+        return None
+    if not Path(fallback).is_file():
+        raise click.BadParameter(f"{fallback}: not a file (a float .tflite, auto or none)", param_hint="--fallback")
+    return fallback
+
+
+def _print_header(clf, model: str, fallback: str, gate, width: int, label_w: int, k: int) -> None:
+    """The table's comment lines (what the model is, how confidence and zoom are read) and its column names."""
+    from ..runtime.cascade import is_quantised
+
+    click.echo(f"# {clf.describe()}")
+    if clf.temperature != 1.0 or clf.abstain_threshold > 0:
+        click.echo(f"# calibrated confidence (temperature {clf.temperature:.3g}); uncertain below "
+                   f"{clf.abstain_threshold:.1%}")
+    if clf.scale_guard is not None:
+        g = clf.scale_guard
+        click.echo(f"# scale guard: cells whose nucleus is under {g.threshold:.1%} of the side are magnified "
+                   f"(up to {g.max_zoom:g}x); zoom column")
+    if clf.fallback is None and fallback == "auto" and is_quantised(model):
+        click.echo("# no float file of this model beside it: no cascade (--fallback FLOAT.tflite to add one)")
+    click.echo(f"{'file':<{width}}  {'label':<{label_w}}  {'conf':>6}  {'decision':<14}  {'zoom':>5}  "
+               f"{'fallback' if clf.fallback is not None else ''}  {'gate' if gate else ''}  top-{k}")
+
+
+def _verdict_line(gate, v) -> str:
+    """The gate's batch verdict in words, printed after the rows."""
+    if v.unfamiliar:
+        return (f"UNFAMILIAR LAB: these {v.n} cells are unlike the training labs (median distance {v.median_ratio:.2f}x "
+                f"the training val's, threshold {gate.batch_ratio:.2f}x; {v.far_share:.0%} far one by one): every "
+                "answer refused; check them with `wbc-edge crossdomain`, then `wbc-edge adapt`")
+    small = "" if v.n >= gate.batch_min else f", needs >= {gate.batch_min} cells: far cells refused one by one"
+    return (f"batch of {v.n}: median distance {v.median_ratio:.2f}x the training val's (unfamiliar above "
+            f"{gate.batch_ratio:.2f}x{small}); {v.far_share:.0%} far one by one")
+
