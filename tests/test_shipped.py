@@ -145,3 +145,9 @@ def test_the_small_model_ships_beside_the_default(manifest, sample_files):
     pred = np.array([p.index for p in clf.predict_batch(paths)])
     f16 = np.array([p.index for p in Classifier(small / "wbc_float16.tflite").predict_batch(paths)])
     assert np.mean(pred == f16) >= 0.95 and np.mean(pred == labels) >= 0.9
+    from wbc_edge.export.android import check_android_bundle
+
+    bundle = small / "android"  # its Android bundle: the same two files, checked as an app would read them
+    assert check_android_bundle(bundle) == []
+    assert all(_sha(bundle / e["file"]) == e["sha256"] for e in own["variants"])
+    assert own["android"]["status"] == "ok" and Path(own["android"]["dir"]).resolve() == bundle.resolve()
