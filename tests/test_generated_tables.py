@@ -66,3 +66,26 @@ def test_the_command_line_check_exits_0_when_current():
     r = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "stale: nothing" in r.stdout
+
+
+def test_included_result_tables_are_copies_of_their_source_files(tmp_path, monkeypatch):
+    """benchmarks/docs_includes.py: a doc's `<!-- include: FILE -->` block holds FILE's tables as the measuring
+    script wrote them; --check names a block that drifted, or one whose source is gone, and writes nothing."""
+    spec = importlib.util.spec_from_file_location("docs_includes", REPO / "benchmarks" / "docs_includes.py")
+    inc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inc)
+    assert inc.run(check=True) == [], "stale include blocks: run .venv/bin/python benchmarks/docs_includes.py"
+    assert any("<!-- include:" in p.read_text(encoding="utf-8") for p in inc.docs())
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "res.md").write_text("# r\n\ntext\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nmore\n\n| c |\n|---|\n")
+    doc = tmp_path / "docs" / "X.md"
+    doc.write_text("x\n<!-- include: res.md -->\n| a | b |\n|---|---|\n| 1 | 9 |\n<!-- end: include -->\n")
+    monkeypatch.setattr(inc, "REPO", tmp_path)
+    assert inc.run(check=True) == ["docs/X.md: an include block differs from its source"]
+    assert "| 1 | 9 |" in doc.read_text()  # check mode wrote nothing
+    assert inc.run(check=False) == ["rewrote docs/X.md"]
+    assert doc.read_text() == ("x\n<!-- include: res.md -->\n| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n|---|\n"
+                               "<!-- end: include -->\n")
+    (tmp_path / "res.md").unlink()
+    assert inc.run(check=True) == ["docs/X.md: include source res.md not found"]
