@@ -71,15 +71,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
         progress.say(f"(no curves.png: {exc})")
 
     t_guard = time.time()
-    guard = None
-    try:
-        guard = fit_split_scale_guard(data["train"][0], data["train"][1], cfg.model.input_size)
-    except ValueError as exc:  # too few train images with a visible nucleus: the model simply has no guard
-        progress.say(f"Scale guard: not fitted ({exc})")
-    if guard is not None:
-        save_scale_guard(run, guard)
-        progress.say(f"Scale guard: zoom in when the nucleus is under {guard.threshold:.3f} of the side "
-                     f"(to {guard.target:.3f}, at most {guard.max_zoom:g}x)")
+    guard = _fit_scale_guard(run, data, cfg, progress)
     timings["scale_guard_s"] = round(time.time() - t_guard, 1)
 
     # Score the test split with the saved full model on the one preprocessing path (+ the scale guard), exactly
@@ -96,14 +88,7 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
     progress.say(f"Confidence: temperature {calibration.temperature:.3f} (val ECE {calibration.ece_before:.3f} -> "
                  f"{calibration.ece_after:.3f}), abstain below {calibration.abstain_threshold:.3f}")
     t_fd = time.time()
-    try:
-        fd = fit_run_feature_distance(model, data["train"][0], data["train"][1], data["val"][0], guard)
-        fd.save(run / FEATURE_DISTANCE_FILE)
-        progress.say(f"Feature distance: fitted on {min(len(data['train'][1]), FEATURE_DISTANCE_SAMPLE)} train "
-                     f"images; {100 * fd.quantile:.0f} % of val within {fd.cut:.1f} (crossdomain reports the share "
-                     "of a domain beyond it)")
-    except ValueError as exc:  # too few train images for the subspace: the run simply has no feature distance
-        progress.say(f"Feature distance: not fitted ({exc})")
+    _fit_feature_distance(run, model, data, guard, progress)
     timings["feature_distance_s"] = round(time.time() - t_fd, 1)
     timings["total_s"] = round(time.time() - t0, 1)
     run_info = {
@@ -127,6 +112,34 @@ def train(cfg: TrainConfig, *, force: bool = False, progress: Progress | bool | 
     progress.say(metrics.format_table())
     progress.say(f"Done in {timings['total_s'] / 60:.1f} min -> {run / 'model.keras'}")
     return TrainResult(run, run / "model.keras", metrics.accuracy, history, timings, labels.to_list())
+
+
+def _fit_scale_guard(run, data: dict, cfg: TrainConfig, progress):
+    """The run's scale guard from its train split (RUN_DIR/scale_guard.json), or None when too few train images
+    show a nucleus to fit one."""
+    try:
+        guard = fit_split_scale_guard(data["train"][0], data["train"][1], cfg.model.input_size)
+    except ValueError as exc:  # too few train images with a visible nucleus: the model simply has no guard
+        progress.say(f"Scale guard: not fitted ({exc})")
+        return None
+    save_scale_guard(run, guard)
+    progress.say(f"Scale guard: zoom in when the nucleus is under {guard.threshold:.3f} of the side "
+                 f"(to {guard.target:.3f}, at most {guard.max_zoom:g}x)")
+    return guard
+
+
+def _fit_feature_distance(run, model, data: dict, guard, progress) -> None:
+    """RUN_DIR/feature_distance.npz (what crossdomain's "far from the training data" reads), when the train
+    split is large enough for its subspace."""
+    try:
+        fd = fit_run_feature_distance(model, data["train"][0], data["train"][1], data["val"][0], guard)
+    except ValueError as exc:  # too few train images for the subspace: the run simply has no feature distance
+        progress.say(f"Feature distance: not fitted ({exc})")
+        return
+    fd.save(run / FEATURE_DISTANCE_FILE)
+    progress.say(f"Feature distance: fitted on {min(len(data['train'][1]), FEATURE_DISTANCE_SAMPLE)} train "
+                 f"images; {100 * fd.quantile:.0f} % of val within {fd.cut:.1f} (crossdomain reports the share "
+                 "of a domain beyond it)")
 
 
 def per_source_metrics(trainer, model, data: dict, cfg: TrainConfig, labels, test_probs) -> dict | None:
