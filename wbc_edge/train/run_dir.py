@@ -18,7 +18,7 @@ from typing import NamedTuple
 from ..core import atomic
 from ..data import SplitManifest, split_dataset
 from ..core.errors import DatasetError, WbcEdgeError
-from ..core.labels import WBC5, Labels
+from ..core.labels import Labels, legacy_labels
 from ..core.progress import Progress, resolve
 from .config import TrainConfig
 
@@ -211,14 +211,14 @@ def _stored_labels(stored: dict | None) -> list[str] | None:
     labels were stored trained the five WBC classes.  None while not yet known (or no stored run)."""
     if stored is None:
         return None
-    return stored.get("labels", list(WBC5))
+    return stored.get("labels") or legacy_labels(None, "config.json").to_list()
 
 
 def _comparable(config: dict, pinned_labels: bool) -> dict:
     """config.json as compared on resume.  The class list and the head size come from the data, so they take
     part only when the caller pinned `labels` (old runs without the key had the five WBC classes)."""
     out = json.loads(json.dumps(config))
-    labels = out.pop("labels", list(WBC5))
+    labels = out.pop("labels", None) or legacy_labels(None, "config.json").to_list()
     if isinstance(out.get("model"), dict):
         out["model"].pop("num_classes", None)
     if pinned_labels:
