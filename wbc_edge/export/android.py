@@ -230,22 +230,7 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
     if contract is not None and labels_txt is not None and list(contract.labels) != labels_txt:
         problems.append(f"{LABELS_FILE} differs from the labels embedded in {MODEL_FILE}")
     if meta is not None:
-        mi, mo = meta.get("input", {}), meta.get("output", {})
-        shape = [int(x) for x in inp["shape"]]
-        if mi.get("shape") != shape:
-            problems.append(f"input shape: model {shape}, {METADATA_FILE} {mi.get('shape')}")
-        if mo.get("shape") != [int(x) for x in out["shape"]]:
-            problems.append(f"output shape: model {[int(x) for x in out['shape']]}, {METADATA_FILE} "
-                            f"{mo.get('shape')}")
-        for what, m, det in (("input", mi, inp), ("output", mo, out)):
-            if m.get("dtype") != dtype_name(det["dtype"]):
-                problems.append(f"{what} dtype: model {dtype_name(det['dtype'])}, {METADATA_FILE} "
-                                f"{m.get('dtype')}")
-            scale, zp = det["quantization"]
-            if m.get("scale") is None or abs(float(m["scale"]) - float(scale)) > 1e-9 * max(1.0, abs(scale)) \
-                    or m.get("zero_point") != int(zp):
-                problems.append(f"{what} quantisation: model ({float(scale):g}, {int(zp)}), {METADATA_FILE} "
-                                f"({m.get('scale')}, {m.get('zero_point')})")
+        problems += _tensor_problems(meta, inp, out)
     if dtype_name(inp["dtype"]) != "uint8" or tuple(inp["quantization"]) != (1.0, 0):
         problems.append(f"input is {dtype_name(inp['dtype'])} with quantisation "
                         f"{tuple(inp['quantization'])}; the bundle promises raw uint8 pixels (scale 1.0, "
@@ -253,6 +238,28 @@ def check_android_bundle(bundle_dir: str | os.PathLike) -> list[str]:
     if contract is not None and int(contract.input_size) != int(inp["shape"][1]):
         problems.append(f"embedded contract input_size {contract.input_size} != model input "
                         f"{list(inp['shape'])}")
+    return problems
+
+
+def _tensor_problems(meta: dict, inp: dict, out: dict) -> list[str]:
+    """The model's input/output shapes, dtypes and quantisation against what wbc_model.json tells the app."""
+    problems: list[str] = []
+    mi, mo = meta.get("input", {}), meta.get("output", {})
+    shape = [int(x) for x in inp["shape"]]
+    if mi.get("shape") != shape:
+        problems.append(f"input shape: model {shape}, {METADATA_FILE} {mi.get('shape')}")
+    if mo.get("shape") != [int(x) for x in out["shape"]]:
+        problems.append(f"output shape: model {[int(x) for x in out['shape']]}, {METADATA_FILE} "
+                        f"{mo.get('shape')}")
+    for what, m, det in (("input", mi, inp), ("output", mo, out)):
+        if m.get("dtype") != dtype_name(det["dtype"]):
+            problems.append(f"{what} dtype: model {dtype_name(det['dtype'])}, {METADATA_FILE} "
+                            f"{m.get('dtype')}")
+        scale, zp = det["quantization"]
+        if m.get("scale") is None or abs(float(m["scale"]) - float(scale)) > 1e-9 * max(1.0, abs(scale)) \
+                or m.get("zero_point") != int(zp):
+            problems.append(f"{what} quantisation: model ({float(scale):g}, {int(zp)}), {METADATA_FILE} "
+                            f"({m.get('scale')}, {m.get('zero_point')})")
     return problems
 
 
