@@ -50,6 +50,17 @@ def shifted_rank_images(pixels: np.ndarray) -> np.ndarray:
                      for i, x in enumerate(pixels)]).astype(np.float32)
 
 
+
+@contextlib.contextmanager
+def _quiet():
+    """The converter's and the debugger's chatter off the console: Python-level prints and the native
+    quantiser's "fully_quantize: 0, inference_type: 6, ..." lines on fd 2 (shown with WBC_EDGE_DEBUG=1 /
+    --debug, and replayed when the block fails)."""
+    from ..core.quiet import native_stderr_captured
+
+    with contextlib.redirect_stdout(io.StringIO()), native_stderr_captured():
+        yield
+
 class IOWouldChange(WbcEdgeError):
     """Keeping this op float would change the model's uint8 input/output (it touches the graph's I/O)."""
 
@@ -101,7 +112,7 @@ class Quantiser:
         conv.representative_dataset = representative
         self._feed = _Feed(cal[:1])
         self._denylist: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             self._debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=self._feed, debug_options=self._options((), ()))
 
@@ -112,7 +123,7 @@ class Quantiser:
 
     def _use(self, denylist: Sequence[str], ops: Sequence[str] = ()) -> None:
         if (tuple(denylist), tuple(ops)) != self._denylist:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet():
                 self._debugger.options = self._options(denylist, ops)
             self._denylist = (tuple(denylist), tuple(ops))
 
@@ -124,7 +135,8 @@ class Quantiser:
         self._use(())
         self._feed.pixels, self._feed.advance = pixels, advance
         try:
-            self._debugger.run()
+            with _quiet():
+                self._debugger.run()
         finally:
             self._feed.advance = None
         buf = io.StringIO()
@@ -138,7 +150,7 @@ class Quantiser:
         from tensorflow.lite.python.util import modify_model_io_type
 
         self._use(float_layers, float_ops)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             blob = self._debugger.get_nondebug_quantized_model()
         try:
             return bytes(modify_model_io_type(blob, self._tf.uint8, self._tf.uint8))
@@ -175,7 +187,7 @@ class Quantiser:
         if float16:
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.target_spec.supported_types = [tf.float16]
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             return bytes(conv.convert())
 
 
