@@ -151,3 +151,8 @@ def test_the_small_model_ships_beside_the_default(manifest, sample_files):
     assert check_android_bundle(bundle) == []
     assert all(_sha(bundle / e["file"]) == e["sha256"] for e in own["variants"])
     assert own["android"]["status"] == "ok" and Path(own["android"]["dir"]).resolve() == bundle.resolve()
+    from wbc_edge.runtime.gate import LabGate
+
+    gate = LabGate(small / "gate" / "wbc_gate.tflite")  # its own unfamiliar-lab gate (the default's is 224 px)
+    assert gate.input_size == 128 and gate.meta["source_model_sha256"] == own["source_model"]["sha256"]
+    assert _sha(bundle / "wbc_gate.tflite") == _sha(small / "gate" / "wbc_gate.tflite")

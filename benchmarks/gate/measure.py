@@ -7,7 +7,7 @@ that accepts only confident answers from images the gate does not call far would
 
 The thresholds are the gate file's own (wbc_gate.json, fitted on PBC val by RULE.md); nothing here chooses.
 Accept/refuse: accepted = calibrated confidence >= the contract's abstain threshold AND not far; answers from
-the int8 file with the cascade (float16 below margin 0.5), as `wbc-edge predict` gives them.  Runtime only.
+the int8 file with the cascade (float16 below the default margin), as `wbc-edge predict` gives them.  Runtime only.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--draws", type=int, default=2000)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--gate-label", help="the gate's path as the record names it (default: EXPORT/gate/wbc_gate.tflite)")
     a = ap.parse_args()
     exp = Path(a.export)
     gate = LabGate(exp / "gate" / "wbc_gate.tflite", num_threads=2)
@@ -46,6 +47,7 @@ def main() -> None:
         sets[name] = (scan.files()[0], idx)
     rng = np.random.default_rng(0)
     result = {"gate": {k: gate.meta[k] for k in ("cut", "val_median", "batch_ratio", "batch_min")},
+              "gate_file": a.gate_label or str(exp / "gate" / "wbc_gate.tflite"),
               "batch": a.batch, "draws": a.draws, "abstain_threshold": casc.abstain_threshold, "sets": {}}
     for name, (files, y) in sets.items():
         px = np.stack([casc.prepare(f)[0] for f in files])
@@ -84,7 +86,7 @@ def main() -> None:
 def to_markdown(r: dict) -> str:
     g = r["gate"]
     lines = ["# The unfamiliar-lab gate on every set", "",
-             f"Gate (`export/gate/wbc_gate.tflite`, thresholds from `wbc_gate.json`, fitted on PBC val by RULE.md): an image "
+             f"Gate (`{r.get('gate_file', 'export/gate/wbc_gate.tflite')}`, thresholds from `wbc_gate.json`, fitted on PBC val by RULE.md): an image "
              f"is far above distance {g['cut']:.1f}; a batch of >= {g['batch_min']} is an unfamiliar lab when its median "
              f"distance exceeds {g['batch_ratio']:.2f} x the val median ({g['val_median']:.1f}). Batches: {r['draws']} random "
              f"{r['batch']}-cell draws per set. Accepted = calibrated confidence >= {r['abstain_threshold']:.3f} (the "
