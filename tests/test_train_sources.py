@@ -133,3 +133,31 @@ def _tiny():
     from wbc_edge.model.network import ModelConfig
 
     return ModelConfig(alpha=0.35, input_size=96, weights="none")
+
+
+def test_lab_batches_hold_an_equal_share_of_each_lab_and_weights_balance_classes_within_labs():
+    """`--lab-batches`: as many batches as plain batching, each with half its images from each lab (the small
+    lab's recur), seeded; the loss weights then balance
+    classes inside each lab only (mean 1 per lab), and a run without two labs refuses the flag."""
+    import math
+
+    from wbc_edge.core.errors import WbcEdgeError
+    from wbc_edge.train import TrainConfig
+    from wbc_edge.train.cached import lab_batch_indices
+    from wbc_edge.train.inputs import within_lab_weights
+
+    dom = np.array([0] * 90 + [1] * 10)
+    batches = lab_batch_indices(dom, 8, np.random.default_rng(0))
+    assert len(batches) == math.ceil(100 / 8)
+    assert all(len(b) == 8 and (dom[b] == 1).sum() == 4 for b in batches)
+    again = lab_batch_indices(dom, 8, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    seen = np.concatenate(batches)
+    assert set(seen[dom[seen] == 1].tolist()) == set(range(90, 100))  # every small-lab image recurs
+    y = np.array([0] * 80 + [1] * 10 + [0] * 5 + [1] * 5)
+    w = within_lab_weights(y, dom)
+    assert np.isclose(w[dom == 0].mean(), 1) and np.isclose(w[dom == 1].mean(), 1)
+    assert np.isclose(w[(dom == 0) & (y == 0)].sum(), w[(dom == 0) & (y == 1)].sum())
+    assert np.allclose(within_lab_weights(y, dom, classes=False), 1)
+    with pytest.raises(WbcEdgeError, match="--lab-batches needs"):
+        TrainConfig(data_root="d", out_dir="o", lab_batches=True).validate()

@@ -57,6 +57,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Cached mode, several DATA labs: share of fine-tune samples whose per-channel feature "
                    "statistics at the cache cut are blended with those of a sample from another lab (MixStyle "
                    "between labs; benchmarks/two_labs/SCREENS_RULE.md). 0 = off.")
+@click.option("--lab-batches", is_flag=True, default=TrainConfig.lab_batches,
+              help="Cached mode, several DATA labs: every fine-tune batch holds the same number of images from "
+                   "each lab (a small lab's images recur within an epoch) and the loss weights balance classes "
+                   "within each lab only (benchmarks/two_labs/SCREENS_RULE.md).")
 @click.option("--consistency", type=click.FloatRange(0), default=TrainConfig.consistency, show_default=True,
               help="Cached mode: weight of a Jensen-Shannon consistency term that asks the top for the same answer "
                    "on each image's clean view and one augmented view (AugMix's; each fine-tune step then costs "
@@ -105,7 +109,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
-          finetune_epochs, finetune_from, aug_views, feature_style, style_mix, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
+          finetune_epochs, finetune_from, aug_views, feature_style, style_mix, lab_batches, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
           limit_per_class, distribute, force, quiet, no_domain_balance, split_seed, teacher=None,
           distill_alpha=TrainConfig.distill_alpha, distill_temperature=TrainConfig.distill_temperature):
@@ -139,7 +143,7 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
                       model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
-                      feature_style=feature_style, style_mix=style_mix, consistency=consistency,
+                      feature_style=feature_style, style_mix=style_mix, lab_batches=lab_batches, consistency=consistency,
                       aug_preset=aug_preset, augment=preset(aug_preset, **_zoom(zoom_range)),
                       finetune_warmup=finetune_warmup,
                       swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,

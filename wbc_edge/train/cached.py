@@ -26,7 +26,7 @@ from ..core.tfcompat import import_tf
 from .activations import ActivationCache
 from .callbacks import epoch_reporter
 from .config import TrainConfig
-from .inputs import sample_weights, source_ids
+from .inputs import sample_weights, source_ids, within_lab_weights
 from .run_dir import FinetuneFiles, RunState, save_weights_atomic
 from .selection import describe, selection_score, swa_add, swa_load
 
@@ -83,6 +83,8 @@ class CachedTrainer:
         self._head_phase(acts, history, timings, cw)
         n_head = sum(1 for h in history if h["phase"] == "head")
         if cfg.finetune_epochs > 0:
+            if cfg.lab_batches:  # the labs balanced by sampling: weights balance classes within each lab only
+                cw = within_lab_weights(y_train, source_ids(self.data["train"][0], cfg), classes=cfg.class_weights)
             self._finetune_phase(acts, history, timings, cw, n_head)
         self.state.set(timings=timings)
         # Probabilities of the selected model on clean and shifted val, for the confidence calibration.
@@ -173,8 +175,9 @@ class CachedTrainer:
                                       np.random.default_rng([cfg.seed, 1000 + epoch]), keras,
                                       feature_style=cfg.feature_style, pairs=cfg.consistency > 0,
                                       soft_views=None if self.soft is None else self.soft["train"],
-                                      style_mix=cfg.style_mix,
-                                      domains=source_ids(self.data["train"][0], cfg) if cfg.style_mix else None)
+                                      style_mix=cfg.style_mix, lab_batches=cfg.lab_batches,
+                                      domains=(source_ids(self.data["train"][0], cfg)
+                                               if cfg.style_mix or cfg.lab_batches else None))
             te = time.time()
             h = self.top.fit(seq, epochs=1, verbose=0, shuffle=False)
             score = self._score(acts, y_val)
@@ -261,7 +264,8 @@ def consistency_loss(tf, keras, weight: float):
 
 
 def activation_sequence(views, labels, batch_size, class_weight, rng, keras, feature_style: float = 0.0,
-                        pairs: bool = False, soft_views=None, style_mix: float = 0.0, domains=None):
+                        pairs: bool = False, soft_views=None, style_mix: float = 0.0, domains=None,
+                        lab_batches: bool = False):
     """Keras Sequence over cached activations: a random augmented view per image and epoch, shuffled, with
     `feature_style` the share of each batch whose feature statistics are jittered (`augment.feature_style_jitter`;
     batch i's draw depends only on (rng, i), so the order Keras asks in does not matter).  With `pairs`, each
@@ -269,6 +273,7 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
     With `soft_views` (a distillation teacher's probabilities per view), y is [label, the teacher's
     probabilities on the view drawn] (`distill.pack`).  With `style_mix` and each image's lab in `domains`, that
     share of each batch takes a blend of its own and another lab's feature statistics (`augment.feature_style_mix`).
+    With `lab_batches`, every batch holds an equal share of each lab in `domains` (`lab_batch_indices`).
     (Built in a function because keras.utils.Sequence is only importable once TensorFlow is.)"""
 
     class Seq(keras.utils.Sequence):
@@ -284,11 +289,14 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
             elif class_weight:
                 self.sw = np.array([class_weight[int(c)] for c in labels], dtype=np.float32)
 
+            self.batches = lab_batch_indices(domains, batch_size, rng) if lab_batches else None
+
         def __len__(self):
             return math.ceil(len(labels) / batch_size)
 
         def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            idx = (np.sort(self.batches[i]) if self.batches is not None
+                   else np.sort(self.order[i * batch_size:(i + 1) * batch_size]))
             x = np.empty((len(idx),) + views[0].shape[1:], dtype=np.float32)
             for v in range(len(views)):
                 sel = self.view[idx] == v
@@ -316,3 +324,21 @@ def activation_sequence(views, labels, batch_size, class_weight, rng, keras, fea
             return (x, y, sw) if sw is not None else (x, y)
 
     return Seq()
+
+
+def lab_batch_indices(domains: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of batches (as many as plain batching gives) with an equal share of each lab: each lab's images
+    in a fresh random order, started again when used up, so a small lab's images recur within the epoch and a
+    large lab's are partly left for the next one.  (`--lab-batches`; the remainder of a batch goes to the first
+    labs.)"""
+    labs = np.unique(domains)
+    n_batches = math.ceil(len(domains) / batch_size)
+    shares = [batch_size // len(labs) + (1 if k < batch_size % len(labs) else 0) for k in range(len(labs))]
+    streams = []
+    for lab, share in zip(labs, shares):  # noqa: B905 - same length by construction
+        members = np.flatnonzero(domains == lab)
+        need = n_batches * share
+        reps = math.ceil(need / len(members))
+        streams.append(np.concatenate([rng.permutation(members) for _ in range(reps)])[:need].reshape(n_batches, share))
+    return [np.concatenate([s[b] for s in streams]) for b in range(n_batches)]
+

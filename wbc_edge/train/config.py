@@ -52,6 +52,8 @@ class TrainConfig:
                                           # are jittered (augment.feature_style_jitter); 0 = off
     style_mix: float = 0.0                # cached mode, several labs: share of fine-tune samples whose feature
                                           # statistics are mixed with another lab's (augment.feature_style_mix)
+    lab_batches: bool = False             # cached mode, several labs: fine-tune batches with an equal share of
+                                          # each lab (weights then balance classes within each lab only)
     consistency: float = 0.0             # cached mode: weight of a Jensen-Shannon consistency term between each
                                           # image's clean view and one augmented view (AugMix); 0 = off
     aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
@@ -90,6 +92,9 @@ class TrainConfig:
             raise WbcEdgeError(f"--feature-style must be a share in [0, 1], got {self.feature_style}")
         if not 0.0 <= self.style_mix <= 1.0:
             raise WbcEdgeError(f"--style-mix must be a share in [0, 1], got {self.style_mix}")
+        if self.lab_batches and (self.mode != "cached" or self.sources is None or not self.domain_balance):
+            raise WbcEdgeError("--lab-batches needs --mode cached, two or more DATA labs and domain balance (it "
+                               "balances the labs by sampling instead of by weight)")
         if self.style_mix and (self.mode != "cached" or self.sources is None):
             raise WbcEdgeError("--style-mix needs --mode cached and two or more DATA labs (it mixes one lab's "
                                "feature statistics with another's)")

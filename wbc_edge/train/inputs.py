@@ -90,3 +90,18 @@ def sample_weights(y: np.ndarray, num_classes: int, sources: np.ndarray | None, 
             sel = in_lab & (y == c) if c is not None else in_lab
             w[sel] = 1.0 / (len(labs) * (len(present) if classes else 1) * sel.sum())
     return (w * len(y)).astype(np.float32)  # mean 1
+
+
+def within_lab_weights(y: np.ndarray, sources: np.ndarray, *, classes: bool = True) -> np.ndarray:
+    """Per-image loss weights when batches already hold an equal share of each lab (`--lab-batches`): classes
+    balanced within each lab, mean 1 within each lab - the labs' balance comes from the sampling, so weighting
+    them again would count the small lab twice."""
+    w = np.ones(len(y), dtype=np.float64)
+    for s in np.unique(sources):
+        in_lab = sources == s
+        if classes:
+            present = np.unique(y[in_lab])
+            for c in present:
+                sel = in_lab & (y == c)
+                w[sel] = in_lab.sum() / (len(present) * sel.sum())
+    return w.astype(np.float32)
