@@ -332,6 +332,13 @@ def test_feature_style_jitters_fine_tune_batches_reproducibly(sample_root, sampl
     again = activation_sequence(views, labels, 4, None, np.random.default_rng(7), keras, style_mix=1.0, domains=dom)
     assert all(np.array_equal(m, again[i][0]) for i, m in enumerate(mixed))
     assert not any(np.allclose(m, p) for m, p in zip(mixed, reversed(plain), strict=True))
+    labbed = activation_sequence(views, labels, 4, np.ones(10, dtype=np.float32), np.random.default_rng(7), keras,
+                                 domains=dom, lab_batches=True)  # `--lab-batches`: half of each batch per lab
+    rows_of = {v.tobytes(): i for view in views for i, v in enumerate(view)}
+    for b in range(len(labbed)):
+        x, y, sw = labbed[b]
+        ids = np.array([rows_of[r.tobytes()] for r in x])
+        assert len(x) == 4 and (dom[ids] == 1).sum() == 2 and np.array_equal(y, labels[ids]) and len(sw) == 4
 
     out = tmp_path / "style"
     train(_tiny_cfg(sample_root, out, sample_split, head_epochs=0, finetune_epochs=1, feature_style=0.5),
