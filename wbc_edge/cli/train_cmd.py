@@ -25,6 +25,12 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--weights", default=ModelConfig.weights, show_default=True,
               help="Backbone init: imagenet (Keras download) | none | PATH to a no-top .h5 "
                    f"(offline: a local copy of {IMAGENET_WEIGHTS_FILE}).")
+@click.option("--narrow-from", "narrow_from", metavar="SOURCE",
+              help="Start a narrower network (--alpha < 1) from a wider trained one: each layer keeps SOURCE's "
+                   "channels with the largest BatchNorm scale, then BatchNorm statistics are re-estimated on "
+                   "512 augmented training views.  SOURCE: RUN_DIR or .keras model (e.g. the --teacher), or a "
+                   "MobileNetV2 1.0 no-top .h5.  For small widths whose ImageNet file you lack; replaces "
+                   "--weights.")
 @click.option("--alpha", type=_POSITIVE, default=ModelConfig.alpha, show_default=True,
               help="MobileNetV2 width multiplier.")
 @click.option("--input-size", type=click.IntRange(min=32), default=ModelConfig.input_size, show_default=True,
@@ -108,7 +114,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="--teacher: softening temperature of teacher and student outputs in the teacher term.")
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
-def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed, epochs, head_epochs,
+def train(data, out_dir, mode, weights, narrow_from, alpha, input_size, split_manifest, seed, epochs, head_epochs,
           finetune_epochs, finetune_from, aug_views, feature_style, style_mix, lab_batches, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
           limit_per_class, distribute, force, quiet, no_domain_balance, split_seed, teacher=None,
@@ -140,7 +146,8 @@ def train(data, out_dir, mode, weights, alpha, input_size, split_manifest, seed,
     multi = [src.to_dict() for src in sources] if len(sources) > 1 else None
     cfg = TrainConfig(data_root=sources[0].root if not multi else "", out_dir=str(out_dir), mode=mode,
                       sources=multi, domain_balance=not no_domain_balance, split_seed=split_seed,
-                      model=ModelConfig(alpha=alpha, input_size=input_size, weights=weights),
+                      model=ModelConfig(alpha=alpha, input_size=input_size,
+                                        weights="none" if narrow_from else weights, narrow_from=narrow_from),
                       split_manifest=split_manifest, seed=seed, epochs=epochs, head_epochs=head_epochs,
                       finetune_epochs=finetune_epochs, finetune_from=finetune_from, aug_views=aug_views,
                       feature_style=feature_style, style_mix=style_mix, lab_batches=lab_batches, consistency=consistency,

@@ -31,6 +31,9 @@ class ModelConfig:
     alpha: float = 1.0
     input_size: int = DEFAULT_SIZE
     weights: str = "imagenet"  # "imagenet" | "none" | path to a no-top .h5
+    #: A wider trained network whose strongest channels initialise this one (`narrow.narrow_into`); used with
+    #: weights "none" (issue 33: small widths without their ImageNet file).
+    narrow_from: str | None = None
     dropout: float = 0.2
     #: Size of the softmax head.  Training sets it from the run's labels (the data's classes); the default is
     #: the five-class reference task, for models built without data (tests, benchmarks).

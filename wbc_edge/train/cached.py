@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data.augment import feature_style_jitter, feature_style_mix
-from ..model.network import build_model
 from ..core.progress import Progress
 from ..core.tfcompat import import_tf
 from .activations import ActivationCache
 from .callbacks import epoch_reporter
 from .config import TrainConfig
+from .initial import initial_model
 from .inputs import sample_weights, source_ids, within_lab_weights
 from .run_dir import FinetuneFiles, RunState, save_weights_atomic
 from .selection import describe, selection_score, swa_add, swa_load
@@ -35,7 +35,7 @@ class CachedTrainer:
     def __init__(self, cfg: TrainConfig, run: Path, data: dict, progress: Progress):
         self.cfg, self.run_dir, self.data, self.progress = cfg, run, data, progress
         self.tf, self.keras = import_tf()
-        self.model = build_model(cfg.model)
+        self.model, self.narrowed = initial_model(cfg, run, data, progress, self.keras)
         keras = self.keras
         cut = self.model.get_layer(f"block_{cfg.finetune_from}_expand").input
         self.bottom = keras.Model(self.model.input, cut, name="bottom")
@@ -59,6 +59,8 @@ class CachedTrainer:
     def run(self):
         cfg = self.cfg
         timings: dict = dict(self.state.get("timings", {}))
+        if self.narrowed:
+            timings["narrowed"] = self.narrowed
         t = time.time()
         self.progress.say(f"Caching activations at block_{cfg.finetune_from} input "
                           f"({self.bottom.output_shape[1:]}, float16) ...")

@@ -126,6 +126,13 @@ class TrainConfig:
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
+        if self.model.narrow_from is not None:
+            from ..model.narrow import resolve_source
+
+            resolve_source(self.model.narrow_from)  # before RUN_DIR is created
+            if resolve_weights(self.model.weights, self.model.alpha) is not None:
+                raise WbcEdgeError("--narrow-from replaces --weights: the narrowed network's channels are the "
+                                   "start (use --weights none with it)")
         if self.distribute == "multiworker" and not self.split_manifest:
             raise WbcEdgeError("--distribute multiworker needs --split-manifest: every worker must train on the "
                                "same split (make it once with `wbc-edge data split`)")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.network import build_model, resolve_weights
 from ..core.progress import Progress
 from ..core.tfcompat import import_tf
 from .callbacks import best_weights_callback, epoch_reporter, history_callback
 from .config import TrainConfig
 from .distribute import make_strategy
+from .initial import initial_model, starts_pretrained
 from .inputs import class_weights, load_pixels
 from .run_dir import RunState
 
@@ -31,8 +31,8 @@ class FullTrainer:
         self.tf, self.keras = import_tf()
         self.strategy = make_strategy(cfg.distribute)
         with self.strategy.scope():
-            self.model = build_model(cfg.model)
-            if resolve_weights(cfg.model.weights, cfg.model.alpha) is not None:
+            self.model, self.narrowed = initial_model(cfg, run, data, progress, self.keras)
+            if starts_pretrained(cfg):
                 # Pretrained init: BatchNorm stays in inference mode (frozen statistics), as in cached mode -
                 # small CPU batches would otherwise replace ImageNet's statistics with noisy PBC-only ones.
                 for layer in self.model.layers:
@@ -104,4 +104,7 @@ class FullTrainer:
             self.model.load_weights(best_w)
         # fit()'s own History holds only this process's epochs; the state file has all of them.
         history = sorted(state.get("history", []), key=lambda r: r["epoch"])
-        return self.model, history, [], {"train_s": round(time.time() - t, 1)}
+        timings = {"train_s": round(time.time() - t, 1)}
+        if self.narrowed:
+            timings["narrowed"] = self.narrowed
+        return self.model, history, [], timings
