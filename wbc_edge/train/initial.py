@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .inputs import load_pixels
 from .run_dir import save_weights_atomic
 
-__all__ = ["RECALIBRATION_IMAGES", "initial_model", "starts_pretrained"]
+__all__ = ["RECALIBRATION_IMAGES", "initial_model", "narrow_model", "starts_pretrained"]
 
 #: Training views BatchNorm statistics are re-estimated on after narrowing (augmented as in training, seeded).
 RECALIBRATION_IMAGES = 512
