@@ -112,6 +112,8 @@ def test_narrow_from_names_what_is_wrong(tmp_path, sample_root, tiny_run_dir):
         tiny_train_config(sample_root, tmp_path / "a", split,
                           model=ModelConfig(alpha=0.3, input_size=64, weights="imagenet",
                                             narrow_from=str(tiny_run_dir))).validate()
+    with pytest.raises(WbcEdgeError, match="--narrow-recalibrate needs --narrow-from"):
+        tiny_train_config(sample_root, tmp_path / "a", split, narrow_recalibrate=True).validate()
     assert not (tmp_path / "a").exists()
 
 
@@ -125,7 +127,7 @@ def test_a_narrowed_run_records_its_start_and_resumes_from_the_saved_weights(sam
 
     _, keras = import_tf()
     out = tmp_path / "narrow"
-    cfg = tiny_train_config(sample_root, out, tiny_run_dir / "split.csv", finetune_epochs=1,
+    cfg = tiny_train_config(sample_root, out, tiny_run_dir / "split.csv", finetune_epochs=1, narrow_recalibrate=True,
                             model=ModelConfig(alpha=0.3, input_size=64, weights="none",
                                               narrow_from=str(tiny_run_dir)))
     train(cfg, progress=False)

@@ -27,10 +27,12 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
                    f"(offline: a local copy of {IMAGENET_WEIGHTS_FILE}).")
 @click.option("--narrow-from", "narrow_from", metavar="SOURCE",
               help="Start a narrower network (--alpha < 1) from a wider trained one: each layer keeps SOURCE's "
-                   "channels with the largest BatchNorm scale, then BatchNorm statistics are re-estimated on "
-                   "512 augmented training views.  SOURCE: RUN_DIR or .keras model (e.g. the --teacher), or a "
-                   "MobileNetV2 1.0 no-top .h5.  For small widths whose ImageNet file you lack; replaces "
-                   "--weights.")
+                   "channels with the largest BatchNorm scale.  SOURCE: RUN_DIR or .keras model (e.g. the "
+                   "--teacher), or a MobileNetV2 1.0 no-top .h5.  For small widths whose ImageNet file you lack; "
+                   "replaces --weights.")
+@click.option("--narrow-recalibrate", is_flag=True,
+              help="--narrow-from: re-estimate BatchNorm statistics on 512 augmented training views (off: "
+                   "measured to hurt in cached mode, see benchmarks/small/README.md).")
 @click.option("--alpha", type=_POSITIVE, default=ModelConfig.alpha, show_default=True,
               help="MobileNetV2 width multiplier.")
 @click.option("--input-size", type=click.IntRange(min=32), default=ModelConfig.input_size, show_default=True,
@@ -114,7 +116,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="--teacher: softening temperature of teacher and student outputs in the teacher term.")
 @click.option("--force", is_flag=True, help="Overwrite a finished run / restart an unfinished one.")
 @click.option("--quiet", is_flag=True)
-def train(data, out_dir, mode, weights, narrow_from, alpha, input_size, split_manifest, seed, epochs, head_epochs,
+def train(data, out_dir, mode, weights, narrow_from, narrow_recalibrate, alpha, input_size, split_manifest, seed, epochs, head_epochs,
           finetune_epochs, finetune_from, aug_views, feature_style, style_mix, lab_batches, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
           shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
           limit_per_class, distribute, force, quiet, no_domain_balance, split_seed, teacher=None,
@@ -157,6 +159,7 @@ def train(data, out_dir, mode, weights, narrow_from, alpha, input_size, split_ma
                       batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,
                       early_stopping=early_stopping, class_weights=not no_class_weights,
                       limit_per_class=limit_per_class, distribute=distribute, teacher=teacher,
+                      narrow_recalibrate=narrow_recalibrate,
                       distill_alpha=distill_alpha, distill_temperature=distill_temperature)
     run_train(cfg, force=force, progress=ClickProgress(enabled=not quiet))
 

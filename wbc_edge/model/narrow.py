@@ -6,7 +6,8 @@ random.  A width-reduced copy of a trained 1.0 network (the teacher, or the Imag
 features that already see cells.  Which channels survive: the ones with the largest BatchNorm scale |gamma|
 after their convolution (network slimming, Liu et al. 2017); channels joined by a residual Add are one group
 and keep one shared set, ranked by the sum of their |gamma|.  Dropping channels shifts what the next layers
-receive, so BatchNorm's moving statistics are then re-estimated on real images (`recalibrate_batchnorm`).
+receive; `recalibrate_batchnorm` re-estimates BatchNorm's moving statistics on real images where that helps
+(in cached mode on PBC it did not: train.initial says what was measured).
 
 Layers are matched by name (keras.applications names them the same at every width); the classifier head is
 copied when the source has one of the same shape (a teacher), else it keeps its fresh initialisation.
@@ -143,9 +144,10 @@ def _selection(target, source, keras) -> tuple[dict[str, np.ndarray], dict[str, 
     for names in members.values():
         width = {int(target.get_layer(n).get_weights()[0].shape[-1]) for n in names}
         src = [source.get_layer(n) for n in names if n in {sl.name for sl in source.layers}]
-        if len(width) != 1 or not src:
-            raise ModelFileError(f"cannot narrow {names[0]}: the residual group {names} has widths {sorted(width)}"
-                                 " or no layer of that name in the source")
+        if not src:  # the head of a backbone-only source (the ImageNet file): kept fresh by narrow_into
+            continue
+        if len(width) != 1:
+            raise ModelFileError(f"cannot narrow {names[0]}: the residual group {names} has widths {sorted(width)}")
         k = width.pop()
         if len({len(score[s.name]) for s in src}) > 1:  # e.g. alpha <= 0.25: Conv1 and block 0 become a residual
             raise ModelFileError(f"cannot narrow to this width: {names} are joined by a residual Add here but have "

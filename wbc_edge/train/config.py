@@ -54,6 +54,7 @@ class TrainConfig:
                                           # statistics are mixed with another lab's (augment.feature_style_mix)
     lab_batches: bool = False             # cached mode, several labs: fine-tune batches with an equal share of
                                           # each lab (weights then balance classes within each lab only)
+    narrow_recalibrate: bool = False      # --narrow-from: re-estimate BatchNorm statistics on training views
     consistency: float = 0.0             # cached mode: weight of a Jensen-Shannon consistency term between each
                                           # image's clean view and one augmented view (AugMix); 0 = off
     aug_preset: str = DEFAULT_PRESET      # the named recipe `augment` was made from (for the record)
@@ -126,6 +127,9 @@ class TrainConfig:
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here
+        if self.narrow_recalibrate and self.model.narrow_from is None:
+            raise WbcEdgeError("--narrow-recalibrate needs --narrow-from (it re-estimates a narrowed network's "
+                               "BatchNorm statistics)")
         if self.model.narrow_from is not None:
             from ..model.narrow import resolve_source
 
