@@ -29,9 +29,10 @@ RECALIBRATION_IMAGES = 512
 
 
 def starts_pretrained(cfg: TrainConfig) -> bool:
-    """Whether the bottom starts from learnt features (ImageNet file or a narrowed network): then BatchNorm
-    statistics stay frozen in training, as they were estimated on more images than a CPU batch holds."""
-    return cfg.model.narrow_from is not None or resolve_weights(cfg.model.weights, cfg.model.alpha) is not None
+    """Whether full mode keeps BatchNorm frozen: with an ImageNet file, whose statistics were estimated on more
+    images than a CPU batch holds.  Not for a narrowed network: its statistics no longer match what its layers
+    receive, and a one-shot re-estimate was measured to hurt (`narrow_model`), so they train with the weights."""
+    return cfg.model.narrow_from is None and resolve_weights(cfg.model.weights, cfg.model.alpha) is not None
 
 
 def initial_model(cfg: TrainConfig, run: Path, data: dict, progress: Progress, keras):
