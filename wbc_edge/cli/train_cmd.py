@@ -96,6 +96,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--lr", "learning_rate", type=_POSITIVE, default=TrainConfig.learning_rate, show_default=True,
               help="Adam learning rate.")
 @click.option("--finetune-lr", type=_POSITIVE, default=TrainConfig.finetune_learning_rate, show_default=True)
+@click.option("--precise-bn", type=click.IntRange(min=0), default=TrainConfig.precise_bn, show_default=True,
+              help="Full mode when BatchNorm trains (--weights none or --narrow-from): re-estimate its statistics on "
+                   "this many augmented train views before each val, instead of trusting moving averages that "
+                   "lag a network learning from scratch. 0: off.")
 @click.option("--early-stopping", type=click.IntRange(min=1), default=TrainConfig.early_stopping,
               help="Patience (epochs without val improvement).")
 @click.option("--no-class-weights", is_flag=True, help="Do not weight the loss against class imbalance.")
@@ -118,7 +122,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--quiet", is_flag=True)
 def train(data, out_dir, mode, weights, narrow_from, narrow_recalibrate, alpha, input_size, split_manifest, seed, epochs, head_epochs,
           finetune_epochs, finetune_from, aug_views, feature_style, style_mix, lab_batches, consistency, aug_preset, zoom_range, finetune_warmup, no_swa, no_shifted_val,
-          shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, no_class_weights,
+          shared_cache, batch_size, learning_rate, finetune_lr, early_stopping, precise_bn, no_class_weights,
           limit_per_class, distribute, force, quiet, no_domain_balance, split_seed, teacher=None,
           distill_alpha=TrainConfig.distill_alpha, distill_temperature=TrainConfig.distill_temperature):
     """Train MobileNetV2 on an ImageFolder DATA (DATA/<class>/<image>) with a leak-free split.
@@ -157,7 +161,7 @@ def train(data, out_dir, mode, weights, narrow_from, narrow_recalibrate, alpha, 
                       finetune_warmup=finetune_warmup,
                       swa=not no_swa, shifted_val=not no_shifted_val, shared_cache=shared_cache,
                       batch_size=batch_size, learning_rate=learning_rate, finetune_learning_rate=finetune_lr,
-                      early_stopping=early_stopping, class_weights=not no_class_weights,
+                      early_stopping=early_stopping, precise_bn=precise_bn, class_weights=not no_class_weights,
                       limit_per_class=limit_per_class, distribute=distribute, teacher=teacher,
                       narrow_recalibrate=narrow_recalibrate,
                       distill_alpha=distill_alpha, distill_temperature=distill_temperature)

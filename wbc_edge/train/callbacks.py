@@ -55,3 +55,20 @@ def best_weights_callback(keras, path: Path, best: float | None, monitor: str = 
                 save_weights_atomic(self.model, path)
 
     return BestWeights()
+
+
+def precise_batchnorm_callback(keras, views, val_data):
+    """Full mode when BatchNorm trains: at each epoch's end, BatchNorm statistics re-estimated on `views` (a
+    fixed sample of augmented training views, `model.batchnorm`) and then the val set scored, into the epoch's
+    logs before the callbacks after it (best weights, history, the epoch line) read them.  fit() then runs
+    without its own validation, which would score the lagging moving averages."""
+    from ..model.batchnorm import precise_batchnorm
+
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            precise_batchnorm(self.model, views, keras)
+            scores = self.model.evaluate(val_data, verbose=0, return_dict=True)
+            if logs is not None:
+                logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+
+    return PreciseBatchNorm()

@@ -64,6 +64,9 @@ class TrainConfig:
                                           # shifted-val views) are shared between runs (pretrained init only)
     class_weights: bool = True
     early_stopping: int | None = None     # patience in epochs (on val accuracy); None = off
+    precise_bn: int = 512                 # full mode when BatchNorm trains (no ImageNet file): its statistics
+                                          # re-estimated on this many augmented train views before each val
+                                          # (model.batchnorm); 0 = Keras' moving averages
     limit_per_class: int | None = None    # quick runs: at most this many images per class and split
     distribute: str = "none"              # none | mirrored | multiworker (full mode)
     labels: list[str] | None = None       # the classes in output order; None = from the data (set by train)
@@ -124,6 +127,8 @@ class TrainConfig:
             from .distill import resolve_teacher
 
             resolve_teacher(self.teacher)  # a missing teacher fails before RUN_DIR is created
+        if self.precise_bn < 0:
+            raise WbcEdgeError(f"--precise-bn must be >= 0 (0: off), got {self.precise_bn}")
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise WbcEdgeError(f"--limit-per-class must be >= 1, got {self.limit_per_class}")
         resolve_weights(self.model.weights, self.model.alpha)  # a bad --weights value fails here

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.progress import Progress
 from ..core.tfcompat import import_tf
-from .callbacks import best_weights_callback, epoch_reporter, history_callback
+from .callbacks import best_weights_callback, epoch_reporter, history_callback, precise_batchnorm_callback
 from .config import TrainConfig
 from .distribute import make_strategy
 from .initial import initial_model, starts_pretrained
@@ -78,6 +78,18 @@ class FullTrainer:
         drop = training and self.strategy.num_replicas_in_sync > 1
         return ds.batch(cfg.batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
 
+    def _precise_bn_views(self) -> np.ndarray | None:
+        """The fixed, seeded sample of augmented train views precise BatchNorm averages over; None where
+        BatchNorm is frozen (an ImageNet start) or `precise_bn` is 0."""
+        cfg = self.cfg
+        if starts_pretrained(cfg) or cfg.precise_bn == 0:
+            return None
+        paths = self.data["train"][0]
+        pick = np.sort(np.random.default_rng([cfg.seed, 0xB4]).choice(
+            len(paths), min(cfg.precise_bn, len(paths)), replace=False))
+        return np.stack([load_pixels(paths[i], self.size, np.random.default_rng([cfg.seed, 0xB4, int(i)]),
+                                     cfg.augment) for i in pick]).astype(np.float32)
+
     def run(self):
         cfg, keras = self.cfg, self.keras
         t = time.time()
@@ -96,9 +108,15 @@ class FullTrainer:
         ]
         if cfg.early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping))
+        val = self._dataset("val", False)
+        views = self._precise_bn_views()
+        if views is not None:
+            # First, so that the backup, the best weights and the history see the re-estimated statistics.
+            callbacks.insert(0, precise_batchnorm_callback(keras, views, val))
         self.progress.say(f"End-to-end training: {cfg.epochs} epochs, {self.strategy.num_replicas_in_sync} "
-                          "replica(s) ...")
-        self.model.fit(self._dataset("train", True), validation_data=self._dataset("val", False),
+                          "replica(s)" + (f", BatchNorm re-estimated on {len(views)} train views before each val"
+                                          if views is not None else "") + " ...")
+        self.model.fit(self._dataset("train", True), validation_data=None if views is not None else val,
                        epochs=cfg.epochs, callbacks=callbacks, verbose=0)
         if best_w.exists():
             self.model.load_weights(best_w)
