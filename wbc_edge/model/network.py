@@ -24,6 +24,9 @@ from ..core.tfcompat import import_tf
 from ..core.preprocess import DEFAULT_SIZE
 
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+#: `ModelConfig.last_block` values: the 7x7-stage blocks (at 224 px).  Lower, the cached mode's cut (block 13 by
+#: default) would fall above the end of the network.
+LAST_BLOCKS = tuple(range(13, 17))
 
 
 @dataclass
@@ -35,6 +38,11 @@ class ModelConfig:
     #: weights "none" (issue 33: small widths without their ImageNet file).
     narrow_from: str | None = None
     dropout: float = 0.2
+    #: The last MobileNetV2 block kept (LAST_BLOCKS).  16 is the whole network (its 1x1 Conv_1 to 1280 channels);
+    #: below that the blocks above are dropped and a 1x1 convolution to 4x the block's channels ("head_conv")
+    #: ends the backbone.  Most parameters sit in the top blocks (1.0: 0.72 of 2.26 M up to block 13), so this
+    #: is how a small file keeps the ImageNet start that only the 1.0 width has here (issue 33).
+    last_block: int = 16
     #: Size of the softmax head.  Training sets it from the run's labels (the data's classes); the default is
     #: the five-class reference task, for models built without data (tests, benchmarks).
     num_classes: int = len(WBC5_LABELS)
@@ -80,10 +88,22 @@ def build_model(cfg: ModelConfig | None = None):
                 "could not download the ImageNet MobileNetV2 weights (offline?): pass --weights PATH to a "
                 f"local {IMAGENET_WEIGHTS_FILE}, or copy it to ~/.keras/models/ ({exc})") from None
         raise
-    y = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+    last = int(cfg.last_block)
+    if last not in LAST_BLOCKS:
+        raise WbcEdgeError(f"last block {last} is not one of {LAST_BLOCKS[0]}..{LAST_BLOCKS[-1]} (16: the whole "
+                           "MobileNetV2)")
+    if last == LAST_BLOCKS[-1]:
+        features = backbone.output
+    else:
+        names = {layer.name for layer in backbone.layers}
+        end = backbone.get_layer(f"block_{last}_add" if f"block_{last}_add" in names else f"block_{last}_project_BN")
+        features = keras.layers.Conv2D(4 * int(end.output.shape[-1]), 1, name="head_conv")(end.output)
+        features = keras.layers.ReLU(6.0, name="head_relu")(features)
+    y = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     y = keras.layers.Dropout(cfg.dropout, name="head_dropout")(y)
     outputs = keras.layers.Dense(cfg.num_classes, activation="softmax", name="predictions")(y)
-    return keras.Model(inputs, outputs, name=f"wbc_mobilenetv2_{cfg.alpha:g}_{size}")
+    cut = "" if last == LAST_BLOCKS[-1] else f"_b{last}"
+    return keras.Model(inputs, outputs, name=f"wbc_mobilenetv2_{cfg.alpha:g}_{size}{cut}")
 
 
 def model_input_size(model) -> int:

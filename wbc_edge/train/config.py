@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..data.augment import DEFAULT_PRESET, AugmentConfig, preset
 from ..core.errors import WbcEdgeError
-from ..model.network import ModelConfig, resolve_weights
+from ..model.network import LAST_BLOCKS, ModelConfig, resolve_weights
 
 #: `mode`: cached = CPU-practical (activation cache, head, top blocks); full = end-to-end (GPU, tf.distribute).
 MODES = ("cached", "full")
@@ -92,6 +92,12 @@ class TrainConfig:
         if self.finetune_from not in FINETUNE_BLOCKS:
             raise WbcEdgeError(f"--finetune-from must be a MobileNetV2 block {FINETUNE_BLOCKS[0]}..{FINETUNE_BLOCKS[-1]}, "
                                  f"got {self.finetune_from}")
+        if self.model.last_block not in LAST_BLOCKS:
+            raise WbcEdgeError(f"--last-block must be a MobileNetV2 block {LAST_BLOCKS[0]}..{LAST_BLOCKS[-1]}, got "
+                               f"{self.model.last_block}")
+        if self.mode == "cached" and self.finetune_from > self.model.last_block:
+            raise WbcEdgeError(f"--finetune-from {self.finetune_from} is above --last-block {self.model.last_block}: "
+                               "the cached mode's cut must be inside the network")
         if not 0.0 <= self.feature_style <= 1.0:
             raise WbcEdgeError(f"--feature-style must be a share in [0, 1], got {self.feature_style}")
         if not 0.0 <= self.style_mix <= 1.0:
