@@ -231,3 +231,29 @@ def test_export_rejects_unknown_variant_options(tiny_run_dir, tmp_path):
                                   variant_options={"int8_mixed": {"float_layer": 2}}))
     with pytest.raises(WbcEdgeError, match="unknown variant"):
         export_model(ExportConfig(tiny_run_dir, out_dir=tmp_path / "o", variant_options={"int9": {}}))
+
+
+def test_the_default_int8_keeps_ops_with_many_weights_int8(tmp_path, tiny_run_dir):
+    """Issue 33: a float op stores 4 bytes per weight, so the default int8's float fallback passes over ops reading
+    more than `max_float_weights` values.  With a cap below what the ranking's worst ops read, every op kept float
+    reads at most the cap (counted in the file itself), and the record names the ranked ops it passed over."""
+    from wbc_edge.core.contract import strip_contract
+    from wbc_edge.export import ExportConfig, export_model
+    from wbc_edge.export.selective import weight_counts
+
+    def run(out, cap=None):
+        options = {"int8": {"max_float_weights": cap}} if cap is not None else {}
+        export_model(ExportConfig(tiny_run_dir, out_dir=out, variants=("int8",), calibration_size=20,
+                                  variant_options=options, min_int8_agreement=0.0, max_int8_drop=100.0,
+                                  verbose=False))
+        (e,) = json.loads((out / "manifest.json").read_text())["variants"]
+        return e, weight_counts(strip_contract((out / "wbc_int8.tflite").read_bytes()))
+
+    free, counts = run(tmp_path / "free", cap=10**9)
+    heaviest = max(counts[f["tensor"]] for f in free["float_layers"])
+    cap = heaviest - 1  # the uncapped choice breaks this cap
+    capped, counts = run(tmp_path / "capped", cap=cap)
+    assert capped["options"]["max_float_weights"] == cap and len(capped["float_layers"]) == 4
+    assert all(counts[f["tensor"]] <= cap for f in capped["float_layers"])
+    passed_over = capped["float_layers_ranking"]["kept_int8_over_max_float_weights"]
+    assert passed_over and all(name in capped["float_layers_ranking"]["worst"] for name in passed_over)

@@ -45,7 +45,7 @@ def test_builtin_registry_order_defaults_and_files():
     assert reg.integer_names() == ("int8", "qat_int8", "int8_mixed", "int8_plain")
     # the default int8 is the faithful one chosen by benchmarks/int8_faithful/RULE.md (issue 32)
     assert dict(reg.get("int8").options) == {"float_layers": 4, "rank_images": 100, "rank_metric": "rmse_over_scale",
-                                             "rank_on": "shifted"}
+                                             "rank_on": "shifted", "max_float_weights": 16384}
     assert reg.get("int8_plain").converter_hook is None and reg.get("int8_plain").representative_data
     assert [s.file for s in reg.specs()] == [f"wbc_{n}.tflite" for n in reg.names()]
     assert [s.name for s in reg.specs() if s.android] == ["int8", "qat_int8"]

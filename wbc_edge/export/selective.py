@@ -200,13 +200,21 @@ def int8_mixed_hook(converter, ctx) -> bytes:
     `float_layers_ranking`)."""
     del converter
     k, n_rank = int(ctx.options["float_layers"]), int(ctx.options["rank_images"])
+    cap = ctx.options.get("max_float_weights")
     metric, on = str(ctx.options["rank_metric"]), str(ctx.options.get("rank_on", "calibration"))
     if on not in ("calibration", "shifted"):
         raise WbcEdgeError(f"rank_on {on!r}: 'calibration' or 'shifted'")
     q = Quantiser(ctx.saved_model_dir, ctx.calibration)
     images = rank_subset(ctx.calibration, n_rank)
     ranked = rank(q.layer_errors(shifted_rank_images(images) if on == "shifted" else images), metric)
-    models = q.selective(ranked, [0, k])
+    candidates, too_big = ranked, []
+    if cap is not None:
+        # A float op stores its weights in 4 bytes instead of 1: a wide projection kept float can add more to a
+        # small model's file than the whole int8 network beside it (issue 33).  Such ops stay int8.
+        counts = weight_counts(q.model(()))
+        candidates = [e for e in ranked if counts.get(e.tensor, 0) <= int(cap)]
+        too_big = [e.layer for e in ranked[:12] if counts.get(e.tensor, 0) > int(cap)]
+    models = q.selective(candidates, [0, k])
     blob, chosen = models[max(models)]
     by = {e.tensor: e for e in ranked}
     ctx.record["float_layers"] = [{"layer": by[t].layer, "op": by[t].op, "tensor": t,
@@ -216,7 +224,29 @@ def int8_mixed_hook(converter, ctx) -> bytes:
                                           else f"shifted views (seed {RANK_SHIFT_SEED}) of the calibration images "
                                                "(evenly spaced)",
                                           "worst": [by[e.tensor].layer for e in ranked[:12]]}
+    if cap is not None:
+        ctx.record["float_layers_ranking"]["kept_int8_over_max_float_weights"] = too_big
     return blob
+
+
+def weight_counts(flatbuffer: bytes) -> dict[str, int]:
+    """{output tensor name: how many constant values (weights, biases) its op reads} for a TFLite model - what
+    keeping that op float costs in file size (x 4 bytes instead of 1)."""
+    from .metadata_schema import model_schema, unpack_model
+
+    model = unpack_model(model_schema(), flatbuffer, "the int8 model")
+    graph = model.subgraphs[0]
+
+    def constant(i: int) -> bool:
+        return i >= 0 and model.buffers[graph.tensors[i].buffer].data is not None
+
+    counts: dict[str, int] = {}
+    for op in graph.operators:
+        n = sum(int(np.prod(graph.tensors[i].shape)) for i in op.inputs if constant(i))
+        for o in op.outputs:
+            name = graph.tensors[o].name
+            counts[name.decode() if isinstance(name, bytes) else name] = n
+    return counts
 
 
 register_hook("float_fallback", int8_mixed_hook)
