@@ -257,3 +257,26 @@ def test_the_default_int8_keeps_ops_with_many_weights_int8(tmp_path, tiny_run_di
     assert all(counts[f["tensor"]] <= cap for f in capped["float_layers"])
     passed_over = capped["float_layers_ranking"]["kept_int8_over_max_float_weights"]
     assert passed_over and all(name in capped["float_layers_ranking"]["worst"] for name in passed_over)
+
+
+def test_an_op_whose_float_copy_would_change_the_uint8_io_is_passed_over(tmp_path, tiny_model_path, sample_files):
+    """Keeping the softmax (the graph's last op) float leaves the output float32 without any error from the
+    converter; the float fallback must treat it like any op that touches the I/O: refuse it and take the next.
+    (An alpha-0.5 model ranked its softmax third and its default int8 failed export's I/O check.)"""
+    from wbc_edge.core.preprocess import preprocess_batch
+    from wbc_edge.export.calibration_data import calibration_batch
+    from wbc_edge.export.convert import saved_model
+    from wbc_edge.export.selective import IOWouldChange, Quantiser, io_types
+    from wbc_edge.model.network import load_model, model_input_size
+
+    model = load_model(tiny_model_path)
+    pixels = preprocess_batch(sample_files[0][:8], model_input_size(model))
+    saved_model(model, tmp_path / "sm")
+    q = Quantiser(tmp_path / "sm", calibration_batch(pixels))
+    ranked = rank(q.layer_errors(pixels))
+    (softmax,) = [e for e in ranked if e.op == "SOFTMAX"]
+    with pytest.raises(IOWouldChange, match="uint8"):
+        q.model([softmax.tensor])
+    others = [e for e in ranked if e.op != "SOFTMAX"][:1]
+    models = q.selective([softmax, *others], [0, 1])
+    assert models[1][1] == [others[0].tensor] and io_types(models[1][0]) == ["UINT8", "UINT8"]

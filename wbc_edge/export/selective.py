@@ -153,10 +153,15 @@ class Quantiser:
         with _quiet():
             blob = self._debugger.get_nondebug_quantized_model()
         try:
-            return bytes(modify_model_io_type(blob, self._tf.uint8, self._tf.uint8))
+            out = bytes(modify_model_io_type(blob, self._tf.uint8, self._tf.uint8))
         except (ValueError, RuntimeError) as exc:
             raise IOWouldChange(f"keeping {', '.join(float_layers)} float changes the uint8 I/O "
                                 f"({exc})") from None
+        # A float softmax (the graph's last op) leaves the output float32 without an error from the converter.
+        kinds = io_types(out)
+        if set(kinds) != {"UINT8"}:
+            raise IOWouldChange(f"keeping {', '.join(float_layers)} float gives {'/'.join(kinds)} I/O, not uint8")
+        return out
 
     def selective(self, ranked: Sequence[LayerError],
                   ks: Sequence[int]) -> dict[int, tuple[bytes, list[str]]]:
@@ -227,6 +232,17 @@ def int8_mixed_hook(converter, ctx) -> bytes:
     if cap is not None:
         ctx.record["float_layers_ranking"]["kept_int8_over_max_float_weights"] = too_big
     return blob
+
+
+def io_types(flatbuffer: bytes) -> list[str]:
+    """The TFLite type names of a model's inputs and outputs, in that order (e.g. ["UINT8", "FLOAT32"])."""
+    from .metadata_schema import model_schema
+
+    schema = model_schema()
+    graph = schema.Model.GetRootAs(flatbuffer, 0).Subgraphs(0)  # the reader API: no copy of the weights
+    names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    ends = [graph.Inputs(i) for i in range(graph.InputsLength())] + [graph.Outputs(i) for i in range(graph.OutputsLength())]
+    return [names[graph.Tensors(i).Type()] for i in ends]
 
 
 def weight_counts(flatbuffer: bytes) -> dict[str, int]:
