@@ -1,7 +1,7 @@
 """A student's eligibility figures by benchmarks/small/RULE.md, for any run: PBC val accuracy and the shifted
 val's balanced accuracy of the saved model (full mode does not select on the shifted val, so its run.json lacks
 the second; cached runs record both and this recomputes them from model.keras the same way), and the same two
-after "precise BN" (BatchNorm statistics re-estimated on 1,000 train images) as a check of the saved statistics.
+after "precise BN" (BatchNorm statistics re-estimated on 1,000 augmented train views) where BatchNorm trained.
 
     .venv/bin/python benchmarks/small/eligibility.py runs/small/NAME [...] --pbc ../shared/data/pbc \
         [--out benchmarks/small/results/eligibility]     # JSON + a Markdown table
@@ -19,8 +19,9 @@ from wbc_edge.core import atomic
 from wbc_edge.core.preprocess import preprocess
 from wbc_edge.core.tfcompat import import_tf
 from wbc_edge.data import SplitManifest
-from wbc_edge.data.augment import shifted_val_pixels
-from wbc_edge.model.narrow import recalibrate_batchnorm
+from wbc_edge.data.augment import AugmentConfig, shifted_val_pixels
+from wbc_edge.train.inputs import load_pixels
+from wbc_edge.model.batchnorm import precise_batchnorm
 from wbc_edge.model.network import load_model, model_input_size
 
 #: The teacher's figures the rule compares with (RULE.md) and the margins it allows, in percent.
@@ -47,16 +48,22 @@ def figures(run: Path, pbc: str) -> dict:
     clean = np.stack([preprocess(p, size) for p in paths]).astype(np.float32)
     shifted = shifted_val_pixels(paths, size).astype(np.float32)
     val, shift = _scores(model, clean, shifted, y)
-    # A check of the saved BatchNorm statistics, not a selection: where BatchNorm trained (full mode without an
-    # ImageNet file) its moving averages (momentum 0.999) can lag the weights; re-estimated on PRECISE_BN_IMAGES
-    # clean train images ("precise BN"), the same weights score what they are worth.
-    train_paths, _ = manifest.files("train", pbc)
-    pick = np.sort(np.random.default_rng(0).choice(len(train_paths), PRECISE_BN_IMAGES, replace=False))
-    _, keras = import_tf()
-    recalibrate_batchnorm(model, np.stack([preprocess(train_paths[i], size) for i in pick]).astype(np.float32), keras)
-    val_bn, shift_bn = _scores(model, clean, shifted, y)
     info = json.loads((run / "run.json").read_text())
     cfg = info["config"]
+    val_bn = shift_bn = None
+    if _batchnorm(cfg, info).startswith("trained"):
+        # A check of the saved statistics, not a selection: where BatchNorm trained, Keras' moving averages
+        # (momentum 0.999) can lag the weights; re-estimated as full mode's --precise-bn does (model.batchnorm,
+        # on PRECISE_BN_IMAGES seeded augmented train views), the same weights score what they are worth.
+        train_paths, _ = manifest.files("train", pbc)
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(len(train_paths), PRECISE_BN_IMAGES, replace=False))
+        aug = AugmentConfig(**cfg["augment"])
+        views = np.stack([load_pixels(train_paths[i], size, np.random.default_rng([0, int(i)]), aug)
+                          for i in pick]).astype(np.float32)
+        _, keras = import_tf()
+        precise_batchnorm(model, views, keras)
+        val_bn, shift_bn = _scores(model, clean, shifted, y)
     start = (f"narrowed from {cfg['model']['narrow_from']}" if cfg["model"].get("narrow_from")
              else "ImageNet 1.0 file" if cfg["model"]["weights"] not in (None, "none") else "random")
     return {"run": run.name, "mode": cfg["mode"], "alpha": cfg["model"]["alpha"],
@@ -68,7 +75,8 @@ def figures(run: Path, pbc: str) -> dict:
             "teacher": cfg.get("teacher"), "finetune_from": cfg.get("finetune_from") if cfg["mode"] == "cached" else None,
             "val_accuracy": round(val, 2), "shifted_val_balanced_accuracy": round(shift, 2),
             "eligible": val >= TEACHER_VAL - VAL_MARGIN and shift >= TEACHER_SHIFTED - SHIFTED_MARGIN,
-            "precise_bn_val_accuracy": round(val_bn, 2), "precise_bn_shifted_val_balanced_accuracy": round(shift_bn, 2),
+            "precise_bn_val_accuracy": None if val_bn is None else round(val_bn, 2),
+            "precise_bn_shifted_val_balanced_accuracy": None if shift_bn is None else round(shift_bn, 2),
             "test_accuracy": round(100 * info["test"]["accuracy"], 2),
             "minutes": round(info["timings"]["total_s"] / 60, 1)}
 
@@ -83,6 +91,12 @@ def _batchnorm(cfg: dict, info: dict) -> str:
     if cfg["mode"] == "cached" or (cfg["model"]["weights"] not in (None, "none") and not cfg["model"].get("narrow_from")):
         return "re-estimated once, then frozen" if once else "frozen"
     return "trained; precise BN before each val" if cfg.get("precise_bn", 0) else "trained; moving averages"
+
+
+def _precise(row: dict) -> str:
+    if row.get("precise_bn_val_accuracy") is None:
+        return "-"
+    return f"{row['precise_bn_val_accuracy']:.2f} / {row['precise_bn_shifted_val_balanced_accuracy']:.2f}"
 
 
 def _bn_cell(row: dict) -> str:
@@ -103,10 +117,10 @@ def markdown(rows: list[dict]) -> str:
             f"{r['alpha']:g}{_cut_at(r)} / {r['input_size']} | {r['start']} | {_bn_cell(r)} | "
             f"{'yes' if r['teacher'] else 'no'} | {r['val_accuracy']:.2f} | {r['shifted_val_balanced_accuracy']:.2f} | "
             f"{'yes' if r['eligible'] else 'no'} | {r['test_accuracy']:.2f} | {r['minutes']:.1f} | "
-            f"{r['precise_bn_val_accuracy']:.2f} / {r['precise_bn_shifted_val_balanced_accuracy']:.2f} |" for r in rows]
-    note = ("Precise BN (BatchNorm statistics re-estimated on 1,000 clean train images) is a check, not a selection. "
-            "It only means something for full-mode runs whose BatchNorm trained; a cached run's head learned on the "
-            "frozen statistics, so re-estimating them moves its features and its figures drop.")
+            f"{_precise(r)} |" for r in rows]
+    note = ("Last column: the saved weights with their BatchNorm statistics re-estimated on 1,000 seeded augmented "
+            "train views (`model.batchnorm`, what full mode's --precise-bn does), a check and not a selection; only "
+            "for runs whose BatchNorm trained (frozen statistics are the ones the rest of the network learned on).")
     return "\n".join([f"Eligible (RULE.md): PBC val >= {TEACHER_VAL - VAL_MARGIN:.2f} % and shifted val >= "
                       f"{TEACHER_SHIFTED - SHIFTED_MARGIN:.2f} %.", "", *head, *body, "", note]) + "\n"
 
