@@ -52,9 +52,9 @@ def test_a_bad_last_block_is_refused_before_the_run_dir(sample_root, tiny_run_di
     from wbc_edge.model.network import ModelConfig, build_model
 
     split = tiny_run_dir / "split.csv"
-    with pytest.raises(WbcEdgeError, match="--last-block must be a MobileNetV2 block 13..16, got 12"):
+    with pytest.raises(WbcEdgeError, match="--last-block must be a MobileNetV2 block 10..16, got 9"):
         tiny_train_config(sample_root, tmp_path / "a", split,
-                          model=ModelConfig(alpha=0.35, input_size=96, weights="none", last_block=12)).validate()
+                          model=ModelConfig(alpha=0.35, input_size=96, weights="none", last_block=9)).validate()
     with pytest.raises(WbcEdgeError, match="--finetune-from 15 is above --last-block 14"):
         tiny_train_config(sample_root, tmp_path / "a", split, finetune_from=15,
                           model=ModelConfig(alpha=0.35, input_size=96, weights="none", last_block=14)).validate()

@@ -24,9 +24,9 @@ from ..core.tfcompat import import_tf
 from ..core.preprocess import DEFAULT_SIZE
 
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-#: `ModelConfig.last_block` values: the 7x7-stage blocks (at 224 px).  Lower, the cached mode's cut (block 13 by
-#: default) would fall above the end of the network.
-LAST_BLOCKS = tuple(range(13, 17))
+#: `ModelConfig.last_block` values: the 14x14 and 7x7 stages (at 224 px), as the cached mode's cuts; below a
+#: run's cut (--finetune-from, 13 by default) the cut would fall above the end of the network (refused).
+LAST_BLOCKS = tuple(range(10, 17))
 
 
 @dataclass
