@@ -251,7 +251,7 @@ def test_the_default_int8_keeps_ops_with_many_weights_int8(tmp_path, tiny_run_di
 
     free, counts = run(tmp_path / "free", cap=10**9)
     heaviest = max(counts[f["tensor"]] for f in free["float_layers"])
-    cap = heaviest - 1  # the uncapped choice breaks this cap
+    cap = max(heaviest - 1, 0)  # the uncapped choice breaks this cap (0: only weightless ops may stay float)
     capped, counts = run(tmp_path / "capped", cap=cap)
     assert capped["options"]["max_float_weights"] == cap and len(capped["float_layers"]) == 4
     assert all(counts[f["tensor"]] <= cap for f in capped["float_layers"])
