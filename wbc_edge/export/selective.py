@@ -212,14 +212,15 @@ def int8_mixed_hook(converter, ctx) -> bytes:
     q = Quantiser(ctx.saved_model_dir, ctx.calibration)
     images = rank_subset(ctx.calibration, n_rank)
     ranked = rank(q.layer_errors(shifted_rank_images(images) if on == "shifted" else images), metric)
+    plain = q.model(())  # K = 0, and what the weight counts are read from: converted once
     candidates, too_big = ranked, []
     if cap is not None:
         # A float op stores its weights in 4 bytes instead of 1: a wide projection kept float can add more to a
         # small model's file than the whole int8 network beside it (issue 33).  Such ops stay int8.
-        counts = weight_counts(q.model(()))
+        counts = weight_counts(plain)
         candidates = [e for e in ranked if counts.get(e.tensor, 0) <= int(cap)]
         too_big = [e.layer for e in ranked[:12] if counts.get(e.tensor, 0) > int(cap)]
-    models = q.selective(candidates, [0, k])
+    models = {0: (plain, []), **q.selective(candidates, [k])}
     blob, chosen = models[max(models)]
     by = {e.tensor: e for e in ranked}
     ctx.record["float_layers"] = [{"layer": by[t].layer, "op": by[t].op, "tensor": t,
